@@ -1,0 +1,105 @@
+"""The base configuration every file in `configs/` starts from.
+
+Keys are nouns with units. `batch_size` is global (all devices of all hosts). Variants import
+`get_base_config()` and change what they need; derived values use `get_ref` so command-line
+overrides such as `--config.num_train_steps=500` carry through.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  # enhance: paired colour grading; denoise: clean -> noisy made on the fly; segment: masks.
+  config.task = 'enhance'
+
+  config.model = model = ml_collections.ConfigDict()
+  model.levels = 4  # number of down-sampling steps; input is padded to a multiple of 2**levels
+  model.base_channels = 32
+  model.max_channels = 512  # channels double per level up to this cap
+  model.in_channels = 3
+  model.norm = 'batch'  # batch | group | layer | none
+  model.group_norm_groups = 8
+  model.activation = 'relu'  # relu | gelu | silu
+  model.down = 'maxpool'  # maxpool | strided
+  model.up = 'bilinear'  # bilinear | transposed | pixel_shuffle
+  model.skip = 'concat'  # concat | none
+  model.attention_gates = False
+  model.multiscale_input = False
+  model.global_context = False
+  model.residual = True  # output = input + unet(input); image head only
+  model.head = 'image'  # image | segmentation
+  model.out_channels = 3  # image head
+  model.num_classes = 2  # segmentation head
+  model.dtype = 'float32'  # compute dtype: float32 | bfloat16 (params stay float32)
+
+  config.loss = loss = ml_collections.ConfigDict()
+  # Weights of the combined loss; 0 switches a term off. The seed's best practice:
+  # l1 + 0.1 * perceptual + 0.1 * (1 - ssim).
+  loss.l1 = 1.0
+  loss.l2 = 0.0
+  loss.charbonnier = 0.0
+  loss.ssim = 0.1
+  loss.ms_ssim = 0.0
+  loss.perceptual = 0.1
+  loss.perceptual_network = 'vgg16'  # vgg16 | vgg19
+  # Per-layer weights of the perceptual loss, shallow to deep; None means equal weights.
+  loss.perceptual_layer_weights = config_dict.placeholder(tuple)
+  loss.vgg_weights_path = config_dict.placeholder(str)  # None: built-in ImageNet VGG16
+  loss.charbonnier_epsilon = 1e-3
+  # Segmentation.
+  loss.cross_entropy = 1.0
+  loss.dice = 0.0
+  loss.ignore_label = 255
+
+  config.data = data = ml_collections.ConfigDict()
+  data.name = 'builtin'  # builtin | paired_folders | tfds name (e.g. oxford_iiit_pet)
+  data.dir = config_dict.placeholder(str)  # root of the user's pairs (paired_folders)
+  data.tfds_data_dir = config_dict.placeholder(str)  # None: <workdir>/tfds or ~/tensorflow_datasets
+  data.look = 'local_contrast'  # built-in grading look (builtin dataset)
+  data.noise_sigma = 25.0 / 255.0  # denoise task, on [0, 1] images
+  data.crop_size = 256
+  data.sampling = 'crop'  # crop | resize | mixed (whole image resized, or a random crop)
+  data.hflip = True
+  data.vflip = False
+  data.rot90 = False
+  data.max_rotation_degrees = 0.0
+  data.num_workers = 0  # grain worker processes; 0 decodes in the main process
+  data.prefetch_buffer_size = 2
+  data.bad_pair_policy = 'error'  # error | skip
+  data.eval_size = config_dict.placeholder(int)  # None: evaluate at full resolution
+  data.train_split = 'train'
+  data.eval_split = 'test'
+
+  config.batch_size = 8  # global
+  config.num_train_steps = 10_000
+  config.optimizer = opt = ml_collections.ConfigDict()
+  opt.learning_rate = 2e-4
+  opt.warmup_steps = 500
+  opt.end_learning_rate_factor = 0.01
+  opt.weight_decay = 1e-4
+  opt.b1 = 0.9
+  opt.b2 = 0.99
+  opt.grad_clip_norm = 1.0
+  opt.ema_decay = 0.999  # 0 disables EMA
+
+  config.log_every_steps = 50
+  config.eval_every_steps = 1000
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+  config.best_metric = 'psnr'  # eval metric that picks the kept best checkpoint
+  config.num_image_summaries = 4
+
+  config.predict = predict = ml_collections.ConfigDict()
+  predict.tile_size = 512
+  predict.tile_overlap = 64
+  predict.batch_tiles = 1
+
+  # Multi-host: leave None on a single machine or where jax auto-detects (TPU pods, SLURM).
+  config.distributed = dist = ml_collections.ConfigDict()
+  dist.coordinator_address = config_dict.placeholder(str)
+  dist.num_processes = config_dict.placeholder(int)
+  dist.process_id = config_dict.placeholder(int)
+  return config

@@ -1,0 +1,184 @@
+"""Building blocks of the U-Net: conv block, down- and up-sampling, attention gate."""
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+NORMS = ('batch', 'group', 'layer', 'none')
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+  'relu': nn.relu,
+  'gelu': nn.gelu,
+  'silu': nn.silu,
+}
+DOWNS = ('maxpool', 'strided')
+UPS = ('bilinear', 'transposed', 'pixel_shuffle')
+
+
+def _group_count(features: int, groups: int) -> int:
+  """The largest count <= `groups` that divides `features` (GroupNorm needs a divisor)."""
+  for count in range(min(groups, features), 0, -1):
+    if features % count == 0:
+      return count
+  return 1
+
+
+class Norm(nn.Module):
+  """The normalisation chosen by name; BatchNorm keeps running statistics for eval."""
+
+  kind: str = 'batch'
+  groups: int = 8
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    if self.kind == 'batch':
+      return nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
+    if self.kind == 'group':
+      groups = _group_count(x.shape[-1], self.groups)
+      return nn.GroupNorm(num_groups=groups, dtype=self.dtype)(x)
+    if self.kind == 'layer':
+      return nn.LayerNorm(dtype=self.dtype)(x)
+    return x
+
+
+class ConvBlock(nn.Module):
+  """2 x (3x3 conv -> norm -> activation), the U-Net's unit of work at one resolution."""
+
+  features: int
+  norm: str = 'batch'
+  groups: int = 8
+  activation: str = 'relu'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    activation = ACTIVATIONS[self.activation]
+    for i in range(2):
+      # A bias before a normalisation that subtracts the mean is wasted parameters.
+      x = nn.Conv(
+        self.features,
+        (3, 3),
+        use_bias=self.norm == 'none',
+        dtype=self.dtype,
+        name=f'conv_{i}',
+      )(x)
+      x = Norm(self.norm, self.groups, self.dtype, name=f'norm_{i}')(x, train=train)
+      x = activation(x)
+    return x
+
+
+class Downsample(nn.Module):
+  """Halves H and W: 2x2 max-pool, or a learnt 4x4 convolution with stride 2."""
+
+  kind: str = 'maxpool'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.kind == 'maxpool':
+      return nn.max_pool(x, (2, 2), strides=(2, 2))
+    return nn.Conv(
+      x.shape[-1], (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype, name='conv'
+    )(x)
+
+
+def depth_to_space(x: jax.Array, block: int) -> jax.Array:
+  """[B, H, W, C * block**2] -> [B, H * block, W * block, C] (pixel shuffle)."""
+  b, h, w, c = x.shape
+  channels = c // (block * block)
+  x = x.reshape(b, h, w, block, block, channels)
+  x = x.transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h * block, w * block, channels)
+
+
+def _icnr_init(base_init: Callable, block: int) -> Callable:
+  """Initialises a pixel-shuffle conv so its output starts as nearest-neighbour upsampling.
+
+  Every sub-pixel position gets the same kernel, which removes the checkerboard pattern a
+  freshly initialised pixel shuffle otherwise produces (Aitken et al., 2017, "ICNR").
+  """
+
+  def init(key, shape, dtype=jnp.float32):
+    *spatial, in_features, out_features = shape
+    sub = base_init(key, (*spatial, in_features, out_features // (block * block)), dtype)
+    return jnp.repeat(sub, block * block, axis=-1)
+
+  return init
+
+
+class Upsample(nn.Module):
+  """Doubles H and W and maps to `features` channels.
+
+  bilinear: resize then 3x3 conv (smooth, no checkerboard); transposed: 4x4 transposed conv with
+  stride 2 (learnt, prone to checkerboard artifacts); pixel_shuffle: 3x3 conv to 4x channels,
+  then depth-to-space, initialised with ICNR.
+  """
+
+  features: int
+  kind: str = 'bilinear'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.kind == 'bilinear':
+      b, h, w, c = x.shape
+      x = jax.image.resize(x, (b, 2 * h, 2 * w, c), method='bilinear')
+      return nn.Conv(self.features, (3, 3), dtype=self.dtype, name='conv')(x)
+    if self.kind == 'transposed':
+      return nn.ConvTranspose(
+        self.features, (4, 4), strides=(2, 2), padding='SAME', dtype=self.dtype, name='conv'
+      )(x)
+    kernel_init = _icnr_init(nn.initializers.lecun_normal(), 2)
+    x = nn.Conv(self.features * 4, (3, 3), kernel_init=kernel_init, dtype=self.dtype, name='conv')(
+      x
+    )
+    return depth_to_space(x, 2)
+
+
+class AttentionGate(nn.Module):
+  """Additive attention on a skip connection (Oktay et al., 2018, "Attention U-Net").
+
+  The decoder's features (the gating signal) decide, per pixel, how much of the encoder's skip
+  features to let through: skip * sigmoid(psi(relu(W_x skip + W_g gate))).
+  """
+
+  inter_features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, skip: jax.Array, gate: jax.Array) -> jax.Array:
+    theta = nn.Conv(self.inter_features, (1, 1), use_bias=False, dtype=self.dtype, name='skip')
+    phi = nn.Conv(self.inter_features, (1, 1), dtype=self.dtype, name='gate')
+    psi = nn.Conv(1, (1, 1), dtype=self.dtype, name='psi')
+    weights = nn.sigmoid(psi(nn.relu(theta(skip) + phi(gate))))
+    return skip * weights
+
+
+class GlobalContext(nn.Module):
+  """Adds an image-wide vector to every bottleneck pixel: mean-pool, then a small MLP.
+
+  Exposure- and scene-dependent edits need to see the whole image, which 3x3 convolutions at the
+  bottleneck do not. The pooled vector can be given from outside (`pooled`) so that tiled
+  inference shares one context, computed over the whole image, between all tiles.
+  """
+
+  activation: str = 'relu'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, pooled: jax.Array | None = None) -> jax.Array:
+    features = x.shape[-1]
+    if pooled is None:
+      pooled = pool_features(x)
+    hidden = nn.Dense(features, dtype=self.dtype, name='dense_0')(pooled)
+    hidden = ACTIVATIONS[self.activation](hidden)
+    context = nn.Dense(features, dtype=self.dtype, name='dense_1')(hidden)
+    return x + context[:, None, None, :].astype(x.dtype)
+
+
+def pool_features(x: jax.Array) -> jax.Array:
+  """[B, H, W, C] -> [B, C] spatial mean, accumulated in float32."""
+  return jnp.mean(x.astype(jnp.float32), axis=(1, 2))

@@ -1,0 +1,202 @@
+"""The U-Net: encoder stages, a bottleneck, decoder stages joined by skip connections.
+
+Level i works at 1 / 2**i of the input resolution with `base_channels * 2**i` channels (capped
+at `max_channels`). With `levels=4`: four encoder stages, four down-samplings, a bottleneck at
+1/16, and four decoder stages that up-sample and concatenate the encoder's features.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from unet_jax.models import layers
+
+HEADS = ('image', 'segmentation')
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+class UNet(nn.Module):
+  """U-Net for image-to-image work on `[B, H, W, C]` inputs of any H and W.
+
+  Inputs are reflect-padded to a multiple of 2**levels and the output cropped back, so the output
+  has the input's spatial shape. The image head returns `[B, H, W, out_channels]` float32 (with
+  `residual=True`: input + edit, and the edit starts at exactly zero); the segmentation head
+  returns float32 logits `[B, H, W, num_classes]`.
+  """
+
+  levels: int = 4
+  base_channels: int = 32
+  max_channels: int = 512
+  in_channels: int = 3
+  norm: str = 'batch'
+  group_norm_groups: int = 8
+  activation: str = 'relu'
+  down: str = 'maxpool'
+  up: str = 'bilinear'
+  skip: str = 'concat'
+  attention_gates: bool = False
+  multiscale_input: bool = False
+  global_context: bool = False
+  residual: bool = True
+  head: str = 'image'
+  out_channels: int = 3
+  num_classes: int = 2
+  dtype: Any = jnp.float32
+
+  def channels(self, level: int) -> int:
+    return min(self.base_channels * 2**level, self.max_channels)
+
+  def _block(self, level: int, name: str) -> layers.ConvBlock:
+    return layers.ConvBlock(
+      self.channels(level),
+      norm=self.norm,
+      groups=self.group_norm_groups,
+      activation=self.activation,
+      dtype=self.dtype,
+      name=name,
+    )
+
+  @nn.compact
+  def __call__(
+    self,
+    x: jax.Array,
+    *,
+    train: bool = False,
+    pooled_context: jax.Array | None = None,
+    return_pooled_context: bool = False,
+  ) -> jax.Array:
+    """Runs the net.
+
+    Args:
+      x: `[B, H, W, in_channels]` images in [0, 1].
+      train: BatchNorm uses batch statistics (and updates `batch_stats`) when True.
+      pooled_context: `[B, C]` pooled bottleneck features to use instead of this input's own
+        (global-context nets only); tiled inference passes the whole image's here.
+      return_pooled_context: stop after the bottleneck and return its pooled features `[B, C]`.
+    """
+    self._check_input(x)
+    height, width = x.shape[1:3]
+    multiple = 2**self.levels
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if pad_h or pad_w:
+      x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode='reflect')
+
+    features = x.astype(self.dtype)
+    skips = []
+    for level in range(self.levels):
+      if level > 0:
+        features = layers.Downsample(self.down, self.dtype, name=f'down_{level}')(features)
+        if self.multiscale_input:
+          features = jnp.concatenate([features, _downscale(x, 2**level, self.dtype)], axis=-1)
+      features = self._block(level, f'encoder_{level}')(features, train=train)
+      skips.append(features)
+
+    features = layers.Downsample(self.down, self.dtype, name=f'down_{self.levels}')(features)
+    if self.multiscale_input:
+      features = jnp.concatenate([features, _downscale(x, multiple, self.dtype)], axis=-1)
+    features = self._block(self.levels, 'bottleneck')(features, train=train)
+    if return_pooled_context:
+      return layers.pool_features(features)
+    if self.global_context:
+      features = layers.GlobalContext(self.activation, self.dtype, name='global_context')(
+        features, pooled_context
+      )
+
+    for level in reversed(range(self.levels)):
+      features = layers.Upsample(self.channels(level), self.up, self.dtype, name=f'up_{level}')(
+        features
+      )
+      if self.skip == 'concat':
+        skip = skips[level]
+        if self.attention_gates:
+          gate = layers.AttentionGate(
+            max(self.channels(level) // 2, 1), self.dtype, name=f'attention_{level}'
+          )
+          skip = gate(skip, features)
+        features = jnp.concatenate([features, skip], axis=-1)
+      features = self._block(level, f'decoder_{level}')(features, train=train)
+
+    # The head runs in float32: the last layer and the output keep full precision.
+    features = features.astype(jnp.float32)
+    if self.head == 'segmentation':
+      out = nn.Conv(self.num_classes, (1, 1), name='head')(features)
+    elif self.residual:
+      edit = nn.Conv(
+        self.out_channels,
+        (1, 1),
+        kernel_init=nn.initializers.zeros,
+        bias_init=nn.initializers.zeros,
+        name='head',
+      )(features)
+      out = x.astype(jnp.float32) + edit
+    else:
+      out = nn.Conv(self.out_channels, (1, 1), name='head')(features)
+    return out[:, :height, :width, :]
+
+  def _check_input(self, x: jax.Array) -> None:
+    if x.ndim != 4:
+      raise ValueError(
+        f'UNet expects images shaped [B, H, W, C]; got an array of rank {x.ndim} '
+        f'with shape {tuple(x.shape)}.'
+      )
+    if x.shape[-1] != self.in_channels:
+      raise ValueError(
+        f'UNet was built for {self.in_channels} input channels (model.in_channels) but got '
+        f'{x.shape[-1]} channels in an input of shape {tuple(x.shape)}.'
+      )
+
+
+def _downscale(x: jax.Array, factor: int, dtype: Any) -> jax.Array:
+  """Average-pools the input image by `factor` (the multi-scale input of each stage)."""
+  return nn.avg_pool(x, (factor, factor), strides=(factor, factor)).astype(dtype)
+
+
+def _check_choice(option: str, value: Any, choices: tuple) -> None:
+  if value not in choices:
+    raise ValueError(f'config.model.{option}={value!r} is not one of {list(choices)}.')
+
+
+def validate_model_config(model_config: ml_collections.ConfigDict) -> None:
+  """Raises a ValueError naming the `config.model` option that cannot build a U-Net."""
+  _check_choice('norm', model_config.norm, layers.NORMS)
+  _check_choice('activation', model_config.activation, tuple(layers.ACTIVATIONS))
+  _check_choice('down', model_config.down, layers.DOWNS)
+  _check_choice('up', model_config.up, layers.UPS)
+  _check_choice('skip', model_config.skip, ('concat', 'none'))
+  _check_choice('head', model_config.head, HEADS)
+  _check_choice('dtype', model_config.dtype, tuple(DTYPES))
+  for option in ('levels', 'base_channels', 'max_channels', 'in_channels', 'group_norm_groups'):
+    if int(model_config[option]) < 1:
+      raise ValueError(f'config.model.{option} must be >= 1; got {model_config[option]}.')
+  if model_config.head == 'image' and model_config.out_channels < 1:
+    raise ValueError(f'config.model.out_channels must be >= 1; got {model_config.out_channels}.')
+  if model_config.head == 'segmentation':
+    if model_config.num_classes < 2:
+      raise ValueError(
+        f'config.model.num_classes must be >= 2 for segmentation; got {model_config.num_classes}.'
+      )
+    if model_config.residual:
+      raise ValueError(
+        'config.model.residual=True needs the image head (output = input + edit); set '
+        '--config.model.residual=False for config.model.head=segmentation.'
+      )
+  elif model_config.residual and model_config.out_channels != model_config.in_channels:
+    raise ValueError(
+      f'config.model.residual=True adds the input to the output, so out_channels '
+      f'({model_config.out_channels}) must equal in_channels ({model_config.in_channels}).'
+    )
+
+
+def create_model(model_config: ml_collections.ConfigDict) -> UNet:
+  """Builds the `UNet` described by `config.model`, after checking every option."""
+  validate_model_config(model_config)
+  kwargs = dict(model_config)
+  kwargs['dtype'] = DTYPES[model_config.dtype]
+  return UNet(**kwargs)
+
+
+def count_params(params: Any) -> int:
+  return sum(int(p.size) for p in jax.tree.leaves(params))
