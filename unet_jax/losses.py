@@ -1,0 +1,345 @@
+"""Losses in pure jnp. Images are `[B, H, W, C]` in [0, 1]; every loss returns a float32 scalar.
+
+Each image loss is `loss(pred, target) -> scalar`, 0 (its minimum) when `pred == target`, and
+computes in float32 whatever the input dtype. `combined` weights them as `config.loss` says; the
+default is the seed's `l1 + 0.1 * perceptual + 0.1 * (1 - ssim)`. Segmentation losses take logits
+`[B, H, W, K]` and integer labels `[B, H, W]`, ignoring pixels labelled `ignore_label`.
+
+The perceptual loss needs the frozen VGG weights: get them once with `load_loss_params` and pass
+them to the jitted step as an argument (closing over 60 MB of constants slows compilation).
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from unet_jax.models import vgg
+
+IMAGE_TERMS = ('l1', 'l2', 'charbonnier', 'ssim', 'ms_ssim', 'perceptual')
+SEGMENTATION_TERMS = ('cross_entropy', 'dice')
+# Wang, Simoncelli & Bovik (2003), the weights of the five scales, fine to coarse.
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def _f32(*arrays: jax.Array) -> tuple[jax.Array, ...]:
+  return tuple(jnp.asarray(a, jnp.float32) for a in arrays)
+
+
+def l1(pred: jax.Array, target: jax.Array) -> jax.Array:
+  """Mean absolute error."""
+  pred, target = _f32(pred, target)
+  return jnp.mean(jnp.abs(pred - target))
+
+
+def l2(pred: jax.Array, target: jax.Array) -> jax.Array:
+  """Mean squared error."""
+  pred, target = _f32(pred, target)
+  return jnp.mean(jnp.square(pred - target))
+
+
+def charbonnier(pred: jax.Array, target: jax.Array, epsilon: float = 1e-3) -> jax.Array:
+  """Mean of `sqrt(d^2 + eps^2) - eps`: L1-like but smooth at 0.
+
+  Subtracting `eps` changes no gradient and makes identical images score exactly 0.
+  """
+  pred, target = _f32(pred, target)
+  return jnp.mean(jnp.sqrt(jnp.square(pred - target) + epsilon**2) - epsilon)
+
+
+# ----------------------------------------------------------------------------- SSIM
+
+
+def _gaussian_kernel(size: int, sigma: float) -> jax.Array:
+  x = jnp.arange(size, dtype=jnp.float32) - (size - 1) / 2
+  kernel = jnp.exp(-0.5 * jnp.square(x / sigma))
+  return kernel / jnp.sum(kernel)
+
+
+def _gaussian_blur_valid(x: jax.Array, size: int, sigma: float) -> jax.Array:
+  """Separable Gaussian filter of each channel, 'valid' borders: `[N, H, W, C]` -> smaller."""
+  channels = x.shape[-1]
+  kernel = _gaussian_kernel(size, sigma)
+  for kernel_shape in ((size, 1, 1, 1), (1, size, 1, 1)):
+    x = jax.lax.conv_general_dilated(
+      x,
+      jnp.tile(kernel.reshape(kernel_shape), (1, 1, 1, channels)),
+      window_strides=(1, 1),
+      padding='VALID',
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=channels,
+      precision=jax.lax.Precision.HIGHEST,
+    )
+  return x
+
+
+def _ssim_terms(
+  pred: jax.Array,
+  target: jax.Array,
+  max_val: float,
+  filter_size: int,
+  filter_sigma: float,
+  k1: float,
+  k2: float,
+) -> tuple[jax.Array, jax.Array]:
+  """Per-pixel SSIM and contrast-structure maps, `[B, H', W', C]` each ('valid' filtering)."""
+  height, width = pred.shape[-3:-1]
+  if min(height, width) < filter_size:
+    raise ValueError(
+      f'SSIM needs images of at least {filter_size}x{filter_size} pixels; got {height}x{width}.'
+    )
+  # One filter call for all five statistics keeps the compiled graph small.
+  stats = _gaussian_blur_valid(
+    jnp.concatenate([pred, target, pred * pred, target * target, pred * target], axis=0),
+    filter_size,
+    filter_sigma,
+  )
+  mu_p, mu_t, pp, tt, pt = jnp.split(stats, 5, axis=0)
+  # Float error can push a variance of a flat patch slightly below 0.
+  var_p = jnp.maximum(pp - mu_p * mu_p, 0.0)
+  var_t = jnp.maximum(tt - mu_t * mu_t, 0.0)
+  cov = pt - mu_p * mu_t
+  c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
+  cs = (2.0 * cov + c2) / (var_p + var_t + c2)
+  luminance = (2.0 * mu_p * mu_t + c1) / (mu_p * mu_p + mu_t * mu_t + c1)
+  return luminance * cs, cs
+
+
+def ssim_per_image(
+  pred: jax.Array,
+  target: jax.Array,
+  *,
+  max_val: float = 1.0,
+  filter_size: int = 11,
+  filter_sigma: float = 1.5,
+  k1: float = 0.01,
+  k2: float = 0.03,
+) -> jax.Array:
+  """SSIM of each image, `[B]`: Gaussian window 11, sigma 1.5, mean over pixels and channels.
+
+  Matches `dm_pix.ssim` and skimage's `structural_similarity(gaussian_weights=True, sigma=1.5,
+  use_sample_covariance=False, data_range=1)` (both average the map away from the borders).
+  """
+  pred, target = _f32(pred, target)
+  ssim_map, _ = _ssim_terms(pred, target, max_val, filter_size, filter_sigma, k1, k2)
+  return jnp.mean(ssim_map, axis=(-3, -2, -1))
+
+
+def ms_ssim_per_image(
+  pred: jax.Array,
+  target: jax.Array,
+  *,
+  max_val: float = 1.0,
+  filter_size: int = 11,
+  filter_sigma: float = 1.5,
+  k1: float = 0.01,
+  k2: float = 0.03,
+  scale_weights: Sequence[float] = MS_SSIM_WEIGHTS,
+) -> jax.Array:
+  """Multi-scale SSIM of each image, `[B]` (Wang et al. 2003, 2x2 average pooling between scales).
+
+  Scales whose image would be smaller than the filter are dropped and the remaining weights
+  renormalised, so crops smaller than the 176 px that five scales need still work. Contrast terms
+  are clipped at a small positive value before the fractional powers, which are undefined below 0.
+  """
+  pred, target = _f32(pred, target)
+  size = min(pred.shape[-3:-1])
+  scales = 0
+  while scales < len(scale_weights) and size // 2**scales >= filter_size:
+    scales += 1
+  if scales == 0:
+    raise ValueError(f'MS-SSIM needs images of at least {filter_size} pixels; got {size}.')
+  weights = jnp.asarray(scale_weights[:scales], jnp.float32)
+  weights = weights / jnp.sum(weights)
+  factors = []
+  for scale in range(scales):
+    if scale:
+      pred, target = (
+        jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID') / 4.0
+        for x in (pred, target)
+      )
+    ssim_map, cs_map = _ssim_terms(pred, target, max_val, filter_size, filter_sigma, k1, k2)
+    last = scale == scales - 1
+    factors.append(jnp.mean(ssim_map if last else cs_map, axis=(-3, -2)))  # [B, C]
+  values = jnp.maximum(jnp.stack(factors, axis=-1), 1e-6)  # [B, C, scales]
+  return jnp.mean(jnp.prod(values**weights, axis=-1), axis=-1)
+
+
+def ssim(pred: jax.Array, target: jax.Array) -> jax.Array:
+  """`1 - SSIM`, averaged over the batch (Gaussian window 11, sigma 1.5, data range 1)."""
+  return 1.0 - jnp.mean(ssim_per_image(pred, target))
+
+
+def ms_ssim(pred: jax.Array, target: jax.Array) -> jax.Array:
+  """`1 - MS-SSIM`, averaged over the batch."""
+  return 1.0 - jnp.mean(ms_ssim_per_image(pred, target))
+
+
+# ----------------------------------------------------------------------------- perceptual
+
+
+def _layer_weights(network: str, layer_weights: Sequence[float] | None) -> tuple[float, ...]:
+  layers = vgg.LAYERS[network]
+  if layer_weights is None:
+    return (1.0 / len(layers),) * len(layers)
+  if len(layer_weights) != len(layers):
+    raise ValueError(
+      f'perceptual_layer_weights has {len(layer_weights)} values; {network} compares '
+      f'{len(layers)} layers {layers}.'
+    )
+  return tuple(float(w) for w in layer_weights)
+
+
+def perceptual(
+  pred: jax.Array,
+  target: jax.Array,
+  vgg_params: Any = None,
+  *,
+  network: str = 'vgg16',
+  layer_weights: Sequence[float] | None = None,
+) -> jax.Array:
+  """Weighted mean absolute difference of VGG activations (relu1_2 ... relu5_x).
+
+  `vgg_params` from `vgg.load_vgg_params(network)`; None loads the built-in VGG16 (fine outside
+  jit; under jit pass them as an argument). `layer_weights` go shallow to deep; None averages the
+  layers. The VGG is frozen: gradients reach `pred` only.
+  """
+  if vgg_params is None:
+    vgg_params = vgg.load_vgg_params(network)
+  weights = _layer_weights(network, layer_weights)
+  pred, target = _f32(pred, target)
+  batch = pred.shape[0]
+  # One pass over both halves: a single VGG call compiles once and batches better.
+  features = vgg.create_vgg(network).apply(
+    {'params': vgg_params}, jnp.concatenate([pred, target], axis=0)
+  )
+  total = jnp.zeros((), jnp.float32)
+  for weight, layer in zip(weights, vgg.LAYERS[network], strict=True):
+    if weight:
+      f = features[layer]
+      total += weight * jnp.mean(jnp.abs(f[:batch] - f[batch:]))
+  return total
+
+
+# ----------------------------------------------------------------------------- combined
+
+
+def load_loss_params(loss_config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The frozen arrays `combined` needs: `{'vgg': params}` if the perceptual term is on, else {}."""
+  if loss_config.get('perceptual', 0.0) > 0:
+    return {
+      'vgg': vgg.load_vgg_params(loss_config.perceptual_network, loss_config.vgg_weights_path)
+    }
+  return {}
+
+
+def _weights(loss_config: ml_collections.ConfigDict, names: Sequence[str]) -> dict[str, float]:
+  weights = {name: float(loss_config.get(name, 0.0) or 0.0) for name in names}
+  negative = [f'{name}={w}' for name, w in weights.items() if w < 0]
+  if negative:
+    raise ValueError(f'Loss weights must be >= 0; got {", ".join(negative)}.')
+  active = {name: w for name, w in weights.items() if w > 0}
+  if not active:
+    raise ValueError(f'Every loss weight is 0; set one of {", ".join(names)} in config.loss.')
+  return active
+
+
+def combined(
+  pred: jax.Array,
+  target: jax.Array,
+  loss_config: ml_collections.ConfigDict,
+  loss_params: dict[str, Any],
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """`(total, terms)`: the weighted sum of the image losses whose `config.loss` weight is > 0.
+
+  `terms` holds each unweighted term (`'ssim'` is `1 - SSIM`) for logging. `loss_params` comes from
+  `load_loss_params(loss_config)`. Computed in float32 even for bfloat16 `pred`.
+  """
+  weights = _weights(loss_config, IMAGE_TERMS)
+  pred, target = _f32(pred, target)
+  terms = {}
+  for name in weights:
+    if name == 'charbonnier':
+      terms[name] = charbonnier(pred, target, loss_config.charbonnier_epsilon)
+    elif name == 'perceptual':
+      if 'vgg' not in loss_params:
+        raise ValueError(
+          'The perceptual loss is on but loss_params has no VGG weights; pass '
+          'losses.load_loss_params(config.loss).'
+        )
+      layer_weights = loss_config.get('perceptual_layer_weights')
+      terms[name] = perceptual(
+        pred,
+        target,
+        loss_params['vgg'],
+        network=loss_config.perceptual_network,
+        layer_weights=layer_weights,
+      )
+    else:
+      terms[name] = _IMAGE_LOSSES[name](pred, target)
+  total = sum(weights[name] * value for name, value in terms.items())
+  return total, terms
+
+
+_IMAGE_LOSSES = {'l1': l1, 'l2': l2, 'ssim': ssim, 'ms_ssim': ms_ssim}
+
+
+# ----------------------------------------------------------------------------- segmentation
+
+
+def _valid(labels: jax.Array, ignore_label: int | None) -> jax.Array:
+  if ignore_label is None:
+    return jnp.ones(labels.shape, jnp.float32)
+  return (labels != ignore_label).astype(jnp.float32)
+
+
+def cross_entropy(
+  logits: jax.Array, labels: jax.Array, ignore_label: int | None = None
+) -> jax.Array:
+  """Softmax cross-entropy averaged over labelled pixels.
+
+  Logits `[B, H, W, K]`, integer labels `[B, H, W]`; pixels equal to `ignore_label` count for
+  nothing (and a batch with none labelled gives 0).
+  """
+  logits = jnp.asarray(logits, jnp.float32)
+  valid = _valid(labels, ignore_label)
+  safe = jnp.where(valid > 0, labels, 0).astype(jnp.int32)
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  nll = -jnp.take_along_axis(log_probs, safe[..., None], axis=-1)[..., 0]
+  return jnp.sum(nll * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+
+
+def dice(
+  logits: jax.Array, labels: jax.Array, ignore_label: int | None = None, smooth: float = 1.0
+) -> jax.Array:
+  """Soft Dice loss, `1 - mean over classes of (2|P∩Y| + s) / (|P| + |Y| + s)`, over the batch.
+
+  `smooth` keeps classes absent from both prediction and labels at a Dice of 1 (no penalty).
+  """
+  logits = jnp.asarray(logits, jnp.float32)
+  num_classes = logits.shape[-1]
+  valid = _valid(labels, ignore_label)[..., None]
+  probs = jax.nn.softmax(logits, axis=-1) * valid
+  onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32) * valid
+  axes = tuple(range(logits.ndim - 1))
+  intersection = jnp.sum(probs * onehot, axis=axes)
+  sizes = jnp.sum(probs, axis=axes) + jnp.sum(onehot, axis=axes)
+  return 1.0 - jnp.mean((2.0 * intersection + smooth) / (sizes + smooth))
+
+
+def segmentation_combined(
+  logits: jax.Array, labels: jax.Array, loss_config: ml_collections.ConfigDict
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """`(total, terms)` of `cross_entropy` and `dice` weighted by `config.loss`.
+
+  Logits `[B, H, W, K]`, labels int `[B, H, W]`; pixels equal to `loss_config.ignore_label` count
+  for nothing.
+  """
+  weights = _weights(loss_config, SEGMENTATION_TERMS)
+  ignore_label = loss_config.get('ignore_label')
+  losses = {'cross_entropy': cross_entropy, 'dice': dice}
+  terms = {name: losses[name](logits, labels, ignore_label) for name in weights}
+  total = sum(weights[name] * value for name, value in terms.items())
+  return total, terms
