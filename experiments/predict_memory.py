@@ -1,0 +1,85 @@
+"""Time and peak memory (RSS) of grading one large photo with tiled inference, end to end.
+
+  python experiments/predict_memory.py --config=configs/res256.py --width=5000 --height=3500
+
+Writes a synthetic JPEG of the given size to a temporary folder, then runs `predict_paths` on
+it (decode, two-pass or one-pass tiled grading, PNG encode) with a random-init model of the
+config: the weights do not change the cost. Peak RSS is the process's high-water mark
+(`resource.getrusage`), so run it in a fresh process; it is printed next to the RSS before
+grading (Python, jax and the model) to show what the photo itself adds.
+"""
+
+import pathlib
+import resource
+import sys
+import tempfile
+import time
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+from PIL import Image
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from unet_jax import predict  # noqa: E402
+from unet_jax.models import create_model  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+  'config', 'configs/res256.py', 'Model and predict config.'
+)
+_WIDTH = flags.DEFINE_integer('width', 5000, 'Photo width (px).')
+_HEIGHT = flags.DEFINE_integer('height', 3500, 'Photo height (px).')
+
+
+def peak_rss_mb() -> float:
+  # Linux reports ru_maxrss in KiB.
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def synthetic_photo(height: int, width: int) -> Image.Image:
+  """Smooth colour fields plus grain: compresses like a photo, unlike pure noise."""
+  rng = np.random.default_rng(0)
+  small = Image.fromarray(
+    (rng.random((height // 64 + 2, width // 64 + 2, 3)) * 255).astype('uint8')
+  )
+  image = np.asarray(small.resize((width, height), Image.Resampling.BICUBIC), dtype=np.int16)
+  image = image + rng.integers(-8, 9, size=image.shape, dtype=np.int16)
+  return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  config = _CONFIG.value
+  model = create_model(config.model)
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  with tempfile.TemporaryDirectory() as root:
+    source = pathlib.Path(root, 'in')
+    source.mkdir()
+    synthetic_photo(_HEIGHT.value, _WIDTH.value).save(source / 'photo.jpg', quality=92)
+    before = peak_rss_mb()
+    start = time.perf_counter()
+    summary = predict.predict_paths(
+      config, model, variables, str(source), str(pathlib.Path(root, 'out'))
+    )
+    seconds = time.perf_counter() - start
+    assert not summary['failed'], summary['failed']
+  tile, overlap = config.predict.tile_size, config.predict.tile_overlap
+  multiple = 2**config.model.levels
+  tiles = len(predict._tile_offsets(_HEIGHT.value, tile, overlap, multiple)) * len(
+    predict._tile_offsets(_WIDTH.value, tile, overlap, multiple)
+  )
+  print(
+    f'{_WIDTH.value}x{_HEIGHT.value} photo, model levels={config.model.levels} '
+    f'base={config.model.base_channels} global_context={config.model.global_context}, '
+    f'tile {tile} overlap {overlap} batch_tiles {config.predict.batch_tiles} ({tiles} tiles), '
+    f'{jax.devices()[0].platform} x{jax.device_count()}: {seconds:.1f} s (compile included), '
+    f'peak RSS {peak_rss_mb():.0f} MiB (before grading: {before:.0f} MiB)'
+  )
+
+
+if __name__ == '__main__':
+  app.run(main)
