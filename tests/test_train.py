@@ -1,0 +1,190 @@
+"""The training engine end to end: train, resume exactly, stop on NaN, eval and predict."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from PIL import Image
+
+from unet_jax import inference, steps, train
+from unet_jax.config import get_base_config
+from unet_jax.validation import ConfigError, validate_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from configs import tiny  # noqa: E402
+
+
+def tiny_config(**overrides):
+  config = tiny.get_config()
+  config.num_train_steps = 6
+  config.checkpoint_every_steps = 2
+  config.eval_every_steps = 6
+  config.log_every_steps = 2
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split('.')
+    for parent in parents:
+      target = target[parent]
+    target[leaf] = value
+  return config
+
+
+def read_json(*parts):
+  return json.loads(pathlib.Path(*parts).read_text())
+
+
+def saved_params(workdir, step=None):
+  """The params pytree of a checkpoint, as numpy, read without a target."""
+  manager = ocp.CheckpointManager(
+    os.path.join(workdir, 'checkpoints'), options=ocp.CheckpointManagerOptions(read_only=True)
+  )
+  step = manager.latest_step() if step is None else step
+  manager.close()
+  # Restore as host numpy so that a checkpoint written on another device topology still reads.
+  path = os.path.join(workdir, 'checkpoints', str(step), 'state')
+  checkpointer = ocp.PyTreeCheckpointer()
+  metadata = checkpointer.metadata(path).item_metadata
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
+  restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+  return restored['params'], step
+
+
+@pytest.fixture(scope='module')
+def trained_workdir(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('run'))
+  results = train.train_and_evaluate(tiny_config(), workdir)
+  return workdir, results
+
+
+def test_training_writes_logs_checkpoints_and_eval(trained_workdir):
+  workdir, results = trained_workdir
+  assert read_json(workdir, 'config.json')['data']['crop_size'] == 32
+  log = pathlib.Path(workdir, 'metrics.jsonl').read_text().splitlines()
+  lines = [json.loads(line) for line in log]
+  train_steps = [line['step'] for line in lines if 'train/loss' in line]
+  assert train_steps == [2, 4, 6]
+  assert all(np.isfinite(line['train/loss']) for line in lines if 'train/loss' in line)
+  logged_keys = {key for line in lines for key in line}
+  assert {'eval/psnr', 'eval/lpips', 'eval_identity/psnr'} <= logged_keys
+  assert os.listdir(os.path.join(workdir, 'tensorboard'))
+  assert saved_params(workdir)[1] == 6
+  assert {'psnr', 'ssim', 'lpips', 'delta_e2000'} <= set(results['model'])
+  eval_dir = os.path.join(workdir, 'eval', 'step_6')
+  assert read_json(eval_dir, 'metrics.json')['num_images'] >= 1
+  assert [f for f in os.listdir(eval_dir) if f.endswith('.png')]
+
+
+def test_eval_mode_needs_only_the_workdir(trained_workdir):
+  workdir, _ = trained_workdir
+  results = inference.run_eval(workdir)
+  assert results['num_images'] >= 1
+  assert np.isfinite(results['model']['psnr']) and np.isfinite(results['identity']['psnr'])
+
+
+def test_predict_mode_grades_a_folder_without_touching_it(trained_workdir, tmp_path):
+  workdir, _ = trained_workdir
+  photos = tmp_path / 'photos'
+  photos.mkdir()
+  rng = np.random.default_rng(0)
+  Image.fromarray(rng.integers(0, 255, (45, 70, 3), dtype=np.uint8)).save(photos / 'a.png')
+  before = (photos / 'a.png').read_bytes()
+  summary = inference.run_predict(workdir, str(photos), str(tmp_path / 'graded'))
+  assert summary['written']
+  with Image.open(tmp_path / 'graded' / 'a.png') as graded:
+    assert graded.size == (70, 45)
+  assert (photos / 'a.png').read_bytes() == before
+  with pytest.raises(ValueError, match='photos'):
+    inference.run_predict(workdir, str(photos), str(photos))
+
+
+def test_resume_is_exact(tmp_path):
+  straight = str(tmp_path / 'straight')
+  train.train_and_evaluate(tiny_config(), straight)
+  interrupted = str(tmp_path / 'interrupted')
+  train.train_and_evaluate(tiny_config(), interrupted, stop_at_step=3)
+  assert saved_params(interrupted)[1] == 3
+  train.train_and_evaluate(tiny_config(), interrupted)
+  expected, step = saved_params(straight)
+  resumed, resumed_step = saved_params(interrupted)
+  assert step == resumed_step == 6
+  jax.tree.map(np.testing.assert_array_equal, resumed, expected)
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+  workdir = str(tmp_path / 'nan')
+  train.train_and_evaluate(tiny_config(), workdir, stop_at_step=2)
+  good, _ = saved_params(workdir)
+
+  real_loss = steps.compute_loss
+
+  def poisoned(predictions, batch, config, loss_params):
+    loss, terms = real_loss(predictions, batch, config, loss_params)
+    return loss * np.nan, terms
+
+  monkeypatch.setattr(steps, 'compute_loss', poisoned)
+  with pytest.raises(FloatingPointError, match='step 3'):
+    train.train_and_evaluate(tiny_config(), workdir)
+  after, step = saved_params(workdir)
+  assert step == 2
+  jax.tree.map(np.testing.assert_array_equal, after, good)
+
+
+def test_resuming_with_a_different_config_is_refused(tmp_path):
+  workdir = str(tmp_path / 'run')
+  os.makedirs(workdir)
+  from unet_jax import workdir as workdir_lib
+
+  workdir_lib.save_config(tiny_config(), workdir)
+  with pytest.raises(ValueError, match='model.base_channels'):
+    workdir_lib.save_config(tiny_config(**{'model.base_channels': 16}), workdir)
+  workdir_lib.save_config(tiny_config(log_every_steps=1), workdir)
+
+
+@pytest.mark.parametrize(
+  'overrides, option',
+  [
+    ({'batch_size': 12}, 'config.batch_size'),
+    ({'data.crop_size': 34}, 'config.data.crop_size'),
+    ({'model.norm': 'instance'}, 'config.model.norm'),
+    ({'loss.l1': 0.0, 'loss.ssim': 0.0}, 'loss weight'),
+    ({'predict.tile_size': 30}, 'config.predict.tile_size'),
+    ({'task': 'segment'}, 'config.model.head'),
+    ({'data.name': 'paired_folders', 'data.dir': '/nonexistent/pairs'}, '/nonexistent/pairs'),
+  ],
+)
+def test_config_errors_name_the_option(overrides, option):
+  with pytest.raises(ConfigError, match=option):
+    validate_config(tiny_config(**overrides))
+
+
+def test_unknown_command_line_key_fails_before_compiling(tmp_path):
+  result = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'unet_jax.main',
+      '--config=configs/tiny.py',
+      f'--workdir={tmp_path}',
+      '--config.model.no_such_option=3',
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert result.returncode != 0
+  assert 'no_such_option' in result.stderr
+  assert not os.path.exists(tmp_path / 'config.json')
+
+
+def test_base_config_is_valid():
+  config = get_base_config()
+  config.batch_size = 8
+  validate_config(config)

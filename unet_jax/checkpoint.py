@@ -1,0 +1,124 @@
+"""Orbax checkpoints: the train state and the data iterator's position, saved together.
+
+`workdir/checkpoints/` keeps the latest `keep_checkpoints` steps (for resuming);
+`workdir/best/` keeps the one step with the best eval metric (for eval and predict).
+"""
+
+import logging
+import os
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from unet_jax.train_state import TrainState
+
+LATEST_DIR = 'checkpoints'
+BEST_DIR = 'best'
+
+
+def _abstract(tree: Any) -> Any:
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class Checkpointer:
+  """Saves and restores training; every call is collective across processes."""
+
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict):
+    self._latest = ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), LATEST_DIR),
+      item_names=('state', 'data'),
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=config.keep_checkpoints,
+        enable_async_checkpointing=True,
+      ),
+    )
+    mode = 'min' if config.best_metric in ('lpips', 'delta_e2000') else 'max'
+    self._best_metric = config.best_metric
+    self._best = ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), BEST_DIR),
+      item_names=('state',),
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=1,
+        best_fn=lambda metrics: metrics[config.best_metric],
+        best_mode=mode,
+        keep_checkpoints_without_metrics=False,
+        enable_async_checkpointing=True,
+      ),
+    )
+
+  def latest_step(self) -> int | None:
+    return self._latest.latest_step()
+
+  def save(self, state: TrainState, data_iterator: Any, *, force: bool = False) -> None:
+    step = int(state.step)
+    if step in self._latest.all_steps():
+      return
+    self._latest.save(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=grain.checkpoint.CheckpointSave(data_iterator),
+      ),
+      force=force,
+    )
+
+  def save_best(self, state: TrainState, metrics: dict[str, float]) -> None:
+    if self._best_metric not in metrics:
+      raise KeyError(
+        f'config.best_metric={self._best_metric!r} is not among the eval metrics {sorted(metrics)}.'
+      )
+    self._best.save(
+      int(state.step),
+      args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+      metrics={k: float(v) for k, v in metrics.items()},
+    )
+
+  def restore_latest(self, target: TrainState, data_iterator: Any) -> TrainState:
+    """Restores the newest step into `target`'s structure and shardings, and the iterator."""
+    step = self._latest.latest_step()
+    restored = self._latest.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(_abstract(target)),
+        data=grain.checkpoint.CheckpointRestore(data_iterator),
+      ),
+    )
+    logging.info('Resumed from step %d.', step)
+    return restored['state']
+
+  def wait(self) -> None:
+    self._latest.wait_until_finished()
+    self._best.wait_until_finished()
+
+  def close(self) -> None:
+    self._latest.close()
+    self._best.close()
+
+
+def restore_for_inference(workdir: str, target: TrainState) -> tuple[TrainState, str]:
+  """The best checkpoint if one exists, else the latest; raises if there is none."""
+  workdir = os.path.abspath(workdir)
+  for sub in (BEST_DIR, LATEST_DIR):
+    path = os.path.join(workdir, sub)
+    if not os.path.isdir(path):
+      continue
+    manager = ocp.CheckpointManager(
+      path, options=ocp.CheckpointManagerOptions(read_only=True, create=False)
+    )
+    # best/ keeps a single step, so its latest is its best.
+    step = manager.latest_step()
+    if step is None:
+      manager.close()
+      continue
+    restored = manager.restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(target)))
+    )
+    manager.close()
+    return restored['state'], f'{path}/{step}'
+  raise FileNotFoundError(
+    f'No checkpoint in {workdir}/{BEST_DIR} or {workdir}/{LATEST_DIR}: train first with '
+    f'--mode=train --workdir={workdir}.'
+  )

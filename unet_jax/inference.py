@@ -1,0 +1,52 @@
+"""Eval and predict from a workdir alone: its config, its best (or latest) checkpoint."""
+
+import logging
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+from unet_jax import checkpoint, evaluate, metrics, predict
+from unet_jax import workdir as workdir_lib
+from unet_jax.models import UNet, create_model
+from unet_jax.train_state import create_optimizer, create_train_state, inference_variables
+from unet_jax.validation import validate_config
+
+
+def load_trained_model(
+  workdir: str,
+) -> tuple[ml_collections.ConfigDict, UNet, dict[str, Any], str]:
+  """(config, model, EMA variables, checkpoint path) of the run in `workdir`."""
+  config = workdir_lib.load_config(workdir)
+  validate_config(config, training=False)
+  model = create_model(config.model)
+  init = lambda: create_train_state(config, model, create_optimizer(config), jax.random.key(0))
+  target = jax.eval_shape(init)
+  state, path = checkpoint.restore_for_inference(workdir, target)
+  logging.info('Loaded %s (step %d).', path, int(state.step))
+  return config, model, inference_variables(state), path
+
+
+def run_eval(workdir: str) -> dict[str, Any]:
+  """Full-resolution eval of the trained model; writes `workdir/eval/<step>/`."""
+  config, model, variables, path = load_trained_model(workdir)
+  step = os.path.basename(path)
+  lpips_params = metrics.load_lpips_params() if config.task != 'segment' else None
+  return evaluate.evaluate(
+    config,
+    model,
+    variables,
+    lpips_params=lpips_params,
+    data_dir=config.data.tfds_data_dir or os.path.join(workdir, 'tfds'),
+    output_dir=os.path.join(workdir, 'eval', f'step_{step}'),
+  )
+
+
+def run_predict(workdir: str, input_path: str, output_dir: str) -> dict[str, Any]:
+  """Grades a photo or a folder of photos with the trained model."""
+  config = workdir_lib.load_config(workdir)
+  # Refuse a bad --input/--output before restoring anything.
+  predict.check_paths(input_path, output_dir)
+  config, model, variables, _ = load_trained_model(workdir)
+  return predict.predict_paths(config, model, variables, input_path, output_dir)

@@ -1,0 +1,46 @@
+"""Command line: train, evaluate or predict.
+
+python -m unet_jax.main --config=configs/default.py --workdir=runs/demo
+python -m unet_jax.main --mode=eval --workdir=runs/demo
+python -m unet_jax.main --mode=predict --workdir=runs/demo --input=photos/ --output=graded/
+"""
+
+import logging
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from unet_jax import inference, train
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+  'config', None, 'Training config file (configs/*.py); eval and predict read the workdir.'
+)
+flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs, the config and eval output.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict'], 'What to do.')
+flags.DEFINE_string('input', None, 'predict: a photo or a folder of photos.')
+flags.DEFINE_string('output', None, 'predict: the folder for graded photos (not the input folder).')
+flags.mark_flag_as_required('workdir')
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.getLogger().setLevel(logging.INFO)
+  if FLAGS.mode == 'train':
+    if FLAGS.config is None:
+      raise app.UsageError('--mode=train needs --config (e.g. --config=configs/default.py).')
+    results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    train.log_final_comparison(results)
+  elif FLAGS.mode == 'eval':
+    results = inference.run_eval(FLAGS.workdir)
+    train.log_final_comparison(results)
+  else:
+    if not FLAGS.input or not FLAGS.output:
+      raise app.UsageError('--mode=predict needs --input=FILE_OR_DIR and --output=DIR.')
+    summary = inference.run_predict(FLAGS.workdir, FLAGS.input, FLAGS.output)
+    print(summary, flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,53 @@
+"""Data parallelism with `jax.jit` and a 1-D device mesh named `data`.
+
+The batch is split along its first axis over every device of every host; the train state is
+replicated. XLA inserts the gradient all-reduce, and BatchNorm statistics are global.
+"""
+
+import logging
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+
+def initialize_distributed(config: ml_collections.ConfigDict) -> None:
+  """Joins a multi-process run when `config.distributed` names one; no-op otherwise."""
+  dist = config.distributed
+  if dist.num_processes is None or dist.num_processes <= 1:
+    return
+  if dist.coordinator_address is None or dist.process_id is None:
+    raise ValueError(
+      'config.distributed.num_processes > 1 needs config.distributed.coordinator_address '
+      "(e.g. 'localhost:12345') and config.distributed.process_id."
+    )
+  jax.distributed.initialize(
+    coordinator_address=dist.coordinator_address,
+    num_processes=dist.num_processes,
+    process_id=dist.process_id,
+  )
+  logging.info('Process %d of %d joined.', jax.process_index(), jax.process_count())
+
+
+def create_mesh() -> Mesh:
+  return jax.make_mesh((jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P('data'))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Turns this host's slice of the global batch into global arrays split over `data`."""
+  sharding = batch_sharding(mesh)
+  return {
+    key: jax.make_array_from_process_local_data(sharding, value)
+    for key, value in batch.items()
+    if isinstance(value, np.ndarray) and value.dtype != object
+  }

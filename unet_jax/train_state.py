@@ -1,0 +1,80 @@
+"""The training state (a pytree) and the optimiser that updates it."""
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from unet_jax.models import UNet
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything a checkpoint must hold to continue training bit for bit."""
+
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: optax.OptState
+  ema_params: Any
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """Linear warm-up to the peak rate, then cosine decay to `end_learning_rate_factor` of it."""
+  opt = config.optimizer
+  return optax.warmup_cosine_decay_schedule(
+    init_value=0.0,
+    peak_value=opt.learning_rate,
+    warmup_steps=opt.warmup_steps,
+    decay_steps=max(config.num_train_steps, opt.warmup_steps + 1),
+    end_value=opt.learning_rate * opt.end_learning_rate_factor,
+  )
+
+
+def _decay_mask(params: Any) -> Any:
+  """Weight decay on kernels only: decaying biases and norm scales only hurts."""
+  return jax.tree_util.tree_map_with_path(
+    lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params
+  )
+
+
+def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  opt = config.optimizer
+  return optax.chain(
+    optax.clip_by_global_norm(opt.grad_clip_norm),
+    optax.adamw(
+      learning_rate_schedule(config),
+      b1=opt.b1,
+      b2=opt.b2,
+      weight_decay=opt.weight_decay,
+      mask=_decay_mask,
+    ),
+  )
+
+
+def create_train_state(
+  config: ml_collections.ConfigDict,
+  model: UNet,
+  optimizer: optax.GradientTransformation,
+  rng: jax.Array,
+) -> TrainState:
+  """Initialises parameters on a `[1, crop, crop, in_channels]` dummy batch."""
+  size = config.data.crop_size
+  dummy = jnp.zeros((1, size, size, config.model.in_channels), jnp.float32)
+  variables = model.init(rng, dummy, train=False)
+  params = variables['params']
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    batch_stats=variables.get('batch_stats', {}),
+    opt_state=optimizer.init(params),
+    ema_params=params,
+  )
+
+
+def inference_variables(state: TrainState, *, use_ema: bool = True) -> dict[str, Any]:
+  """The variables `model.apply` needs at inference: EMA weights unless told otherwise."""
+  params = state.ema_params if use_ema else state.params
+  return {'params': params, 'batch_stats': state.batch_stats}

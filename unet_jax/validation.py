@@ -1,0 +1,100 @@
+"""Checks a whole config before anything compiles, naming the option that is wrong."""
+
+import jax
+import ml_collections
+
+from unet_jax import data
+from unet_jax.models import validate_model_config
+
+TASKS = ('enhance', 'denoise', 'segment')
+LOSS_TERMS = {
+  'segment': ('cross_entropy', 'dice'),
+  'image': ('l1', 'l2', 'charbonnier', 'ssim', 'ms_ssim', 'perceptual'),
+}
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the option."""
+
+
+def validate_config(config: ml_collections.ConfigDict, *, training: bool = True) -> None:
+  """Raises ConfigError naming the first option that cannot work with the others."""
+  if config.task not in TASKS:
+    raise ConfigError(f'config.task={config.task!r} is not one of {list(TASKS)}.')
+  try:
+    validate_model_config(config.model)
+  except ValueError as error:
+    raise ConfigError(str(error)) from None
+  head = 'segmentation' if config.task == 'segment' else 'image'
+  if config.model.head != head:
+    raise ConfigError(
+      f'config.task={config.task!r} needs config.model.head={head!r}; got {config.model.head!r}.'
+    )
+  _validate_loss(config)
+  _validate_predict(config)
+  if training:
+    _validate_training(config)
+  try:
+    data.validate_data_config(config)
+  except ValueError as error:
+    raise ConfigError(str(error)) from None
+
+
+def _validate_loss(config: ml_collections.ConfigDict) -> None:
+  terms = LOSS_TERMS['segment' if config.task == 'segment' else 'image']
+  for term in terms:
+    if config.loss[term] < 0:
+      raise ConfigError(f'config.loss.{term} must be >= 0; got {config.loss[term]}.')
+  if not any(config.loss[term] > 0 for term in terms):
+    raise ConfigError(
+      f'Every loss weight is 0 for task {config.task!r}: set one of '
+      + ', '.join(f'config.loss.{t}' for t in terms)
+      + ' above 0.'
+    )
+
+
+def _validate_predict(config: ml_collections.ConfigDict) -> None:
+  multiple = 2**config.model.levels
+  tile, overlap = config.predict.tile_size, config.predict.tile_overlap
+  if tile <= 0 or tile % multiple:
+    raise ConfigError(
+      f'config.predict.tile_size={tile} must be a positive multiple of 2**model.levels '
+      f'= {multiple}.'
+    )
+  if not 0 <= 2 * overlap < tile:
+    raise ConfigError(
+      f'config.predict.tile_overlap={overlap} must be >= 0 and less than half of '
+      f'config.predict.tile_size={tile}.'
+    )
+
+
+def _validate_training(config: ml_collections.ConfigDict) -> None:
+  devices = jax.device_count()
+  if config.batch_size <= 0 or config.batch_size % devices:
+    raise ConfigError(
+      f'config.batch_size={config.batch_size} is the global batch and must be a positive '
+      f'multiple of the {devices} devices in this run.'
+    )
+  multiple = 2**config.model.levels
+  if config.data.crop_size <= 0 or config.data.crop_size % multiple:
+    raise ConfigError(
+      f'config.data.crop_size={config.data.crop_size} must be a positive multiple of '
+      f'2**model.levels = {multiple}, so that training never pads.'
+    )
+  for option in (
+    'num_train_steps',
+    'log_every_steps',
+    'eval_every_steps',
+    'checkpoint_every_steps',
+  ):
+    if config[option] <= 0:
+      raise ConfigError(f'config.{option} must be > 0; got {config[option]}.')
+  opt = config.optimizer
+  if opt.learning_rate <= 0:
+    raise ConfigError(f'config.optimizer.learning_rate must be > 0; got {opt.learning_rate}.')
+  if not 0 <= opt.ema_decay < 1:
+    raise ConfigError(f'config.optimizer.ema_decay must be in [0, 1); got {opt.ema_decay}.')
+  if opt.warmup_steps < 0:
+    raise ConfigError(f'config.optimizer.warmup_steps must be >= 0; got {opt.warmup_steps}.')
+  if config.keep_checkpoints < 1:
+    raise ConfigError(f'config.keep_checkpoints must be >= 1; got {config.keep_checkpoints}.')

@@ -1,0 +1,74 @@
+"""The resolved config in the workdir: written by training, read back by eval and predict."""
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+CONFIG_FILE = 'config.json'
+
+# Options that may change when a run resumes; any other change would make the resumed run a
+# different experiment from the one whose checkpoints are in the workdir.
+RESUMABLE_CHANGES = (
+  'log_every_steps',
+  'eval_every_steps',
+  'checkpoint_every_steps',
+  'keep_checkpoints',
+  'num_image_summaries',
+  'predict.',
+  'data.dir',
+  'data.tfds_data_dir',
+  'distributed.',
+)
+
+
+def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
+  if isinstance(tree, dict):
+    flat = {}
+    for key, value in tree.items():
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    return flat
+  return {prefix[:-1]: list(tree) if isinstance(tree, tuple) else tree}
+
+
+def _as_plain(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return json.loads(config.to_json_best_effort())
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes `workdir/config.json`, or checks a resumed run against the one already there."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      before = _flatten(json.load(f))
+    now = _flatten(_as_plain(config))
+    changed = sorted(
+      key
+      for key in set(before) | set(now)
+      if before.get(key) != now.get(key) and not key.startswith(RESUMABLE_CHANGES)
+    )
+    if changed:
+      details = ', '.join(f'{k}: {before.get(k)!r} -> {now.get(k)!r}' for k in changed)
+      raise ValueError(
+        f'{path} was written by an earlier run with a different config ({details}). '
+        f'Resume with the same config, or start a new --workdir.'
+      )
+    return
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+    os.replace(tmp, path)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+      f'{path} does not exist: --workdir must be a folder written by --mode=train.'
+    )
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
