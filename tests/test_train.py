@@ -78,7 +78,11 @@ def test_training_writes_logs_checkpoints_and_eval(trained_workdir):
   assert {'psnr', 'ssim', 'lpips', 'delta_e2000'} <= set(results['model'])
   eval_dir = os.path.join(workdir, 'eval', 'step_6')
   assert read_json(eval_dir, 'metrics.json')['num_images'] >= 1
-  assert [f for f in os.listdir(eval_dir) if f.endswith('.png')]
+  written = os.listdir(eval_dir)
+  assert [f for f in written if f.endswith('_graded.png')]
+  assert len([f for f in written if f.endswith('.png')]) == 2 * len(
+    [f for f in written if f.endswith('_graded.png')]
+  )
 
 
 def test_eval_mode_needs_only_the_workdir(trained_workdir):

@@ -64,7 +64,8 @@ def evaluate(
   Returns `{'model': {...}, 'identity': {...}, 'images': [...], 'examples': [...]}`: mean
   metrics of the model and of the untouched input (what doing nothing scores), per-image
   scores, and up to `config.num_image_summaries` (input, output, target) triples for display.
-  With `output_dir`, writes `metrics.json` and an `input | output | target` PNG per image.
+  With `output_dir`, writes `metrics.json`, an `input | output | target` PNG per image and the
+  graded image alone (`<name>_graded.png`).
   """
   if output_dir is not None and jax.process_index() == 0:
     os.makedirs(output_dir, exist_ok=True)
@@ -88,6 +89,7 @@ def evaluate(
       example['input'],
       tile_size=config.predict.tile_size,
       tile_overlap=config.predict.tile_overlap,
+      batch_tiles=config.predict.batch_tiles,
     )
     target = example['target']
     scores = metrics.image_metrics(graded[None], target[None], lpips_params)
@@ -107,6 +109,7 @@ def evaluate(
     if output_dir is not None:
       panel = side_by_side(example['input'], graded, target)
       Image.fromarray(_to_uint8(panel)).save(os.path.join(output_dir, f'{name}.png'))
+      Image.fromarray(_to_uint8(graded)).save(os.path.join(output_dir, f'{name}_graded.png'))
 
   names = sorted(model_scores.totals) or ['psnr']
   results = {

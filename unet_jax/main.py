@@ -6,6 +6,7 @@ python -m unet_jax.main --mode=predict --workdir=runs/demo --input=photos/ --out
 """
 
 import logging
+import os
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -27,11 +28,17 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.getLogger().setLevel(logging.INFO)
+  # Orbax and tfds log every save step through absl at INFO; keep their warnings only.
+  logging.getLogger('absl').setLevel(logging.WARNING)
+  logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
   if FLAGS.mode == 'train':
     if FLAGS.config is None:
       raise app.UsageError('--mode=train needs --config (e.g. --config=configs/default.py).')
     results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     train.log_final_comparison(results)
+    graded = os.path.join(FLAGS.workdir, 'eval', f'step_{FLAGS.config.num_train_steps}')
+    if os.path.isdir(graded):
+      print(f'Graded held-out photos (input | output | target, and *_graded.png): {graded}')
   elif FLAGS.mode == 'eval':
     results = inference.run_eval(FLAGS.workdir)
     train.log_final_comparison(results)
