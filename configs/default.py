@@ -15,15 +15,15 @@ def get_config():
   config.model.base_channels = 16
   config.data.crop_size = 96
   config.batch_size = 8
-  config.num_train_steps = 1500
+  config.num_train_steps = 800
   config.optimizer.learning_rate = 1e-3
-  config.optimizer.warmup_steps = 100
+  config.optimizer.warmup_steps = 50
   config.optimizer.ema_decay = 0.99
   # The VGG perceptual term costs more than the U-Net itself at this size; L1 + SSIM only.
   config.loss.perceptual = 0.0
   config.log_every_steps = 50
-  config.eval_every_steps = 500
-  config.checkpoint_every_steps = 500
+  config.eval_every_steps = 400
+  config.checkpoint_every_steps = 200
   config.predict.tile_size = 256
   config.predict.tile_overlap = 32
   return config

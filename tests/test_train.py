@@ -10,30 +10,27 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import tensorflow_datasets as tfds
 from PIL import Image
 
+from tests import test_data_helpers as data_helpers
 from unet_jax import inference, steps, train
 from unet_jax.config import get_base_config
 from unet_jax.validation import ConfigError, validate_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from configs import tiny  # noqa: E402
 
 
 def tiny_config(**overrides):
-  config = tiny.get_config()
-  config.num_train_steps = 6
-  config.checkpoint_every_steps = 2
-  config.eval_every_steps = 6
-  config.log_every_steps = 2
-  for key, value in overrides.items():
-    target = config
-    *parents, leaf = key.split('.')
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
-  return config
+  """configs/tiny.py for 6 steps: logs every 2, checkpoints every 2, one eval at the end."""
+  settings = {
+    'num_train_steps': 6,
+    'checkpoint_every_steps': 2,
+    'eval_every_steps': 6,
+    'log_every_steps': 2,
+  }
+  settings.update(overrides)
+  return data_helpers.tiny_config(**settings)
 
 
 def read_json(*parts):
@@ -160,6 +157,7 @@ def test_resuming_with_a_different_config_is_refused(tmp_path):
     ({'loss.l1': 0.0, 'loss.ssim': 0.0}, 'loss weight'),
     ({'predict.tile_size': 30}, 'config.predict.tile_size'),
     ({'task': 'segment'}, 'config.model.head'),
+    ({'best_metric': 'miou'}, 'config.best_metric'),
     ({'data.name': 'paired_folders', 'data.dir': '/nonexistent/pairs'}, '/nonexistent/pairs'),
   ],
 )
@@ -192,3 +190,27 @@ def test_base_config_is_valid():
   config = get_base_config()
   config.batch_size = 8
   validate_config(config)
+
+
+def test_segmentation_trains_and_scores_miou(tmp_path):
+  overrides = {
+    'task': 'segment',
+    'model.head': 'segmentation',
+    'model.residual': False,
+    'model.num_classes': 3,
+    'data.name': 'oxford_iiit_pet',
+    'data.eval_size': None,
+    'best_metric': 'miou',
+    'num_train_steps': 2,
+    'eval_every_steps': 2,
+  }
+  with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
+    results = train.train_and_evaluate(tiny_config(**overrides), str(tmp_path))
+  assert 0.0 <= results['model']['miou'] <= 1.0
+  assert 0.0 <= results['model']['pixel_accuracy'] <= 1.0
+  eval_dir = tmp_path / 'eval' / 'step_2'
+  assert read_json(eval_dir, 'metrics.json')['num_images'] == results['num_images'] > 0
+  label_files = [f for f in os.listdir(eval_dir) if f.endswith('_labels.png')]
+  assert len(label_files) == results['num_images']
+  labels = np.asarray(Image.open(eval_dir / label_files[0]))
+  assert labels.ndim == 2 and labels.max() < 3

@@ -65,7 +65,8 @@ def evaluate(
   metrics of the model and of the untouched input (what doing nothing scores), per-image
   scores, and up to `config.num_image_summaries` (input, output, target) triples for display.
   With `output_dir`, writes `metrics.json`, an `input | output | target` PNG per image and the
-  graded image alone (`<name>_graded.png`).
+  graded image alone (`<name>_graded.png`); for segmentation, an `input | predicted | true`
+  panel and the predicted class ids (`<name>_labels.png`).
   """
   if output_dir is not None and jax.process_index() == 0:
     os.makedirs(output_dir, exist_ok=True)
@@ -74,15 +75,7 @@ def evaluate(
 
   model_scores, identity_scores = _ImageScores(), _ImageScores()
   per_image, examples = [], []
-  eval_examples = data.create_eval_iterator(
-    config,
-    data_dir=data_dir,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-  )
-  for index, example in enumerate(eval_examples):
-    if max_images is not None and index >= max_images:
-      break
+  for example in _eval_examples(config, data_dir, max_images):
     graded = predict.grade_image(
       model,
       variables,
@@ -123,40 +116,51 @@ def evaluate(
   return results
 
 
-def _evaluate_segmentation(config, model, variables, data_dir, output_dir, max_images):
-  num_classes = config.model.num_classes
-  confusion = np.zeros((num_classes, num_classes), np.float64)
-  examples, count = [], 0
-  eval_examples = data.create_eval_iterator(
+def _eval_examples(config, data_dir, max_images):
+  """This process's share of the eval split, at most `max_images` examples."""
+  examples = data.create_eval_iterator(
     config,
     data_dir=data_dir,
     process_index=jax.process_index(),
     process_count=jax.process_count(),
   )
-  for index, example in enumerate(eval_examples):
+  for index, example in enumerate(examples):
     if max_images is not None and index >= max_images:
-      break
-    logits = predict.grade_image(
+      return
+    yield example
+
+
+def _evaluate_segmentation(config, model, variables, data_dir, output_dir, max_images):
+  num_classes = config.model.num_classes
+  confusion = np.zeros((num_classes, num_classes), np.float64)
+  examples, count = [], 0
+  for example in _eval_examples(config, data_dir, max_images):
+    labels = predict.segment_image(
       model,
       variables,
       example['input'],
       tile_size=config.predict.tile_size,
       tile_overlap=config.predict.tile_overlap,
+      batch_tiles=config.predict.batch_tiles,
     )
-    labels = np.argmax(logits, axis=-1)
     confusion += np.asarray(
       metrics.confusion_matrix(
         labels[None], example['mask'][None], num_classes, config.loss.ignore_label
       )
     )
     count += 1
+    name = str(example['name'])
+    panel = side_by_side(
+      example['input'],
+      _labels_as_gray(labels, num_classes),
+      _labels_as_gray(example['mask'], num_classes),
+    )
     if len(examples) < config.num_image_summaries:
-      panel = side_by_side(
-        example['input'],
-        _labels_as_gray(labels, num_classes),
-        _labels_as_gray(example['mask'], num_classes),
-      )
-      examples.append((str(example['name']), panel))
+      examples.append((name, panel))
+    if output_dir is not None:
+      Image.fromarray(_to_uint8(panel)).save(os.path.join(output_dir, f'{name}.png'))
+      mask = Image.fromarray(labels.astype(np.uint8))
+      mask.save(os.path.join(output_dir, f'{name}_labels.png'))
   confusion = _sum_over_processes(confusion)
   results = {
     'model': metrics.segmentation_scores(confusion),

@@ -11,6 +11,10 @@ LOSS_TERMS = {
   'segment': ('cross_entropy', 'dice'),
   'image': ('l1', 'l2', 'charbonnier', 'ssim', 'ms_ssim', 'perceptual'),
 }
+EVAL_METRICS = {
+  'segment': ('miou', 'pixel_accuracy'),
+  'image': ('psnr', 'ssim', 'lpips', 'delta_e2000'),
+}
 
 
 class ConfigError(ValueError):
@@ -96,5 +100,11 @@ def _validate_training(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'config.optimizer.ema_decay must be in [0, 1); got {opt.ema_decay}.')
   if opt.warmup_steps < 0:
     raise ConfigError(f'config.optimizer.warmup_steps must be >= 0; got {opt.warmup_steps}.')
+  metrics = EVAL_METRICS['segment' if config.task == 'segment' else 'image']
+  if config.best_metric not in metrics:
+    raise ConfigError(
+      f'config.best_metric={config.best_metric!r} is not an eval metric of task '
+      f'{config.task!r}; choose one of {list(metrics)}.'
+    )
   if config.keep_checkpoints < 1:
     raise ConfigError(f'config.keep_checkpoints must be >= 1; got {config.keep_checkpoints}.')
