@@ -82,11 +82,16 @@ def test_training_writes_logs_checkpoints_and_eval(trained_workdir):
   )
 
 
-def test_eval_mode_needs_only_the_workdir(trained_workdir):
-  workdir, _ = trained_workdir
+def test_eval_mode_needs_only_the_workdir_and_keeps_earlier_evals(trained_workdir):
+  workdir, train_results = trained_workdir
+  final_eval = pathlib.Path(workdir, 'eval', 'step_6', 'metrics.json')
+  before = final_eval.read_bytes()
   results = inference.run_eval(workdir)
-  assert results['num_images'] >= 1
+  assert results['num_images'] == train_results['num_images']
   assert np.isfinite(results['model']['psnr']) and np.isfinite(results['identity']['psnr'])
+  # The best checkpoint is step 6 (the only eval); its earlier eval folder is left as it was.
+  assert final_eval.read_bytes() == before
+  assert read_json(workdir, 'eval', 'step_6-1', 'metrics.json')['num_images'] >= 1
 
 
 def test_predict_mode_grades_a_folder_without_touching_it(trained_workdir, tmp_path):

@@ -15,11 +15,14 @@ from unet_jax.validation import validate_config
 
 
 def load_trained_model(
-  workdir: str,
+  workdir: str, *, needs_data: bool = False
 ) -> tuple[ml_collections.ConfigDict, UNet, dict[str, Any], str]:
-  """(config, model, EMA variables, checkpoint path) of the run in `workdir`."""
+  """(config, model, EMA variables, checkpoint path) of the run in `workdir`.
+
+  `needs_data` also checks that the run's data is still where its config says (for eval).
+  """
   config = workdir_lib.load_config(workdir)
-  validate_config(config, training=False)
+  validate_config(config, training=False, check_data_files=needs_data)
   model = create_model(config.model)
   init = lambda: create_train_state(config, model, create_optimizer(config), jax.random.key(0))
   target = jax.eval_shape(init)
@@ -29,8 +32,8 @@ def load_trained_model(
 
 
 def run_eval(workdir: str) -> dict[str, Any]:
-  """Full-resolution eval of the trained model; writes `workdir/eval/<step>/`."""
-  config, model, variables, path = load_trained_model(workdir)
+  """Full-resolution eval of the trained model into a new `workdir/eval/step_<N>[-k]/`."""
+  config, model, variables, path = load_trained_model(workdir, needs_data=True)
   step = os.path.basename(path)
   lpips_params = metrics.load_lpips_params() if config.task != 'segment' else None
   return evaluate.evaluate(
@@ -39,8 +42,17 @@ def run_eval(workdir: str) -> dict[str, Any]:
     variables,
     lpips_params=lpips_params,
     data_dir=config.data.tfds_data_dir or os.path.join(workdir, 'tfds'),
-    output_dir=os.path.join(workdir, 'eval', f'step_{step}'),
+    output_dir=_unused_dir(os.path.join(workdir, 'eval', f'step_{step}')),
   )
+
+
+def _unused_dir(path: str) -> str:
+  """`path`, or `path-1`, `path-2`, ... if taken: an eval never overwrites an earlier one."""
+  candidate, suffix = path, 0
+  while os.path.exists(candidate):
+    suffix += 1
+    candidate = f'{path}-{suffix}'
+  return candidate
 
 
 def run_predict(workdir: str, input_path: str, output_dir: str) -> dict[str, Any]:

@@ -21,8 +21,14 @@ class ConfigError(ValueError):
   """A config value that cannot work; the message names the option."""
 
 
-def validate_config(config: ml_collections.ConfigDict, *, training: bool = True) -> None:
-  """Raises ConfigError naming the first option that cannot work with the others."""
+def validate_config(
+  config: ml_collections.ConfigDict, *, training: bool = True, check_data_files: bool = True
+) -> None:
+  """Raises ConfigError naming the first option that cannot work with the others.
+
+  `training=False` skips what only training needs (batch, crop, schedule); with
+  `check_data_files=False` the data folders are not looked at (predict on another machine).
+  """
   if config.task not in TASKS:
     raise ConfigError(f'config.task={config.task!r} is not one of {list(TASKS)}.')
   try:
@@ -39,7 +45,7 @@ def validate_config(config: ml_collections.ConfigDict, *, training: bool = True)
   if training:
     _validate_training(config)
   try:
-    data.validate_data_config(config)
+    data.validate_data_config(config, check_files=check_data_files)
   except ValueError as error:
     raise ConfigError(str(error)) from None
 
