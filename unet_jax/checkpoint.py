@@ -23,6 +23,12 @@ def _abstract(tree: Any) -> Any:
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def _barrier_prefix(name: str) -> ocp.options.MultiprocessingOptions:
+  # Orbax names its multi-process barriers after the step folder; two managers saving the same
+  # step would wait on one barrier name and deadlock unless each has a prefix of its own.
+  return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
+
+
 class Checkpointer:
   """Saves and restores training; every call is collective across processes."""
 
@@ -33,6 +39,7 @@ class Checkpointer:
       options=ocp.CheckpointManagerOptions(
         max_to_keep=config.keep_checkpoints,
         enable_async_checkpointing=True,
+        multiprocessing_options=_barrier_prefix(LATEST_DIR),
       ),
     )
     mode = 'min' if config.best_metric in ('lpips', 'delta_e2000') else 'max'
@@ -46,6 +53,7 @@ class Checkpointer:
         best_mode=mode,
         keep_checkpoints_without_metrics=False,
         enable_async_checkpointing=True,
+        multiprocessing_options=_barrier_prefix(BEST_DIR),
       ),
     )
 
