@@ -31,6 +31,18 @@ def initialize_distributed(config: ml_collections.ConfigDict) -> None:
   logging.info('Process %d of %d joined.', jax.process_index(), jax.process_count())
 
 
+# XLA:CPU hands convolutions to YNNPACK by default. For the weight gradients of a U-Net's 3x3
+# convolutions at large H x W its own Eigen kernels are much faster: with YNNPACK off, the res256
+# train step at 256 px ran 1.5x faster on a 2-core AMD EPYC, and no slower at 96 or 128 px
+# (BENCHMARKS.md). Inference (no weight gradients) was 7 % slower that way, so it keeps the default.
+_CPU_TRAIN_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
+
+
+def train_compiler_options() -> dict[str, str]:
+  """XLA options for compiling the train step on the default backend (none off CPU)."""
+  return dict(_CPU_TRAIN_COMPILER_OPTIONS) if jax.default_backend() == 'cpu' else {}
+
+
 def create_mesh() -> Mesh:
   return jax.make_mesh((jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
 

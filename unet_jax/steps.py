@@ -86,4 +86,5 @@ def make_train_step(
     in_shardings=(state_sharding, parallel.batch_sharding(mesh), replicated),
     out_shardings=(state_sharding, replicated),
     donate_argnums=(0,),
+    compiler_options=parallel.train_compiler_options(),
   )
