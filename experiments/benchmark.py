@@ -44,10 +44,11 @@ from ml_collections import config_flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+import data_throughput  # noqa: E402  (beside this script)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from unet_jax import data, losses, parallel, predict  # noqa: E402
+from unet_jax import losses, parallel, predict  # noqa: E402
 from unet_jax.models import count_params, create_model  # noqa: E402
 from unet_jax.steps import make_train_step  # noqa: E402
 from unet_jax.train_state import create_optimizer, create_train_state  # noqa: E402
@@ -146,14 +147,7 @@ def benchmark_predict(config, model, variables, size: int) -> dict[str, Any]:
 
 def benchmark_pipeline(config, seconds: float) -> dict[str, Any]:
   """Pairs per second of the training iterator, after a first batch that starts it."""
-  iterator = data.create_train_iterator(config, process_index=0, process_count=1)
-  next(iterator)
-  count, start = 0, time.perf_counter()
-  while time.perf_counter() - start < seconds:
-    count += next(iterator)['input'].shape[0]
-  rate = count / (time.perf_counter() - start)
-  if hasattr(iterator, 'close'):
-    iterator.close()
+  rate = data_throughput.measure(config, seconds)
   return {
     'dataset': config.data.name,
     'crop_size': config.data.crop_size,

@@ -7,6 +7,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from unet_jax.models.batch_norm import BatchNorm
+
 NORMS = ('batch', 'group', 'layer', 'none')
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
   'relu': nn.relu,
@@ -35,7 +37,7 @@ class Norm(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     if self.kind == 'batch':
-      return nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
+      return BatchNorm(momentum=0.9, dtype=self.dtype)(x, use_running_average=not train)
     if self.kind == 'group':
       groups = _group_count(x.shape[-1], self.groups)
       return nn.GroupNorm(num_groups=groups, dtype=self.dtype)(x)
