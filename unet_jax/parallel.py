@@ -31,10 +31,10 @@ def initialize_distributed(config: ml_collections.ConfigDict) -> None:
   logging.info('Process %d of %d joined.', jax.process_index(), jax.process_count())
 
 
-# XLA:CPU hands convolutions to YNNPACK by default. For the weight gradients of a U-Net's 3x3
-# convolutions at large H x W its own Eigen kernels are much faster: with YNNPACK off, the res256
-# train step at 256 px ran 1.5x faster on a 2-core AMD EPYC, and no slower at 96 or 128 px
-# (BENCHMARKS.md). Inference (no weight gradients) was 7 % slower that way, so it keeps the default.
+# XLA:CPU hands convolutions to YNNPACK by default. For a U-Net's 3x3 convolutions, above all
+# their weight gradients, its own Eigen kernels are faster: with YNNPACK off the train step ran
+# 1.3x faster at 128 px and 1.5x at 256 px on a 2-core AMD EPYC (BENCHMARKS.md). Inference (no
+# weight gradients) was 7 % slower that way, so it keeps the default.
 _CPU_TRAIN_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
 
 
