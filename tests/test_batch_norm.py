@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from unet_jax.models import batch_norm
 from unet_jax.models.batch_norm import BatchNorm
 
 
@@ -13,6 +14,12 @@ def _apply(module, variables, x, train):
   if train:
     return module.apply(variables, x, use_running_average=False, mutable=['batch_stats'])
   return module.apply(variables, x, use_running_average=True), {}
+
+
+@pytest.fixture(params=['matmul', 'reduce'])
+def sums(request, monkeypatch):
+  """Both ways of summing over pixels: matrix products (CPU) and plain reductions (elsewhere)."""
+  monkeypatch.setattr(batch_norm, '_sum_as_matmul', lambda: request.param == 'matmul')
 
 
 @pytest.fixture(scope='module')
@@ -24,7 +31,7 @@ def inputs():
   return jnp.asarray(x), jnp.asarray(weights)
 
 
-def test_same_variables_outputs_and_running_statistics_as_flax(inputs):
+def test_same_variables_outputs_and_running_statistics_as_flax(inputs, sums):
   x, _ = inputs
   ours, theirs = BatchNorm(momentum=0.9), nn.BatchNorm(momentum=0.9, use_fast_variance=False)
   variables = ours.init(jax.random.key(0), x, use_running_average=False)
@@ -51,7 +58,7 @@ def test_same_variables_outputs_and_running_statistics_as_flax(inputs):
   np.testing.assert_allclose(normalised.var(axis=(0, 1, 2)), 1.0, rtol=1e-3)
 
 
-def test_gradients_match_flax(inputs):
+def test_gradients_match_flax(inputs, sums):
   x, weights = inputs
 
   def loss(module):
@@ -77,7 +84,7 @@ def test_gradients_match_flax(inputs):
   assert float(jnp.abs(got[0]).max()) > 1e-2  # the check above compared something
 
 
-def test_bfloat16_compute_keeps_float32_statistics(inputs):
+def test_bfloat16_compute_keeps_float32_statistics(inputs, sums):
   x, _ = inputs
   module = BatchNorm(dtype=jnp.bfloat16)
   variables = module.init(jax.random.key(0), x.astype(jnp.bfloat16), use_running_average=False)

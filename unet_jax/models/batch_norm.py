@@ -5,8 +5,9 @@ epsilon 1e-5): the same variables (`params`: `scale`, `bias`; `batch_stats`: `me
 checkpoints and the PyTorch reference read it unchanged. The difference is how it computes:
 XLA:CPU runs the reductions over B x H x W that BatchNorm and its autodiff gradient need far
 below memory bandwidth, and each reduction fusion recomputes its producers (BENCHMARKS.md).
-Here every per-channel sum is `ones @ x[N, C]`, which XLA hands to its GEMM kernels, and the
-gradient is written out by hand: two such sums instead of the several reductions of autodiff.
+Here, on CPU, every per-channel sum is `ones @ x[N, C]`, which XLA hands to its GEMM kernels
+(other backends keep plain sums), and the gradient is written out by hand: two such sums
+instead of the several reductions of autodiff.
 The variance is two-pass (the mean first), so a large mean does not cancel it away.
 """
 
@@ -19,9 +20,16 @@ import jax.numpy as jnp
 EPSILON = 1e-5
 
 
+def _sum_as_matmul() -> bool:
+  # GPU and TPU compilers fuse these reductions well; only XLA:CPU needs the GEMM detour.
+  return jax.default_backend() == 'cpu'
+
+
 def _channel_sum(x: jax.Array) -> jax.Array:
-  """[N, C] -> [C] in float32, as a vector-matrix product."""
-  return jnp.ones((x.shape[0],), jnp.float32) @ x.astype(jnp.float32)
+  """[N, C] -> [C], accumulated in float32 (no float32 copy of a bfloat16 `x` is made)."""
+  if _sum_as_matmul():
+    return jnp.matmul(jnp.ones((x.shape[0],), x.dtype), x, preferred_element_type=jnp.float32)
+  return jnp.sum(x, axis=0, dtype=jnp.float32)
 
 
 def _statistics(x: jax.Array) -> tuple[jax.Array, jax.Array]:
