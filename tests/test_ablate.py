@@ -10,6 +10,9 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'experiments'))
 import ablate  # noqa: E402
+from ablation import measures, runs, verdicts  # noqa: E402
+from ablation.claims import CLAIMS  # noqa: E402
+from ablation.presets import PRESETS  # noqa: E402
 
 VERDICTS = (
   'supported',
@@ -28,28 +31,28 @@ def test_checkerboard_energy_finds_a_period_2_pattern():
   # Whole periods, so that no edge leaks energy into the Nyquist bins.
   smooth = np.sin(2 * np.pi * rows * 2 / 32) + np.cos(2 * np.pi * cols * 3 / 48)
   smooth = smooth[..., None].repeat(3, axis=-1)
-  assert ablate.checkerboard_energy(checker) > 0.99
-  assert ablate.checkerboard_energy(smooth) < 1e-6
-  assert ablate.checkerboard_energy(smooth + 0.1 * checker) > 10 * ablate.checkerboard_energy(
+  assert measures.checkerboard_energy(checker) > 0.99
+  assert measures.checkerboard_energy(smooth) < 1e-6
+  assert measures.checkerboard_energy(smooth + 0.1 * checker) > 10 * measures.checkerboard_energy(
     smooth
   )
 
 
 def test_verdicts_need_a_difference_beyond_the_seed_noise():
-  clear = ablate.compare([30.0, 30.1, 30.2], [29.0, 29.1, 29.2], 'psnr')
+  clear = verdicts.compare([30.0, 30.1, 30.2], [29.0, 29.1, 29.2], 'psnr')
   assert clear['verdict'] == 'supported'
   assert math.isclose(clear['gain'], 1.0)
-  assert ablate.compare([29.0, 29.1], [30.0, 30.1], 'psnr')['verdict'] == 'contradicted'
-  noisy = ablate.compare([30.0, 31.0, 29.0], [29.9, 30.9, 28.8], 'psnr')
+  assert verdicts.compare([29.0, 29.1], [30.0, 30.1], 'psnr')['verdict'] == 'contradicted'
+  noisy = verdicts.compare([30.0, 31.0, 29.0], [29.9, 30.9, 28.8], 'psnr')
   assert noisy['verdict'].startswith('not supported at this scale')
   # Lower is better for LPIPS: the claimed-better variant must have the smaller value.
-  assert ablate.compare([0.1, 0.11], [0.2, 0.21], 'lpips')['verdict'] == 'supported'
+  assert verdicts.compare([0.1, 0.11], [0.2, 0.21], 'lpips')['verdict'] == 'supported'
   # One seed per variant is judged by the spread pooled over the other variants of the task.
-  assert ablate.compare([30.0], [29.0], 'psnr', noise_std=0.2)['verdict'] == 'supported'
-  assert ablate.compare([30.0], [29.0], 'psnr', noise_std=1.0)['verdict'].startswith('not')
-  assert math.isclose(ablate.pooled_std([[1.0, 3.0], [5.0], [2.0, 4.0]]), math.sqrt(2.0))
-  assert ablate.steps_to_target([(10, 20.0), (20, 25.0)], 24.0) == 20
-  assert ablate.steps_to_target([(10, 20.0)], 24.0) == math.inf
+  assert verdicts.compare([30.0], [29.0], 'psnr', noise_std=0.2)['verdict'] == 'supported'
+  assert verdicts.compare([30.0], [29.0], 'psnr', noise_std=1.0)['verdict'].startswith('not')
+  assert math.isclose(verdicts.pooled_std([[1.0, 3.0], [5.0], [2.0, 4.0]]), math.sqrt(2.0))
+  assert verdicts.steps_to_target([(10, 20.0), (20, 25.0)], 24.0) == 20
+  assert verdicts.steps_to_target([(10, 20.0)], 24.0) == math.inf
 
 
 def _table_rows(text: str, section: str) -> list[list[str]]:
@@ -65,7 +68,7 @@ def test_quick_preset_writes_the_report_and_plots(tmp_path):
   assert path == str(output_dir / 'ablations.md')
   assert 'Machine:' in text and 'Wall clock:' in text and '--preset=quick' in text
 
-  for task, settings in ablate.PRESETS['quick'].tasks.items():
+  for task, settings in PRESETS['quick'].tasks.items():
     rows = _table_rows(text, f'## Results: `{task}`')
     variants = [row[0] for row in rows]
     assert variants == ['identity (input)', *settings.variants]
@@ -78,17 +81,17 @@ def test_quick_preset_writes_the_report_and_plots(tmp_path):
 
   verdict_rows = _table_rows(text, '## Verdicts')
   verdicts = {row[0]: row[5].strip('*') for row in verdict_rows if row[0]}
-  assert set(verdicts) == {claim.title for claim in ablate.CLAIMS}
+  assert set(verdicts) == {claim.title for claim in CLAIMS}
   assert all(v in VERDICTS for v in verdicts.values()), verdicts
   assert not re.search(r'\bnan\b', text, re.IGNORECASE)
-  for claim in ablate.CLAIMS:
+  for claim in CLAIMS:
     assert (output_dir / f'curves_{claim.key}.png').stat().st_size > 0
   assert re.search(r'enhance: [0-9.]+ dB', text)
 
   # Resumable: a second sweep reuses every finished run instead of training again.
   result_files = sorted(runs_dir.glob('*/*/seed_*/result.json'))
-  assert len(result_files) == len(ablate.planned_runs(ablate.PRESETS['quick']))
+  assert len(result_files) == len(runs.planned_runs(PRESETS['quick']))
   stamps = [p.stat().st_mtime_ns for p in result_files]
-  results, skipped = ablate.run_sweep(ablate.PRESETS['quick'], str(runs_dir))
+  results, skipped = runs.run_sweep(PRESETS['quick'], str(runs_dir))
   assert len(results) == len(result_files) and not skipped
   assert [p.stat().st_mtime_ns for p in result_files] == stamps

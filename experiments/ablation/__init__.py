@@ -1,0 +1,1 @@
+"""The ablation study behind `experiments/ablate.py`, one module per job."""
