@@ -188,7 +188,8 @@ def write_report(
     '',
     f'- Command: `{command}`',
     f'- Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC',
-    f'- Machine: {_machine()}; shared with other jobs, so step times are indicative only.',
+    f'- Machine: {_machine()}. Step times are indicative only: other load on the machine '
+    'changes them.',
     f"- Wall clock: {_sweep_span(results, runs_dir) / 60:.1f} min from the first run's start "
     f"to the last run's end, {sum(r['wall_seconds'] for r in results) / 60:.1f} min of it in "
     f'the {len(results)} runs themselves; the invocation that wrote this report took '
