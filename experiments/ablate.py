@@ -85,9 +85,6 @@ def run_ablation(
   )
 
 
-FLAGS = flags.FLAGS
-
-
 def main(argv: Sequence[str]) -> None:
   del argv
   if _COMPILATION_CACHE.value:
@@ -95,16 +92,16 @@ def main(argv: Sequence[str]) -> None:
     jax.config.update('jax_compilation_cache_dir', _COMPILATION_CACHE.value)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   command = 'python ' + ' '.join(sys.argv)
+  runs_dir = _RUNS_DIR.value or str(paths.cache_dir('ablations', _PRESET.value))
   output_dir = _OUTPUT_DIR.value
   if output_dir is None and _PRESET.value == 'default':
     output_dir = os.path.join(ROOT, 'experiments', 'results')
   elif output_dir is None:
-    runs_dir = _RUNS_DIR.value or str(paths.cache_dir('ablations', _PRESET.value))
     output_dir = os.path.join(runs_dir, 'report')
   path = run_ablation(
     _PRESET.value,
     output_dir,
-    _RUNS_DIR.value,
+    runs_dir,
     budget_minutes=_BUDGET.value,
     report_only=_REPORT_ONLY.value,
     command=command,
