@@ -3,6 +3,8 @@
 python -m unet_jax.main --config=configs/default.py --workdir=runs/demo
 python -m unet_jax.main --mode=eval --workdir=runs/demo
 python -m unet_jax.main --mode=predict --workdir=runs/demo --input=photos/ --output=graded/
+python -m unet_jax.main --mode=export --workdir=runs/demo --output=exported/
+python -m unet_jax.main --mode=export_lut --workdir=runs/demo --output=look.cube
 """
 
 import logging
@@ -13,6 +15,7 @@ from ml_collections import config_flags
 
 from unet_jax import train
 from unet_jax import workdir as workdir_lib
+from unet_jax.inference import export, lut_export
 from unet_jax.inference import workdir as inference
 
 FLAGS = flags.FLAGS
@@ -20,9 +23,19 @@ config_flags.DEFINE_config_file(
   'config', None, 'Training config file (configs/*.py); eval and predict read the workdir.'
 )
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs, the config and eval output.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict'], 'What to do.')
-flags.DEFINE_string('input', None, 'predict: a photo or a folder of photos.')
-flags.DEFINE_string('output', None, 'predict: the folder for graded photos (not the input folder).')
+flags.DEFINE_enum(
+  'mode', 'train', ['train', 'eval', 'predict', 'export', 'export_lut'], 'What to do.'
+)
+flags.DEFINE_string(
+  'input', None, 'predict: a photo or a folder of photos; export, export_lut: photos for the LUT.'
+)
+flags.DEFINE_string(
+  'output',
+  None,
+  'predict: the folder for graded photos (not the input folder); export: a new folder; '
+  'export_lut: a new .cube file.',
+)
+flags.DEFINE_integer('lut_size', 33, 'export, export_lut: grid points per axis of the .cube LUT.')
 flags.mark_flag_as_required('workdir')
 
 
@@ -44,6 +57,23 @@ def main(argv: list[str]) -> None:
   elif FLAGS.mode == 'eval':
     results = inference.run_eval(FLAGS.workdir)
     train.log_final_comparison(results)
+  elif FLAGS.mode == 'export':
+    if not FLAGS.output:
+      raise app.UsageError('--mode=export needs --output=DIR (a new or empty folder).')
+    summary = export.export_workdir(
+      FLAGS.workdir, FLAGS.output, input_path=FLAGS.input, lut_size=FLAGS.lut_size
+    )
+    if 'lut' in summary:
+      print(lut_export.fidelity_line(summary['lut']))
+    print(f'Exported {FLAGS.workdir} to {FLAGS.output}: {", ".join(summary["files"])}', flush=True)
+  elif FLAGS.mode == 'export_lut':
+    if not FLAGS.output:
+      raise app.UsageError('--mode=export_lut needs --output=FILE.cube.')
+    fidelity = lut_export.export_lut(
+      FLAGS.workdir, FLAGS.output, input_path=FLAGS.input, size=FLAGS.lut_size
+    )
+    print(lut_export.fidelity_line(fidelity))
+    print(f'Wrote {fidelity["output"]}', flush=True)
   else:
     if not FLAGS.input or not FLAGS.output:
       raise app.UsageError('--mode=predict needs --input=FILE_OR_DIR and --output=DIR.')
