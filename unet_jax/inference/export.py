@@ -117,6 +117,8 @@ def export_onnx(model: nn.Module, variables: dict[str, Any], tile_size: int) -> 
   if model.dtype != jnp.float32:
     model = model.clone(dtype=jnp.float32)
     note += '; config.model.dtype=bfloat16 is computed in float32 in ONNX'
+  # onnx_ir warns once per shape tensor it serialises without a type; nothing a user can act on.
+  logging.getLogger('onnx_ir').setLevel(logging.ERROR)
   proto = to_onnx(
     tile_function(model, variables),
     [('batch', tile_size, tile_size, model.in_channels)],
@@ -174,12 +176,19 @@ def export_workdir(
     if os.path.isdir(output_dir):
       os.rmdir(output_dir)  # empty (checked): the staged folder takes its place
     os.rename(staging, output_dir)
+    os.chmod(output_dir, 0o777 & ~_umask())  # mkdtemp makes it private; export is for sharing
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
     raise
   summary['output_dir'] = output_dir
   summary['files'] = sorted(os.listdir(output_dir))
   return summary
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
 
 
 def _write_folder(folder, workdir, config, model, variables, checkpoint_path, input_path, size):
@@ -231,16 +240,15 @@ def held_out_scores(workdir: str, step: int) -> dict[str, dict[str, float]] | No
   path = os.path.join(workdir, 'metrics.jsonl')
   if not os.path.exists(path):
     return None
-  found = None
+  logged: dict[str, float] = {}
   with open(path) as f:
     for line in f:
       row = json.loads(line) if line.strip() else {}
-      if row.get('step') == step and any(k.startswith('eval/') for k in row):
-        found = row  # the last one wins: a resumed run may log a step twice
-  if found is None:
-    return None
-  pick = lambda prefix: {k[len(prefix) :]: v for k, v in found.items() if k.startswith(prefix)}
-  return {'model': pick('eval/'), 'identity': pick('eval_identity/')}
+      if row.get('step') == step:
+        logged.update(row)  # model and identity scores are separate rows; a rerun's win
+  pick = lambda prefix: {k[len(prefix) :]: v for k, v in logged.items() if k.startswith(prefix)}
+  scores = {'model': pick('eval/'), 'identity': pick('eval_identity/')}
+  return scores if scores['model'] else None
 
 
 def _trained_on(config: ml_collections.ConfigDict) -> str:
@@ -268,7 +276,7 @@ def model_card(config, model, workdir, checkpoint_path, summary) -> str:
     '',
   ]
   scores = held_out_scores(workdir, step)
-  if scores and scores['model']:
+  if scores:
     lines += [f"## Held-out scores at step {step} (split '{config.data.eval_split}')", '']
     lines += ['| metric | model | identity (input unchanged) |', '|---|---|---|']
     for name, value in sorted(scores['model'].items()):
