@@ -101,5 +101,5 @@ def test_notebook_trains_shows_and_grades_on_cpu(tmp_path, monkeypatch):
   panels = sorted(p.name for p in (workdir / 'eval' / 'step_2').glob('*.png'))
   shown = [p for p in panels if not p.endswith('_graded.png')]
   assert len(shown) >= 1 and images(cell_with(notebook, 'eval_dirs')) == len(shown)
-  assert images(cell_with(notebook, 'predict_paths')) == 1
+  assert images(cell_with(notebook, 'grade_folder')) == 1
   assert [p.name for p in (workdir / 'graded').iterdir()] == ['chelsea.png']
