@@ -176,7 +176,11 @@ def export_workdir(
     if os.path.isdir(output_dir):
       os.rmdir(output_dir)  # empty (checked): the staged folder takes its place
     os.rename(staging, output_dir)
-    os.chmod(output_dir, 0o777 & ~_umask())  # mkdtemp makes it private; export is for sharing
+    # mkdtemp (and safetensors) make private files; an export is meant to be shared.
+    mask = _umask()
+    os.chmod(output_dir, 0o777 & ~mask)
+    for name in os.listdir(output_dir):
+      os.chmod(os.path.join(output_dir, name), 0o666 & ~mask)
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
     raise
