@@ -38,9 +38,12 @@ def initialize_distributed(config: ml_collections.ConfigDict) -> None:
 _CPU_TRAIN_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
 
 
-def train_compiler_options() -> dict[str, str]:
-  """XLA options for compiling the train step on the default backend (none off CPU)."""
-  return dict(_CPU_TRAIN_COMPILER_OPTIONS) if jax.default_backend() == 'cpu' else {}
+def train_compiler_options(platform: str | None = None) -> dict[str, str]:
+  """XLA options for compiling the train step on `platform` (default: the default backend).
+
+  None off CPU: the option is XLA:CPU's, and GPU and TPU compilers reject options they lack.
+  """
+  return dict(_CPU_TRAIN_COMPILER_OPTIONS) if (platform or jax.default_backend()) == 'cpu' else {}
 
 
 def create_mesh() -> Mesh:
