@@ -21,14 +21,10 @@ import pytest
 from jax import export
 
 from unet_jax import losses, metrics, parallel
+from unet_jax.inference import grading
 from unet_jax.models import batch_norm, create_model
 from unet_jax.steps import make_train_step
 from unet_jax.train_state import create_optimizer, create_train_state
-
-try:  # the layout of issue 14 moves the compiled tile functions here
-  from unet_jax.inference import grading
-except ImportError:
-  from unet_jax import predict as grading
 
 PLATFORMS = ('cuda', 'tpu')
 CONFIGS = sorted(p.stem for p in (pathlib.Path(__file__).parents[1] / 'configs').glob('*.py'))

@@ -101,7 +101,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.predict = predict = ml_collections.ConfigDict()
   predict.tile_size = 512
   predict.tile_overlap = 64
-  predict.batch_tiles = 1
+  predict.batch_tiles = 0  # tiles per device call; 0: from the device's free memory (CPU: 1)
 
   # Multi-host: leave None on a single machine or where jax auto-detects (TPU pods, SLURM).
   config.distributed = dist = ml_collections.ConfigDict()
