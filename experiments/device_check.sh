@@ -95,7 +95,7 @@ fi
 nvidia-smi >>"$LOG" 2>&1 || true
 
 # The suite's conftest asks for 8 CPU devices; JAX_PLATFORMS above puts these tests on the GPU.
-run_step tests "$LIMIT" "$PYTHON" -m pytest -q -x -p no:cacheprovider "${TESTS[@]}"
+run_step tests "$LIMIT" "$PYTHON" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
 run_step benchmark "$LIMIT" "$PYTHON" experiments/benchmark.py --config="$CONFIG_BENCH" \
   "${BENCH_ARGS[@]}" --compare-torch --predict-size=0 --pipeline-seconds=0 \
   --json-out="$WORK/benchmark.json"
