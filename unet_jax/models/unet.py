@@ -168,7 +168,8 @@ def _check_choice(option: str, value: Any, choices: tuple) -> None:
 def validate_model_config(model_config: ml_collections.ConfigDict) -> None:
   """Raises a ValueError naming the `config.model` option that cannot build a U-Net."""
   _check_choice('norm', model_config.norm, layers.NORMS)
-  _check_choice('batch_norm', model_config.batch_norm, batch_norm.IMPLEMENTATIONS)
+  # .get: configs saved in workdirs before these options existed lack them.
+  _check_choice('batch_norm', model_config.get('batch_norm', 'auto'), batch_norm.IMPLEMENTATIONS)
   _check_choice('activation', model_config.activation, tuple(layers.ACTIVATIONS))
   _check_choice('down', model_config.down, layers.DOWNS)
   _check_choice('up', model_config.up, layers.UPS)
