@@ -30,17 +30,18 @@ PLATFORMS = ('cuda', 'tpu')
 CONFIGS = sorted(p.stem for p in (pathlib.Path(__file__).parents[1] / 'configs').glob('*.py'))
 
 
-def _accelerator_config(name: str):
+def _accelerator_config(name: str, norm: str | None = None):
   config = importlib.import_module(f'configs.{name}').get_config()
-  config.model.batch_norm = batch_norm.implementation(config.model.batch_norm, PLATFORMS[0])
-  assert config.model.batch_norm == batch_norm.implementation('auto', PLATFORMS[1])
+  config.model.batch_norm = norm or batch_norm.implementation(config.model.batch_norm, PLATFORMS[0])
+  assert norm or config.model.batch_norm == batch_norm.implementation('auto', PLATFORMS[1])
   return config
 
 
 @functools.cache
-def _setup(name: str):
-  """(config, model, abstract train state, abstract loss params) of configs/<name>.py."""
-  config = _accelerator_config(name)
+def _setup(name: str, norm: str | None = None):
+  """(config, model, optimiser, abstract train state, abstract loss params) of configs/<name>.py,
+  with the BatchNorm the accelerators get unless `norm` names one."""
+  config = _accelerator_config(name, norm)
   model = create_model(config.model)
   optimizer = create_optimizer(config)
   state = jax.eval_shape(
@@ -67,9 +68,11 @@ def test_accelerators_get_flax_batch_norm_and_no_cpu_compiler_options():
   assert parallel.train_compiler_options('cpu')  # the one place options are given
 
 
-@pytest.mark.parametrize('name', CONFIGS)
-def test_train_step_lowers(name):
-  config, model, optimizer, state, loss_params = _setup(name)
+# Every config as the accelerators run it, and the CPU BatchNorm forced on them (custom VJP and
+# matrix-product sums must not be CPU-only either).
+@pytest.mark.parametrize('name, norm', [(name, None) for name in CONFIGS] + [('tiny', 'gemm')])
+def test_train_step_lowers(name, norm):
+  config, model, optimizer, state, loss_params = _setup(name, norm)
   # A mesh the global batch divides (res1024 trains 4 images on the tests' 8 devices).
   devices = math.gcd(config.batch_size, jax.device_count())
   mesh = jax.make_mesh(
