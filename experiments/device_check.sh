@@ -52,13 +52,15 @@ run_step() {
 
 if [[ "$DRY_RUN" == 1 ]]; then
   export JAX_PLATFORMS=cpu
-  CONFIG_BENCH=configs/tiny.py BENCH_ARGS=(--resolution=32 --batch=8 --steps=1 --warmup=0)
+  CONFIG_BENCH=configs/tiny.py
+  BENCH_ARGS=(--resolution=32 --batch=8 --steps=1 --warmup=0 --compare-predict-megapixels=0.01)
   CONFIG_TRAIN=configs/tiny.py TRAIN_ARGS=(--config.num_train_steps=2)
   CONFIG_PREDICT=configs/tiny.py PREDICT_ARGS=(--width=96 --height=64)
   TESTS=(tests/test_batch_norm.py -k 'implementation_by_backend')
   LIMIT=600
 else
-  CONFIG_BENCH=configs/res512.py BENCH_ARGS=(--resolution=512 --batch=16 --steps=20 --warmup=3)
+  CONFIG_BENCH=configs/res512.py
+  BENCH_ARGS=(--resolution=512 --batch=16 --steps=20 --warmup=3 --compare-predict-megapixels=12)
   CONFIG_TRAIN=configs/res256.py
   TRAIN_ARGS=(--config.num_train_steps=500 --config.eval_every_steps=500
     --config.checkpoint_every_steps=500 --config.log_every_steps=50)
