@@ -60,15 +60,18 @@ if [[ "$DRY_RUN" == 1 ]]; then
   LIMIT=600
 else
   CONFIG_BENCH=configs/res512.py
-  BENCH_ARGS=(--resolution=512 --batch=16 --steps=20 --warmup=3 --compare-predict-megapixels=12)
+  BENCH_ARGS=(--resolution=512 --batch=16 --steps=20 --warmup=3 --compare-predict-megapixels=0)
   CONFIG_TRAIN=configs/res256.py
   TRAIN_ARGS=(--config.num_train_steps=500 --config.eval_every_steps=500
     --config.checkpoint_every_steps=500 --config.log_every_steps=50)
   CONFIG_PREDICT=configs/res256.py PREDICT_ARGS=(--width=6000 --height=4000)
   TESTS=(tests/test_batch_norm.py tests/test_model.py tests/test_predict.py
     tests/test_benchmark_reference.py)
-  LIMIT=150
+  # Per-step limits that add up to 8 minutes with the install.
+  LIMIT_INSTALL=150 LIMIT_TESTS=75 LIMIT_BENCHMARK=120 LIMIT_TRAIN=90 LIMIT_PREDICT=45
 fi
+LIMIT_TESTS=${LIMIT_TESTS:-$LIMIT} LIMIT_BENCHMARK=${LIMIT_BENCHMARK:-$LIMIT}
+LIMIT_TRAIN=${LIMIT_TRAIN:-$LIMIT} LIMIT_PREDICT=${LIMIT_PREDICT:-$LIMIT}
 
 log "device_check.sh: dry_run=$DRY_RUN out=$OUT"
 if [[ "$DRY_RUN" == 1 ]]; then
@@ -91,19 +94,19 @@ else
 torch.cuda.is_available())'
     "$PYTHON" -c 'import jax, sys; sys.exit(jax.default_backend() != "gpu")'
   }
-  run_step install 240 bash -c "$(declare -f install); PYTHON=$PYTHON WORK=$WORK install"
+  run_step install "$LIMIT_INSTALL" bash -c "$(declare -f install); PYTHON=$PYTHON WORK=$WORK install"
   export JAX_PLATFORMS=cuda
 fi
 nvidia-smi >>"$LOG" 2>&1 || true
 
 # The suite's conftest asks for 8 CPU devices; JAX_PLATFORMS above puts these tests on the GPU.
-run_step tests "$LIMIT" "$PYTHON" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
-run_step benchmark "$LIMIT" "$PYTHON" experiments/benchmark.py --config="$CONFIG_BENCH" \
+run_step tests "$LIMIT_TESTS" "$PYTHON" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
+run_step benchmark "$LIMIT_BENCHMARK" "$PYTHON" experiments/benchmark.py --config="$CONFIG_BENCH" \
   "${BENCH_ARGS[@]}" --compare-torch --predict-size=0 --pipeline-seconds=0 \
   --json-out="$WORK/benchmark.json"
-run_step train "$LIMIT" "$PYTHON" experiments/train_check.py --config="$CONFIG_TRAIN" \
+run_step train "$LIMIT_TRAIN" "$PYTHON" experiments/train_check.py --config="$CONFIG_TRAIN" \
   "${TRAIN_ARGS[@]}" --workdir="$WORK/train" --json-out="$WORK/train.json"
-run_step predict "$LIMIT" "$PYTHON" experiments/predict_memory.py --config="$CONFIG_PREDICT" \
+run_step predict "$LIMIT_PREDICT" "$PYTHON" experiments/predict_memory.py --config="$CONFIG_PREDICT" \
   "${PREDICT_ARGS[@]}" --json-out="$WORK/predict.json"
 
 "$PYTHON" - "$WORK" "$OUT/device_check.json" "$DRY_RUN" <<'EOF'
