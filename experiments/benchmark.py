@@ -24,11 +24,18 @@ where the backend reports one, and the process's peak RSS otherwise (predict run
 that high-water mark is its own). `experiments/predict_memory.py` measures the whole file-to-file
 path on a large photo instead.
 
+Predict against PyTorch (with `--compare-torch`): one `--compare-predict-megapixels` photo (4:3)
+graded by each framework in a fresh process of its own (spawned), so that each peak RSS is its
+own: the same random-init weights (copied into `torch_unet`), the same tiles, overlap, batch and
+blending (`torch_unet.grade_image` uses `unet_jax.inference.tiling`). Each first grades one tile
+to compile / warm up, then the whole photo once; the ratio is PyTorch seconds over JAX seconds.
+
 Pipeline: pairs per second of `unet_jax.data.create_train_iterator` for the config (built-in
 data unless the config names other), beside the pairs per second the train step consumes.
 """
 
 import json
+import multiprocessing
 import os
 import pathlib
 import platform
@@ -75,6 +82,11 @@ _PEAK_FLOPS = flags.DEFINE_float(
 )
 _PREDICT_SIZE = flags.DEFINE_integer(
   'predict-size', 512, 'Side of the square image graded by predict (px); 0 skips predict.'
+)
+_COMPARE_PREDICT_MP = flags.DEFINE_float(
+  'compare-predict-megapixels',
+  12.0,
+  'With --compare-torch: photo size (MP, 4:3) graded by both frameworks; 0 skips.',
 )
 _PIPELINE_SECONDS = flags.DEFINE_float(
   'pipeline-seconds', 5.0, 'Seconds of input-pipeline reading; 0 skips the pipeline.'
@@ -144,6 +156,91 @@ def benchmark_predict(config, model, variables, size: int) -> dict[str, Any]:
     'rss_before_mib': rss_before,
     'device_peak_bytes': device_peak_bytes(),
   }
+
+
+def _photo_shape(megapixels: float, channels: int) -> tuple[int, int, int]:
+  width = int(round((megapixels * 1e6 * 4 / 3) ** 0.5))
+  return (width * 3 // 4, width, channels)
+
+
+def _predict_in_process(
+  framework: str, config_dict: dict, shape: tuple, weights_path: str, queue
+) -> None:
+  """Runs in a spawned process: grades one photo with `framework`, puts its figures on `queue`."""
+  import ml_collections  # noqa: PLC0415
+  from flax import traverse_util  # noqa: PLC0415
+
+  config = ml_collections.ConfigDict(config_dict)
+  with np.load(weights_path) as stored:
+    variables = traverse_util.unflatten_dict({tuple(k.split('/')): v for k, v in stored.items()})
+  image = np.random.default_rng(0).random(shape, np.float32)
+  tile = config.predict.tile_size
+  kwargs = dict(tile_size=tile, tile_overlap=config.predict.tile_overlap)
+  if framework == 'jax':
+    model = create_model(config.model)
+    batch = config.predict.batch_tiles or grading.auto_batch_tiles(model, variables, tile)
+
+    def grade(photo):
+      grading.grade_image(model, variables, photo, batch_tiles=batch, **kwargs)
+
+  else:
+    import torch  # noqa: PLC0415
+    import torch_unet  # noqa: PLC0415
+
+    net = torch_unet.from_config(config.model)
+    torch_unet.load_flax_params(net, variables)
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    net = net.to(device, memory_format=torch.channels_last).eval()
+    batch = config.predict.batch_tiles or 1
+    amp = config.model.dtype == 'bfloat16'
+
+    def grade(photo):
+      torch_unet.grade_image(net, photo, batch_tiles=batch, amp=amp, **kwargs)
+
+  grade(image[:tile, :tile])  # one tile: compiles (JAX) or warms up (PyTorch) that shape
+  before = peak_rss_mib()
+  start = time.perf_counter()
+  grade(image)
+  seconds = time.perf_counter() - start
+  queue.put(
+    {
+      'seconds': seconds,
+      'seconds_per_megapixel': seconds / (shape[0] * shape[1] / 1e6),
+      'peak_rss_mib': peak_rss_mib(),
+      'rss_before_photo_mib': before,
+      'batch_tiles': batch,
+    }
+  )
+
+
+def compare_predict(config, variables, megapixels: float) -> dict[str, Any]:
+  """Grades one `megapixels` photo in JAX and in PyTorch, each in its own fresh process."""
+  from flax import traverse_util  # noqa: PLC0415
+
+  shape = _photo_shape(megapixels, config.model.in_channels)
+  config_dict = config.to_dict()
+  results: dict[str, Any] = {
+    'height': shape[0],
+    'width': shape[1],
+    'megapixels': shape[0] * shape[1] / 1e6,
+    'tile_size': config.predict.tile_size,
+    'tile_overlap': config.predict.tile_overlap,
+  }
+  context = multiprocessing.get_context('spawn')
+  with tempfile.TemporaryDirectory() as folder:
+    weights_path = os.path.join(folder, 'variables.npz')
+    flat = traverse_util.flatten_dict(jax.device_get(variables), sep='/')
+    np.savez(weights_path, **{k: np.asarray(v) for k, v in flat.items()})
+    for framework in ('jax', 'torch'):
+      queue = context.Queue()
+      process = context.Process(
+        target=_predict_in_process, args=(framework, config_dict, shape, weights_path, queue)
+      )
+      process.start()
+      results[framework] = queue.get()
+      process.join()
+  results['jax_over_torch'] = results['torch']['seconds'] / results['jax']['seconds']
+  return results
 
 
 def benchmark_pipeline(config, seconds: float) -> dict[str, Any]:
@@ -316,6 +413,22 @@ def print_table(results: dict[str, Any]) -> None:
       f'\npredict {p["image_px"]}x{p["image_px"]} (tile {p["tile_size"]}, overlap '
       f'{p["tile_overlap"]}): {p["seconds_per_megapixel"]:.2f} s/MP, {memory}'
     )
+  if results.get('predict_vs_torch'):
+    c = results['predict_vs_torch']
+    print(
+      f'\npredict {c["width"]}x{c["height"]} ({c["megapixels"]:.1f} MP, tile {c["tile_size"]}, '
+      f'overlap {c["tile_overlap"]}, {c["jax"]["batch_tiles"]} tiles per call), each in its own '
+      'process:'
+    )
+    print('| | s/MP | peak RSS MiB | RSS before the photo MiB |')
+    print('|---|---|---|---|')
+    for name, label in (('jax', 'JAX'), ('torch', 'PyTorch')):
+      p = c[name]
+      print(
+        f'| {label} | {p["seconds_per_megapixel"]:.3f} | {p["peak_rss_mib"]:.0f} '
+        f'| {p["rss_before_photo_mib"]:.0f} |'
+      )
+    print(f'JAX / PyTorch (speed): {c["jax_over_torch"]:.2f}')
   if results.get('pipeline'):
     q = results['pipeline']
     consumed = results['train'][-1]['jax']['images_per_second']
@@ -340,12 +453,17 @@ def main(argv: list[str]) -> None:
   results: dict[str, Any] = {'environment': environment(), 'config': config.to_dict()}
   peak = peak_flops(config)
   results['peak_flops'] = peak
-  if _PREDICT_SIZE.value:
-    # Before any training step, so that the process's peak RSS is predict's own.
+  compare_mp = _COMPARE_PREDICT_MP.value if _COMPARE_TORCH.value else 0
+  if _PREDICT_SIZE.value or compare_mp:
     model = create_model(config.model)
     zeros = jnp.zeros((1, 64, 64, config.model.in_channels), jnp.float32)
     variables = jax.jit(model.init)(jax.random.key(config.seed), zeros)
+  if _PREDICT_SIZE.value:
+    # Before any training step, so that the process's peak RSS is predict's own.
     results['predict'] = benchmark_predict(config, model, variables, _PREDICT_SIZE.value)
+  if compare_mp:
+    # In processes of their own, started before this one holds any training state.
+    results['predict_vs_torch'] = compare_predict(config, variables, compare_mp)
   results['train'] = []
   for resolution in resolutions:
     row = benchmark_resolution(config, resolution, batch_size, peak)

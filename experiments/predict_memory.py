@@ -9,6 +9,7 @@ config: the weights do not change the cost. Peak RSS is the process's high-water
 grading (Python, jax and the model) to show what the photo itself adds.
 """
 
+import json
 import pathlib
 import resource
 import sys
@@ -33,6 +34,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WIDTH = flags.DEFINE_integer('width', 5000, 'Photo width (px).')
 _HEIGHT = flags.DEFINE_integer('height', 3500, 'Photo height (px).')
+_JSON_OUT = flags.DEFINE_string('json-out', None, 'Also write the figures to this JSON file.')
 
 
 def peak_rss_mb() -> float:
@@ -79,6 +81,23 @@ def main(argv: list[str]) -> None:
     f'{jax.devices()[0].platform} x{jax.device_count()}: {seconds:.1f} s (compile included), '
     f'peak RSS {peak_rss_mb():.0f} MiB (before grading: {before:.0f} MiB)'
   )
+  if _JSON_OUT.value:
+    stats = jax.devices()[0].memory_stats() or {}
+    figures = {
+      'width': _WIDTH.value,
+      'height': _HEIGHT.value,
+      'megapixels': _WIDTH.value * _HEIGHT.value / 1e6,
+      'tiles': tiles,
+      'tile_size': tile,
+      'tile_overlap': overlap,
+      'batch_tiles': config.predict.batch_tiles,
+      'backend': jax.default_backend(),
+      'seconds_with_compile': seconds,
+      'peak_rss_mib': peak_rss_mb(),
+      'rss_before_mib': before,
+      'device_peak_bytes': stats.get('peak_bytes_in_use'),
+    }
+    pathlib.Path(_JSON_OUT.value).write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == '__main__':

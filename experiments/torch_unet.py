@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unet_jax.inference import tiling  # numpy only: the same tiles and blending as unet_jax
+
 _MIRRORED = dict(
   norm=('batch', 'none'),
   activation=('relu', 'gelu', 'silu'),
@@ -262,3 +264,46 @@ class TrainStep:
       'channels_last': self.channels_last,
       'amp_bfloat16': self.amp,
     }
+
+
+@torch.inference_mode()
+def grade_image(
+  model: TorchUNet,
+  image: np.ndarray,
+  *,
+  tile_size: int,
+  tile_overlap: int,
+  batch_tiles: int = 1,
+  amp: bool = False,
+) -> np.ndarray:
+  """`[H, W, C]` graded photo through the same tiles and blending as `grading.grade_image`.
+
+  Tile origins, reflect-padding and raised-cosine weights come from `unet_jax.inference.tiling`,
+  so the two frameworks do the same work per photo; `model` must be in eval mode.
+  """
+  multiple = tiling.check_tiling(model.levels, tile_size, tile_overlap)
+  device = next(model.parameters()).device
+  height, width = image.shape[:2]
+  rows = tiling.tile_offsets(height, tile_size, tile_overlap, multiple)
+  cols = tiling.tile_offsets(width, tile_size, tile_overlap, multiple)
+  row_weights = dict(zip(rows, tiling.axis_weights(rows, tile_size, height), strict=True))
+  col_weights = dict(zip(cols, tiling.axis_weights(cols, tile_size, width), strict=True))
+  positions = [(top, left) for top in rows for left in cols]
+  output = None
+  for start in range(0, len(positions), batch_tiles):
+    chunk = positions[start : start + batch_tiles]
+    tiles = np.zeros((batch_tiles, tile_size, tile_size, image.shape[-1]), np.float32)
+    for k, (top, left) in enumerate(chunk):
+      tiling.extract_tile(image, top, left, tile_size, tiles[k])
+    x = torch.from_numpy(tiles).permute(0, 3, 1, 2).to(device, memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+      graded = model(x).float().permute(0, 2, 3, 1).cpu().numpy()
+    if output is None:
+      output = np.zeros((height, width, graded.shape[-1]), np.float32)
+    for k, (top, left) in enumerate(chunk):
+      wy, wx = row_weights[top], col_weights[left]
+      bottom, right = top + wy.shape[0], left + wx.shape[0]
+      output[top:bottom, left:right] += (
+        graded[k, : wy.shape[0], : wx.shape[0]] * wy[:, None, None] * wx[None, :, None]
+      )
+  return output

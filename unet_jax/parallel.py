@@ -38,9 +38,37 @@ def initialize_distributed(config: ml_collections.ConfigDict) -> None:
 _CPU_TRAIN_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
 
 
-def train_compiler_options() -> dict[str, str]:
-  """XLA options for compiling the train step on the default backend (none off CPU)."""
-  return dict(_CPU_TRAIN_COMPILER_OPTIONS) if jax.default_backend() == 'cpu' else {}
+def train_compiler_options(platform: str | None = None) -> dict[str, str]:
+  """XLA options for compiling the train step on `platform` (default: the default backend).
+
+  None off CPU: the option is XLA:CPU's, and GPU and TPU compilers reject options they lack.
+  """
+  return dict(_CPU_TRAIN_COMPILER_OPTIONS) if (platform or jax.default_backend()) == 'cpu' else {}
+
+
+# Predict's tile batch on an accelerator: this share of the free device memory, at most this many.
+_TILE_MEMORY_FRACTION = 0.5
+_MAX_BATCH_TILES = 32
+
+
+def batch_that_fits(
+  bytes_per_item: int, *, limit: int = _MAX_BATCH_TILES, device: jax.Device | None = None
+) -> int:
+  """How many items (tiles) one device call should take, from the device and its free memory.
+
+  1 on CPU: XLA:CPU already spreads one tile's convolutions over every core, and a bigger batch
+  only grows the host's memory. On a GPU or TPU: as many as fill half of the memory free now
+  (the rest stays for the compiler's workspace and fragmentation), between 1 and `limit`.
+  A device that reports no memory figures gets 1.
+  """
+  device = device or jax.local_devices()[0]
+  if device.platform == 'cpu':
+    return 1
+  stats = device.memory_stats() or {}
+  if not stats.get('bytes_limit'):
+    return 1
+  free = stats['bytes_limit'] - stats.get('bytes_in_use', 0)
+  return int(max(1, min(limit, free * _TILE_MEMORY_FRACTION // max(bytes_per_item, 1))))
 
 
 def create_mesh() -> Mesh:

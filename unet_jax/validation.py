@@ -60,8 +60,10 @@ def _validate_predict(config: ml_collections.ConfigDict) -> None:
     tiling.check_tiling(config.model.levels, config.predict.tile_size, config.predict.tile_overlap)
   except ValueError as error:
     raise ConfigError(str(error)) from None
-  if config.predict.batch_tiles < 1:
-    raise ConfigError(f'config.predict.batch_tiles={config.predict.batch_tiles} must be >= 1.')
+  if config.predict.batch_tiles < 0:
+    raise ConfigError(
+      f'config.predict.batch_tiles={config.predict.batch_tiles} must be >= 0 (0: automatic).'
+    )
 
 
 def _validate_training(config: ml_collections.ConfigDict) -> None:

@@ -20,6 +20,9 @@ RESUMABLE_CHANGES = (
   'keep_checkpoints',
   'num_image_summaries',
   'predict.',
+  # How the same function is computed (same variables and results); absent in older workdirs.
+  'model.batch_norm',
+  'model.remat',
   'data.dir',
   'data.tfds_data_dir',
   'distributed.',

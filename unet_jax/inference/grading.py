@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from unet_jax import parallel
 from unet_jax.inference import tiling
 
 _BOTTLENECK = 'bottleneck'
@@ -66,6 +67,30 @@ def _context_sums(
   )
   features = state['intermediates'][_BOTTLENECK]['__call__'][0].astype(jnp.float32)
   return jnp.einsum('bhwc,bhw->bc', features, cell_weights)
+
+
+# Bytes per tile by (model, tile size): a model's variables have the shapes the model gives them.
+_tile_bytes: dict[tuple[nn.Module, int], int] = {}
+
+
+def auto_batch_tiles(model: nn.Module, variables: Any, tile: int) -> int:
+  """`batch_tiles=0`: as many tiles per call as fill the device (`parallel.batch_that_fits`).
+
+  1 on CPU, without compiling anything. Elsewhere one extra compile per model and tile size
+  reads from XLA's plan what a tile costs: its input, output and temporaries.
+  """
+  if jax.default_backend() == 'cpu':
+    return 1
+  if (model, tile) not in _tile_bytes:
+    tiles = jax.ShapeDtypeStruct((1, tile, tile, model.in_channels), jnp.float32)
+    context = None
+    if getattr(model, 'global_context', False):
+      context = jax.ShapeDtypeStruct((1, model.channels(model.levels)), jnp.float32)
+    memory = _grade_tiles.lower(model, variables, tiles, context).compile().memory_analysis()
+    _tile_bytes[model, tile] = (
+      memory.temp_size_in_bytes + memory.output_size_in_bytes + tiles.size * 4
+    )
+  return parallel.batch_that_fits(_tile_bytes[model, tile])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +174,7 @@ def grade_image(
   *,
   tile_size: int,
   tile_overlap: int,
-  batch_tiles: int = 1,
+  batch_tiles: int = 0,
 ) -> np.ndarray:
   """Runs the model over `image` tile by tile and blends the tiles.
 
@@ -159,15 +184,16 @@ def grade_image(
     image: `[H, W, in_channels]` float32 in [0, 1], any H and W.
     tile_size: tile side in pixels (`config.predict.tile_size`), a multiple of 2**model.levels.
     tile_overlap: pixels shared by neighbouring tiles and blended (`config.predict.tile_overlap`).
-    batch_tiles: tiles per device call (`config.predict.batch_tiles`).
+    batch_tiles: tiles per device call (`config.predict.batch_tiles`); 0 chooses from the
+      device and its free memory (1 on CPU).
 
   Returns:
     `[H, W, C]` float32 on the host: the graded image (image head, not clipped) or the logits
     (segmentation head, C = num_classes).
   """
   multiple = tiling.check_tiling(model.levels, tile_size, tile_overlap)
-  if batch_tiles < 1:
-    raise ValueError(f'config.predict.batch_tiles={batch_tiles} must be >= 1.')
+  if batch_tiles < 0:
+    raise ValueError(f'config.predict.batch_tiles={batch_tiles} must be >= 0 (0: automatic).')
   image = _check_image(model, image)
   _warn_if_tile_dependent(model)
   height, width = image.shape[:2]
@@ -175,6 +201,8 @@ def grade_image(
   rows = tiling.tile_offsets(height, tile, tile_overlap, multiple)
   cols = tiling.tile_offsets(width, tile, tile_overlap, multiple)
   positions = [(top, left) for top in rows for left in cols]
+  if batch_tiles == 0:
+    batch_tiles = min(auto_batch_tiles(model, variables, tile), len(positions))
   batches = _TileBatches(image, tile, batch_tiles)
 
   pooled_context = None
@@ -245,7 +273,7 @@ def segment_image(
   *,
   tile_size: int,
   tile_overlap: int,
-  batch_tiles: int = 1,
+  batch_tiles: int = 0,
 ) -> np.ndarray:
   """`[H, W]` int32 class labels: argmax of the blended logits of `grade_image`."""
   logits = grade_image(

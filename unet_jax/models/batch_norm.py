@@ -1,14 +1,17 @@
-"""BatchNorm whose statistics and gradient sums are matrix products: fast on XLA:CPU.
+"""BatchNorm for the U-Net: `flax.linen.BatchNorm`, or on CPU one whose sums are matrix products.
 
-A drop-in for `flax.linen.BatchNorm` as the U-Net uses it (features last, momentum 0.9,
-epsilon 1e-5): the same variables (`params`: `scale`, `bias`; `batch_stats`: `mean`, `var`), so
-checkpoints and the PyTorch reference read it unchanged. The difference is how it computes:
-XLA:CPU runs the reductions over B x H x W that BatchNorm and its autodiff gradient need far
-below memory bandwidth, and each reduction fusion recomputes its producers (BENCHMARKS.md).
-Here, on CPU, every per-channel sum is `ones @ x[N, C]`, which XLA hands to its GEMM kernels
-(other backends keep plain sums), and the gradient is written out by hand: two such sums
-instead of the several reductions of autodiff.
-The variance is two-pass (the mean first), so a large mean does not cancel it away.
+`GemmBatchNorm` is a drop-in for `flax.linen.BatchNorm` as the U-Net uses it (features last,
+momentum 0.9, epsilon 1e-5): the same variables (`params`: `scale`, `bias`; `batch_stats`:
+`mean`, `var`) under the same name, so a checkpoint trained with either loads into the other and
+the PyTorch reference reads both. The difference is how it computes: XLA:CPU runs the reductions
+over B x H x W that BatchNorm and its autodiff gradient need far below memory bandwidth, and each
+reduction fusion recomputes its producers (BENCHMARKS.md). Here every per-channel sum is
+`ones @ x[N, C]`, which XLA hands to its GEMM kernels, and the gradient is written out by hand:
+two such sums instead of the several reductions of autodiff. The variance is two-pass (the mean
+first), so a large mean does not cancel it away.
+
+It was measured faster on XLA:CPU only; GPU and TPU compilers fuse these reductions well, so
+`implementation('auto')` picks it on CPU and `flax.linen.BatchNorm` everywhere else.
 """
 
 from typing import Any
@@ -20,16 +23,34 @@ import jax.numpy as jnp
 EPSILON = 1e-5
 
 
-def _sum_as_matmul() -> bool:
-  # GPU and TPU compilers fuse these reductions well; only XLA:CPU needs the GEMM detour.
-  return jax.default_backend() == 'cpu'
+# `config.model.batch_norm`: auto (gemm on CPU, flax elsewhere) | gemm | flax.
+IMPLEMENTATIONS = ('auto', 'gemm', 'flax')
+# The variables' scope in both implementations, so checkpoints do not depend on the choice.
+NAME = 'BatchNorm_0'
+
+
+def implementation(choice: str, platform: str | None = None) -> str:
+  """'gemm' or 'flax': what `choice` means on `platform` (default: jax's default backend)."""
+  if choice not in IMPLEMENTATIONS:
+    raise ValueError(f'config.model.batch_norm={choice!r} is not one of {list(IMPLEMENTATIONS)}.')
+  if choice != 'auto':
+    return choice
+  return 'gemm' if (platform or jax.default_backend()) == 'cpu' else 'flax'
+
+
+def create(choice: str, *, momentum: float, dtype: Any) -> nn.Module:
+  """The BatchNorm `choice` resolves to on the default backend, named `NAME`."""
+  if implementation(choice) == 'gemm':
+    return GemmBatchNorm(momentum=momentum, dtype=dtype, name=NAME)
+  # Two-pass variance, like GemmBatchNorm: a large mean does not cancel a small spread away.
+  return nn.BatchNorm(
+    momentum=momentum, epsilon=EPSILON, dtype=dtype, use_fast_variance=False, name=NAME
+  )
 
 
 def _channel_sum(x: jax.Array) -> jax.Array:
-  """[N, C] -> [C], accumulated in float32 (no float32 copy of a bfloat16 `x` is made)."""
-  if _sum_as_matmul():
-    return jnp.matmul(jnp.ones((x.shape[0],), x.dtype), x, preferred_element_type=jnp.float32)
-  return jnp.sum(x, axis=0, dtype=jnp.float32)
+  """[N, C] -> [C] as a matrix product, accumulated in float32 (no float32 copy of `x`)."""
+  return jnp.matmul(jnp.ones((x.shape[0],), x.dtype), x, preferred_element_type=jnp.float32)
 
 
 def _statistics(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -67,7 +88,7 @@ def _normalize_backward(residuals, cotangents):
 _normalize.defvjp(_normalize_forward, _normalize_backward)
 
 
-class BatchNorm(nn.Module):
+class GemmBatchNorm(nn.Module):
   """Normalises `[..., C]` over every axis but the last; running statistics for eval."""
 
   momentum: float = 0.9

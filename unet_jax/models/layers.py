@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from unet_jax.models.batch_norm import BatchNorm
+from unet_jax.models import batch_norm
 
 NORMS = ('batch', 'group', 'layer', 'none')
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -32,12 +32,14 @@ class Norm(nn.Module):
 
   kind: str = 'batch'
   groups: int = 8
+  batch_norm: str = 'auto'  # see batch_norm.IMPLEMENTATIONS
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     if self.kind == 'batch':
-      return BatchNorm(momentum=0.9, dtype=self.dtype)(x, use_running_average=not train)
+      norm = batch_norm.create(self.batch_norm, momentum=0.9, dtype=self.dtype)
+      return norm(x, use_running_average=not train)
     if self.kind == 'group':
       groups = _group_count(x.shape[-1], self.groups)
       return nn.GroupNorm(num_groups=groups, dtype=self.dtype)(x)
@@ -52,11 +54,13 @@ class ConvBlock(nn.Module):
   features: int
   norm: str = 'batch'
   groups: int = 8
+  batch_norm: str = 'auto'
   activation: str = 'relu'
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    # `train` is positional so that `nn.remat(ConvBlock, static_argnums=(2,))` can keep it static.
     activation = ACTIVATIONS[self.activation]
     for i in range(2):
       # A bias before a normalisation that subtracts the mean is wasted parameters.
@@ -67,7 +71,9 @@ class ConvBlock(nn.Module):
         dtype=self.dtype,
         name=f'conv_{i}',
       )(x)
-      x = Norm(self.norm, self.groups, self.dtype, name=f'norm_{i}')(x, train=train)
+      x = Norm(self.norm, self.groups, self.batch_norm, self.dtype, name=f'norm_{i}')(
+        x, train=train
+      )
       x = activation(x)
     return x
 

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from unet_jax.models import layers
+from unet_jax.models import batch_norm, layers
 
 HEADS = ('image', 'segmentation')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -32,6 +32,7 @@ class UNet(nn.Module):
   max_channels: int = 512
   in_channels: int = 3
   norm: str = 'batch'
+  batch_norm: str = 'auto'  # auto | gemm | flax (models/batch_norm.py)
   group_norm_groups: int = 8
   activation: str = 'relu'
   down: str = 'maxpool'
@@ -45,15 +46,20 @@ class UNet(nn.Module):
   out_channels: int = 3
   num_classes: int = 2
   dtype: Any = jnp.float32
+  remat: bool = False
 
   def channels(self, level: int) -> int:
     return min(self.base_channels * 2**level, self.max_channels)
 
   def _block(self, level: int, name: str) -> layers.ConvBlock:
-    return layers.ConvBlock(
+    # remat: each block's inner activations are recomputed in the backward pass instead of
+    # kept, so training holds about one activation per block instead of five.
+    block = nn.remat(layers.ConvBlock, static_argnums=(2,)) if self.remat else layers.ConvBlock
+    return block(
       self.channels(level),
       norm=self.norm,
       groups=self.group_norm_groups,
+      batch_norm=self.batch_norm,
       activation=self.activation,
       dtype=self.dtype,
       name=name,
@@ -91,13 +97,13 @@ class UNet(nn.Module):
         features = layers.Downsample(self.down, self.dtype, name=f'down_{level}')(features)
         if self.multiscale_input:
           features = jnp.concatenate([features, _downscale(x, 2**level, self.dtype)], axis=-1)
-      features = self._block(level, f'encoder_{level}')(features, train=train)
+      features = self._block(level, f'encoder_{level}')(features, train)
       skips.append(features)
 
     features = layers.Downsample(self.down, self.dtype, name=f'down_{self.levels}')(features)
     if self.multiscale_input:
       features = jnp.concatenate([features, _downscale(x, multiple, self.dtype)], axis=-1)
-    features = self._block(self.levels, 'bottleneck')(features, train=train)
+    features = self._block(self.levels, 'bottleneck')(features, train)
     if return_pooled_context:
       return layers.pool_features(features)
     if self.global_context:
@@ -117,7 +123,7 @@ class UNet(nn.Module):
           )
           skip = gate(skip, features)
         features = jnp.concatenate([features, skip], axis=-1)
-      features = self._block(level, f'decoder_{level}')(features, train=train)
+      features = self._block(level, f'decoder_{level}')(features, train)
 
     # The head runs in float32: the last layer and the output keep full precision.
     features = features.astype(jnp.float32)
@@ -162,6 +168,8 @@ def _check_choice(option: str, value: Any, choices: tuple) -> None:
 def validate_model_config(model_config: ml_collections.ConfigDict) -> None:
   """Raises a ValueError naming the `config.model` option that cannot build a U-Net."""
   _check_choice('norm', model_config.norm, layers.NORMS)
+  # .get: configs saved in workdirs before these options existed lack them.
+  _check_choice('batch_norm', model_config.get('batch_norm', 'auto'), batch_norm.IMPLEMENTATIONS)
   _check_choice('activation', model_config.activation, tuple(layers.ACTIVATIONS))
   _check_choice('down', model_config.down, layers.DOWNS)
   _check_choice('up', model_config.up, layers.UPS)
