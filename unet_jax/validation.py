@@ -55,6 +55,9 @@ def _validate_loss(config: ml_collections.ConfigDict) -> None:
   for term in terms:
     if config.loss[term] < 0:
       raise ConfigError(f'config.loss.{term} must be >= 0; got {config.loss[term]}.')
+  for term in ('lut_smoothness', 'lut_monotonicity'):
+    if config.loss.get(term, 0.0) < 0:
+      raise ConfigError(f'config.loss.{term} must be >= 0; got {config.loss[term]}.')
   if not any(config.loss[term] > 0 for term in terms):
     raise ConfigError(
       f'Every loss weight is 0 for task {config.task!r}: set one of '
@@ -75,6 +78,11 @@ def _validate_predict(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
       f'config.predict.tile_overlap={overlap} must be >= 0 and less than half of '
       f'config.predict.tile_size={tile}.'
+    )
+  if config.predict.get('lut_only') and config.model.get('color_head', 'none') == 'none':
+    raise ConfigError(
+      'config.predict.lut_only=True grades with the colour head alone, and '
+      "config.model.color_head='none' has none: set color_head to 'lut' or 'adaptive_lut'."
     )
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from unet_jax.data.images import decode_image
+from unet_jax.models.color_head import photo_coords
 
 SAMPLINGS = ('crop', 'resize', 'mixed')
 _IMAGE_KEYS = ('input', 'target', 'coords')
@@ -67,14 +68,6 @@ def make_thumbnail(image: np.ndarray, size: int) -> np.ndarray:
   """`[H, W, 3]` photo -> `[size, size, 3]` float32 thumbnail of the whole frame (squeezed,
   aspect not kept), the one thing the model's global branch sees, at training and predict."""
   return resize_image(np.asarray(image, np.float32), size, size)
-
-
-def photo_coords(rows: np.ndarray, cols: np.ndarray, height: int, width: int) -> np.ndarray:
-  """`[len(rows), len(cols), 2]` float32 (y, x) in [-1, 1] of pixel centres `rows` x `cols` of
-  a `height` x `width` photo: the position channels of `model.coords`."""
-  ys = (np.asarray(rows, np.float64) + 0.5) / height * 2.0 - 1.0
-  xs = (np.asarray(cols, np.float64) + 0.5) / width * 2.0 - 1.0
-  return np.stack(np.meshgrid(ys, xs, indexing='ij'), axis=-1).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -84,11 +84,10 @@ def resize_thumbnail(images: jax.Array, size: int) -> jax.Array:
   )
 
 
-def pixel_coords(height: int, width: int, top: int = 0, left: int = 0, photo=None) -> np.ndarray:
-  """`[height, width, 2]` float32 (y, x) of pixel centres in [-1, 1] over a photo of
-  `photo = (H, W)` (default: the array itself), for the window starting at (top, left)."""
-  photo_h, photo_w = photo or (height, width)
-  ys = (np.arange(top, top + height) + 0.5) / photo_h * 2.0 - 1.0
-  xs = (np.arange(left, left + width) + 0.5) / photo_w * 2.0 - 1.0
-  grid = np.stack(np.meshgrid(ys, xs, indexing='ij'), axis=-1)
-  return grid.astype(np.float32)
+def photo_coords(rows: np.ndarray, cols: np.ndarray, height: int, width: int) -> np.ndarray:
+  """`[len(rows), len(cols), 2]` float32 (y, x) in [-1, 1] of the pixel centres `rows` x `cols`
+  of a `height` x `width` photo: the position channels of `model.coords`. Training crops,
+  predict tiles and whole images all take theirs from here, so they agree to the bit."""
+  ys = (np.asarray(rows, np.float64) + 0.5) / height * 2.0 - 1.0
+  xs = (np.asarray(cols, np.float64) + 0.5) / width * 2.0 - 1.0
+  return np.stack(np.meshgrid(ys, xs, indexing='ij'), axis=-1).astype(np.float32)

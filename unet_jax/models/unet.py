@@ -126,7 +126,7 @@ class UNet(nn.Module):
         x = base
     if self.coords:
       if coords is None:
-        grid = color_head_lib.pixel_coords(height, width)
+        grid = color_head_lib.photo_coords(range(height), range(width), height, width)
         coords = jnp.broadcast_to(jnp.asarray(grid), (x.shape[0], height, width, 2))
       x = jnp.concatenate([x, coords.astype(x.dtype)], axis=-1)
 
