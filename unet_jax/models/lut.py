@@ -96,9 +96,12 @@ def apply_lut(lut: jax.Array, images: jax.Array, method: str = 'auto') -> jax.Ar
 
 def smoothness(lut: jax.Array) -> jax.Array:
   """Mean squared difference between neighbouring entries along r, g and b (Zeng et al.'s
-  total-variation term): a smooth table does not posterise or band."""
+  total-variation term), of the table's departure from the identity: a smooth table does not
+  posterise or band, and the identity itself costs nothing (the plain term would pull every
+  table towards a flat, grey one)."""
+  offset = lut - identity_lut(lut.shape[-2])
   axes = range(lut.ndim - 4, lut.ndim - 1)
-  return sum(jnp.mean(jnp.square(jnp.diff(lut, axis=a))) for a in axes)
+  return sum(jnp.mean(jnp.square(jnp.diff(offset, axis=a))) for a in axes)
 
 
 def monotonicity(lut: jax.Array) -> jax.Array:
