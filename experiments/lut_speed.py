@@ -4,7 +4,7 @@
   python experiments/lut_speed.py --megapixels=24 --methods=gather
 
 Prints one JSON line. The method ratio comes from one run on one machine (both timed in
-alternation, best of `--repeats`); the 24 MP figure is `predict.grade_lut_only` on a random
+alternation, best of `--repeats`); the 24 MP figure is `grading.grade_lut_only` on a random
 6000 x 4000 photo with an `adaptive_lut` model (random weights: the time does not depend on
 them), the thumbnail included, after one warm-up call that compiles.
 """
@@ -24,7 +24,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 import configs.photo  # noqa: E402
-from unet_jax import predict  # noqa: E402
+from unet_jax.inference import grading  # noqa: E402
 from unet_jax.models import create_model  # noqa: E402
 from unet_jax.models import lut as lut_lib  # noqa: E402
 
@@ -75,10 +75,10 @@ def lut_only_predict(megapixels: float) -> dict:
   )
   height, width = 4000, int(round(megapixels * 1e6 / 4000))
   photo = rng.random((height, width, 3), dtype=np.float32)
-  warm = predict.grade_lut_only(model, variables, photo[:512])  # compiles this width
+  warm = grading.grade_lut_only(model, variables, photo[:512])  # compiles this width
   del warm
   start = time.perf_counter()
-  predict.grade_lut_only(model, variables, photo)
+  grading.grade_lut_only(model, variables, photo)
   return {'height': height, 'width': width, 'seconds': time.perf_counter() - start}
 
 

@@ -9,9 +9,10 @@ import optax
 import pytest
 
 from tests.test_predict import SIZE, _photo, _psnr, _variables
-from unet_jax import losses, predict, steps, workdir
+from unet_jax import losses, steps, workdir
 from unet_jax.config import get_base_config
 from unet_jax.data.transforms import AddWholePhoto, PairedAugment, make_thumbnail
+from unet_jax.inference import grading, tiling
 from unet_jax.models import UNet, create_model
 from unet_jax.models import lut as lut_lib
 from unet_jax.models.color_head import ENCODER_CHANNELS, ColorHead, photo_coords
@@ -132,7 +133,7 @@ def test_tiles_whole_image_and_training_crop_get_the_same_context():
   model = _model(color_head='adaptive_lut', global_context=True, thumbnail_context=True)
   variables = _variables(model, head_scale=0.1)
   image = _photo(*SIZE, seed=4)
-  photo_thumbnail = predict.photo_thumbnail(model, image)
+  photo_thumbnail = grading.photo_thumbnail(model, image)
 
   whole_vector, whole_table = _context_of(model, variables, image[None], photo_thumbnail)
 
@@ -150,7 +151,7 @@ def test_tiles_whole_image_and_training_crop_get_the_same_context():
 
   tile = np.zeros((32, 32, 3), np.float32)
   for top, left in [(0, 0), (64, 96), (48, 32)]:
-    predict._extract_tile(image, top, left, 32, tile)
+    tiling.extract_tile(image, top, left, 32, tile)
     tile_vector, _ = _context_of(model, variables, tile[None], photo_thumbnail)
     np.testing.assert_array_equal(tile_vector, whole_vector)
 
@@ -194,10 +195,10 @@ def test_tiled_predict_with_colour_head_and_coords_is_seam_free(overrides):
   model = _model(**overrides)
   variables = _variables(model)
   image = _photo(*SIZE, seed=7)
-  thumbnail = predict.photo_thumbnail(model, image)
+  thumbnail = grading.photo_thumbnail(model, image)
   whole = np.asarray(jax.jit(model.apply)(variables, image[None], thumbnail=thumbnail))[0]
   assert np.std(whole - image) > 0.02
-  tiled = predict.grade_image(model, variables, image, tile_size=48, tile_overlap=16)
+  tiled = grading.grade_image(model, variables, image, tile_size=48, tile_overlap=16)
   print(f'tiled vs whole: {_psnr(tiled, whole):.1f} dB')
   assert _psnr(tiled, whole) >= 50.0
 
@@ -206,13 +207,13 @@ def test_lut_only_predict_is_the_colour_head_of_the_full_model():
   model = _model(color_head='adaptive_lut', thumbnail_context=True)
   variables = _variables(model)
   image = _photo(*SIZE, seed=8)
-  thumbnail = predict.photo_thumbnail(model, image)
-  head = predict._grade_lut_only(model, variables, jnp.asarray(image)[None], thumbnail)[0]
-  graded = predict.grade_lut_only(model, variables, image, rows_per_call=40)
+  thumbnail = grading.photo_thumbnail(model, image)
+  head = grading._grade_lut_only(model, variables, jnp.asarray(image)[None], thumbnail)[0]
+  graded = grading.grade_lut_only(model, variables, image, rows_per_call=40)
   np.testing.assert_allclose(graded, head, atol=1e-6)
   assert np.abs(graded - image).max() > 0.01
   with pytest.raises(ValueError, match='color_head'):
-    predict.grade_lut_only(_model(), _variables(_model()), image)
+    grading.grade_lut_only(_model(), _variables(_model()), image)
 
 
 def test_train_step_learns_through_the_head_with_its_regularisers():
@@ -227,7 +228,7 @@ def test_train_step_learns_through_the_head_with_its_regularisers():
   batch = {
     'input': jnp.asarray(image)[None],
     'target': jnp.asarray(np.clip(image * 0.8 + 0.1, 0, 1))[None],
-    'thumbnail': predict.photo_thumbnail(model, image),
+    'thumbnail': grading.photo_thumbnail(model, image),
   }
   variables = _initial_variables(model)
   params = variables['params']
