@@ -78,6 +78,7 @@ flags.DEFINE_float('budget_minutes', 45.0, 'No new run starts after this much wa
 flags.DEFINE_string('runs_dir', None, 'Default: $UNET_JAX_CACHE/color_head.')
 flags.DEFINE_string('output_dir', os.path.join(ROOT, 'experiments', 'results'), 'Report folder.')
 flags.DEFINE_bool('report_only', False, 'Rebuild the report from finished runs.')
+flags.DEFINE_bool('baseline_lpips', True, 'Score the baselines with LPIPS too (slow on CPU).')
 
 
 def make_config(look: str, row: str, seed: int, steps: int, crop_size: int):
@@ -165,7 +166,7 @@ def baselines(look: str) -> dict:
   """identity and best-fit LUT (per photo, and one for all held-out photos) scores."""
   config = make_config(look, 'recipe', 0, FLAGS.steps, FLAGS.crop_size)
   examples = list(data.create_eval_iterator(config))
-  lpips_params = metrics.load_lpips_params()
+  lpips_params = metrics.load_lpips_params() if FLAGS.baseline_lpips else None
   inputs = [e['input'] for e in examples]
   targets = [e['target'] for e in examples]
   joint = fit_lut(inputs, targets)
@@ -181,7 +182,7 @@ def baselines(look: str) -> dict:
       values = metrics.image_metrics(output[None], target[None], lpips_params)
       scores[name].append({k: float(np.asarray(v).reshape(())) for k, v in values.items()})
   return {
-    name: {m: float(np.mean([s[m] for s in rows])) for m in METRIC_NAMES}
+    name: {m: float(np.mean([s[m] for s in rows])) for m in METRIC_NAMES if m in rows[0]}
     for name, rows in scores.items()
   }
 
@@ -215,9 +216,9 @@ def write_report(results: list[dict], base: dict, command: str) -> str:
     for name in ('identity', 'best_fit_lut', 'best_fit_lut_joint'):
       if look in base:
         s = base[look][name]
+        lpips = f'{s["lpips"]:.4f}' if 'lpips' in s else '-'
         lines.append(
-          f'| {name} | {s["psnr"]:.2f} | {s["ssim"]:.4f} | {s["delta_e2000"]:.2f} | '
-          f'{s["lpips"]:.4f} | - |'
+          f'| {name} | {s["psnr"]:.2f} | {s["ssim"]:.4f} | {s["delta_e2000"]:.2f} | {lpips} | - |'
         )
     for row in ROWS:
       runs = [r for r in results if r['look'] == look and r['row'] == row]
