@@ -39,6 +39,18 @@ def get_base_config() -> ml_collections.ConfigDict:
   model.dtype = 'float32'  # compute dtype: float32 | bfloat16 (params stay float32)
   # Recompute each conv block's activations in the backward pass (less memory, ~1/3 more work).
   model.remat = False
+  # Global colour head (models/color_head.py): none | lut (one learned 3D LUT) | adaptive_lut
+  # (lut_bases tables mixed per photo from its thumbnail). The U-Net's edit goes on top.
+  model.color_head = 'none'
+  model.lut_size = 17  # lattice points per axis (17 or 33)
+  model.lut_bases = 3  # adaptive_lut
+  model.lut_method = 'auto'  # auto (matmul on TPU, gather elsewhere) | gather | matmul
+  model.unet_input = 'input'  # input | lut: the U-Net reads the photo, or the LUT's grade
+  # The global branch (LUT weights; global_context too when set) reads a thumbnail_size square
+  # thumbnail of the whole photo (True), or of the training crop itself (False).
+  model.thumbnail_context = False
+  model.thumbnail_size = 64
+  model.coords = False  # (y, x) whole-photo coordinates as two extra input channels
 
   config.loss = loss = ml_collections.ConfigDict()
   # Weights of the combined loss; 0 switches a term off. The seed's best practice:
@@ -54,6 +66,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   loss.perceptual_layer_weights = config_dict.placeholder(tuple)
   loss.vgg_weights_path = config_dict.placeholder(str)  # None: built-in ImageNet VGG16
   loss.charbonnier_epsilon = 1e-3
+  # On the colour head's 3D LUT (Zeng et al.): total variation and monotonicity.
+  loss.lut_smoothness = 1e-4
+  loss.lut_monotonicity = 10.0
   # Segmentation.
   loss.cross_entropy = 1.0
   loss.dice = 0.0
@@ -102,6 +117,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   predict.tile_size = 512
   predict.tile_overlap = 64
   predict.batch_tiles = 0  # tiles per device call; 0: from the device's free memory (CPU: 1)
+  predict.lut_only = False  # the colour head alone, no U-Net pass (color_head != none)
 
   # Multi-host: leave None on a single machine or where jax auto-detects (TPU pods, SLURM).
   config.distributed = dist = ml_collections.ConfigDict()

@@ -17,10 +17,11 @@ import jax.numpy as jnp
 import ml_collections
 
 from unet_jax import metrics, pretrained
-from unet_jax.models import vgg
+from unet_jax.models import lut, vgg
 
 IMAGE_TERMS = ('l1', 'l2', 'charbonnier', 'ssim', 'ms_ssim', 'perceptual')
 SEGMENTATION_TERMS = ('cross_entropy', 'dice')
+LUT_TERMS = ('lut_smoothness', 'lut_monotonicity')
 
 
 def _f32(*arrays: jax.Array) -> tuple[jax.Array, ...]:
@@ -173,6 +174,24 @@ def combined(
 
 
 _IMAGE_LOSSES = {'l1': l1, 'l2': l2, 'ssim': ssim, 'ms_ssim': ms_ssim}
+
+
+def lut_regularisers(
+  tables: Sequence[jax.Array], loss_config: ml_collections.ConfigDict
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """`(total, terms)` of the colour head's LUT terms, weighted by `config.loss.lut_*`.
+
+  `tables` are the `[S, S, S, 3]` or `[B, S, S, S, 3]` tables the head applied (sown as
+  `intermediates/.../lut`); terms with weight 0 are left out.
+  """
+  functions = {'lut_smoothness': lut.smoothness, 'lut_monotonicity': lut.monotonicity}
+  terms = {
+    name: sum(functions[name](table) for table in tables)
+    for name in LUT_TERMS
+    if float(loss_config.get(name, 0.0) or 0.0) > 0
+  }
+  total = sum(float(loss_config[name]) * value for name, value in terms.items())
+  return jnp.asarray(total, jnp.float32), terms
 
 
 # ----------------------------------------------------------------------------- segmentation

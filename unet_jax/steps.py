@@ -27,6 +27,21 @@ def compute_loss(
   return losses.combined(predictions, batch['target'], config.loss, loss_params)
 
 
+def model_inputs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """The whole-photo side inputs a batch carries (`thumbnail`, `coords`), as model keywords."""
+  return {key: batch[key] for key in ('thumbnail', 'coords') if key in batch}
+
+
+def _sown_luts(intermediates: Any) -> list[tuple[str, jax.Array]]:
+  """The (path, table) pairs the colour head sowed as `lut`."""
+  found = []
+  for path, value in jax.tree_util.tree_flatten_with_path(intermediates)[0]:
+    keys = [getattr(k, 'key', None) for k in path]
+    if 'lut' in keys:
+      found.append(('/'.join(str(k) for k in keys), value))
+  return found
+
+
 def train_step(
   state: TrainState,
   batch: dict[str, jax.Array],
@@ -41,9 +56,18 @@ def train_step(
   def loss_fn(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
     predictions, updates = model.apply(
-      variables, batch['input'], train=True, mutable=['batch_stats']
+      variables,
+      batch['input'],
+      train=True,
+      **model_inputs(batch),
+      mutable=['batch_stats', 'intermediates'],
     )
     loss, terms = compute_loss(predictions, batch, config, loss_params)
+    tables = [t for _, t in _sown_luts(updates.get('intermediates', {}))]
+    if tables:
+      regularisation, lut_terms = losses.lut_regularisers(tables, config.loss)
+      loss = loss + regularisation
+      terms = {**terms, **lut_terms}
     return loss, (terms, updates.get('batch_stats', state.batch_stats))
 
   (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -53,6 +53,9 @@ def _validate_loss(config: ml_collections.ConfigDict) -> None:
     losses.active_weights(config.loss, terms)
   except ValueError as error:
     raise ConfigError(f'{error} (task {config.task!r})') from None
+  for term in losses.LUT_TERMS:
+    if config.loss.get(term, 0.0) < 0:
+      raise ConfigError(f'config.loss.{term} must be >= 0; got {config.loss[term]}.')
 
 
 def _validate_predict(config: ml_collections.ConfigDict) -> None:
@@ -63,6 +66,11 @@ def _validate_predict(config: ml_collections.ConfigDict) -> None:
   if config.predict.batch_tiles < 0:
     raise ConfigError(
       f'config.predict.batch_tiles={config.predict.batch_tiles} must be >= 0 (0: automatic).'
+    )
+  if config.predict.get('lut_only') and config.model.get('color_head', 'none') == 'none':
+    raise ConfigError(
+      'config.predict.lut_only=True grades with the colour head alone, and '
+      "config.model.color_head='none' has none: set color_head to 'lut' or 'adaptive_lut'."
     )
 
 

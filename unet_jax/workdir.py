@@ -9,6 +9,8 @@ import jax
 import ml_collections
 from flax import traverse_util
 
+from unet_jax.config import get_base_config
+
 CONFIG_FILE = 'config.json'
 
 # Options that may change when a run resumes; any other change would make the resumed run a
@@ -35,6 +37,21 @@ def _flatten(tree: dict[str, Any]) -> dict[str, Any]:
   return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
 
 
+def _merged(defaults: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+  merged = dict(defaults)
+  for key, value in saved.items():
+    if isinstance(value, dict) and isinstance(defaults.get(key), dict):
+      value = _merged(defaults[key], value)
+    merged[key] = value
+  return merged
+
+
+def _with_later_options(saved: dict[str, Any]) -> dict[str, Any]:
+  """A saved config with the options added to the code since it was written, at their
+  defaults (e.g. `model.color_head='none'`), which is how that run was built."""
+  return _merged(_as_plain(get_base_config()), saved)
+
+
 def _as_plain(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(config.to_json_best_effort())
 
@@ -44,7 +61,7 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   path = os.path.join(workdir, CONFIG_FILE)
   if os.path.exists(path):
     with open(path) as f:
-      before = _flatten(json.load(f))
+      before = _flatten(_with_later_options(json.load(f)))
     now = _flatten(_as_plain(config))
     changed = sorted(
       key
@@ -73,7 +90,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
       f'{path} does not exist: --workdir must be a folder written by --mode=train.'
     )
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(_with_later_options(json.load(f)))
 
 
 def eval_dir(workdir: str, step: int, *, fresh: bool = False) -> str:

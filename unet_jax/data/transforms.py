@@ -15,9 +15,12 @@ import numpy as np
 from PIL import Image
 
 from unet_jax.data.images import decode_image
+from unet_jax.models.color_head import photo_coords
 
 SAMPLINGS = ('crop', 'resize', 'mixed')
-_IMAGE_KEYS = ('input', 'target')
+_IMAGE_KEYS = ('input', 'target', 'coords')
+# Arrays of the whole photo that are flipped with the crop but never cropped or resized.
+_WHOLE_PHOTO_KEYS = ('thumbnail',)
 EVAL_NOISE_SEED = 20_240_601
 
 
@@ -59,6 +62,35 @@ def _resize(example: dict[str, np.ndarray], height: int, width: int) -> dict[str
     elif key == 'mask':
       out[key] = resize_mask(value, height, width)
   return out
+
+
+def make_thumbnail(image: np.ndarray, size: int) -> np.ndarray:
+  """`[H, W, 3]` photo -> `[size, size, 3]` float32 thumbnail of the whole frame (squeezed,
+  aspect not kept), the one thing the model's global branch sees, at training and predict."""
+  return resize_image(np.asarray(image, np.float32), size, size)
+
+
+@dataclasses.dataclass(frozen=True)
+class AddWholePhoto(grain.transforms.Map):
+  """Adds what the crop cannot see of its photo, before the geometry is drawn.
+
+  `thumbnail_size`: `'thumbnail'` `[T, T, 3]` of the whole input photo (flipped and turned
+  with the crop later, never cropped). `coords`: `'coords'` `[H, W, 2]`, each pixel's position
+  in the photo, which the crop, rotation and flips then carry along like the image.
+  """
+
+  thumbnail_size: int | None = None
+  coords: bool = False
+
+  def map(self, example: dict[str, Any]) -> dict[str, Any]:
+    example = dict(example)
+    source = example['input'] if 'input' in example else example['target']
+    height, width = source.shape[:2]
+    if self.thumbnail_size:
+      example['thumbnail'] = make_thumbnail(source, self.thumbnail_size)
+    if self.coords:
+      example['coords'] = photo_coords(np.arange(height), np.arange(width), height, width)
+    return example
 
 
 def fit_longer_side(example: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
@@ -140,6 +172,7 @@ class PairedAugment(grain.transforms.RandomMap):
 
   def random_map(self, example: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     example = {k: v for k, v in example.items() if k != 'name'}
+    whole = {k: example.pop(k) for k in _WHOLE_PHOTO_KEYS if k in example}
     # Every draw happens whatever the branch, so a record's geometry depends on its rng only.
     use_resize = self.sampling == 'resize' or (self.sampling == 'mixed' and rng.random() < 0.5)
     angle = math.radians(rng.uniform(-1.0, 1.0) * self.max_rotation_degrees)
@@ -150,6 +183,8 @@ class PairedAugment(grain.transforms.RandomMap):
       example = _resize(example, self.crop_size, self.crop_size)
     else:
       example = self._crop(example, angle, position)
+    # The small rotation is left out of the thumbnail: it shows the frame as shot.
+    example.update(whole)
     for key, value in example.items():
       if self.hflip and flips[0]:
         value = value[:, ::-1]

@@ -135,6 +135,8 @@ def predict_paths(
     if segment:
       labels = grading.segment_image(model, variables, image, **tile_settings)
       result = _label_image(labels, model.num_classes)
+    elif config.predict.get('lut_only', False):
+      result = to_uint8(grading.grade_lut_only(model, variables, image))
     else:
       result = to_uint8(grading.grade_image(model, variables, image, **tile_settings))
     del image

@@ -4,7 +4,11 @@ Tile layout and blending weights are in `tiling.py`. Here:
 - An image smaller than a tile is one tile, reflect-padded to the tile shape (no new compile).
   Whole-image inference sees zeros past the image instead, so the two differ in the last rows
   and columns of such an image.
-- Global context (`model.global_context`) is computed once per image and shared by all tiles.
+- The whole-photo inputs are made once per image: the thumbnail that the colour head and the
+  thumbnail global context read (`model.thumbnail_context`; the same `make_thumbnail` as in
+  training), and for `model.coords` each tile's pixel coordinates in the whole photo.
+- The bottleneck global context (`model.global_context` without `thumbnail_context`) is computed
+  once per image and shared by all tiles.
   A first pass sums each tile's bottleneck features over the cells that tile owns (its core,
   split half-way through each overlap) and divides by the image's cell count: the whole image's
   pooled mean, up to the cells near tile borders. The second pass grades every tile with that
@@ -30,7 +34,9 @@ import ml_collections
 import numpy as np
 
 from unet_jax import parallel
+from unet_jax.data.transforms import make_thumbnail
 from unet_jax.inference import tiling
+from unet_jax.models.color_head import photo_coords
 
 _BOTTLENECK = 'bottleneck'
 
@@ -42,9 +48,28 @@ _BOTTLENECK = 'bottleneck'
 
 @functools.partial(jax.jit, static_argnums=0)
 def _grade_tiles(
-  model: nn.Module, variables: Any, tiles: jax.Array, pooled_context: jax.Array | None
+  model: nn.Module,
+  variables: Any,
+  tiles: jax.Array,
+  pooled_context: jax.Array | None,
+  thumbnail: jax.Array | None = None,
+  coords: jax.Array | None = None,
 ) -> jax.Array:
-  return model.apply(variables, tiles, train=False, pooled_context=pooled_context)
+  return model.apply(
+    variables,
+    tiles,
+    train=False,
+    pooled_context=pooled_context,
+    thumbnail=thumbnail,
+    coords=coords,
+  )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _grade_lut_only(
+  model: nn.Module, variables: Any, rows: jax.Array, thumbnail: jax.Array | None
+) -> jax.Array:
+  return model.apply(variables, rows, train=False, thumbnail=thumbnail, lut_only=True)
 
 
 def _is_bottleneck(module: nn.Module, method_name: str) -> bool:
@@ -205,8 +230,9 @@ def grade_image(
     batch_tiles = min(auto_batch_tiles(model, variables, tile), len(positions))
   batches = _TileBatches(image, tile, batch_tiles)
 
+  thumbnail = photo_thumbnail(model, image)
   pooled_context = None
-  if getattr(model, 'global_context', False):
+  if getattr(model, 'pools_bottleneck', getattr(model, 'global_context', False)):
     pooled_context = _global_context(
       model, variables, batches, positions, rows, cols, height, width, multiple
     )
@@ -216,18 +242,69 @@ def grade_image(
   row_weights = dict(zip(rows, tiling.axis_weights(rows, tile, height), strict=True))
   col_weights = dict(zip(cols, tiling.axis_weights(cols, tile, width), strict=True))
 
-  def compute(tiles):
-    context = None
+  def compute(tiles, coords=None):
+    context, thumbnails = None, None
     if pooled_context is not None:
       context = jnp.broadcast_to(pooled_context, (tiles.shape[0], pooled_context.shape[-1]))
-    return _grade_tiles(model, variables, tiles, context)
+    if thumbnail is not None:
+      thumbnails = jnp.broadcast_to(thumbnail, (tiles.shape[0], *thumbnail.shape[1:]))
+    return _grade_tiles(model, variables, tiles, context, thumbnails, coords)
 
-  for (top, left), graded in batches.run(positions, compute):
+  def tile_coords(chunk):
+    coords = np.zeros((batch_tiles, tile, tile, 2), np.float32)
+    for k, (top, left) in enumerate(chunk):
+      # Reflected past the border exactly as the tile's pixels (and the U-Net's padding) are.
+      ys = tiling.reflect_indices(top, tile, height)
+      xs = tiling.reflect_indices(left, tile, width)
+      coords[k] = photo_coords(ys, xs, height, width)
+    return jnp.asarray(coords)
+
+  extra = tile_coords if getattr(model, 'coords', False) else None
+  for (top, left), graded in batches.run(positions, compute, extra=extra):
     wy, wx = row_weights[top], col_weights[left]
     bottom, right = top + wy.shape[0], left + wx.shape[0]
     output[top:bottom, left:right] += (
       graded[: wy.shape[0], : wx.shape[0]] * wy[:, None, None] * wx[None, :, None]
     )
+  return output
+
+
+def photo_thumbnail(model: nn.Module, image: np.ndarray) -> jax.Array | None:
+  """`[1, T, T, 3]` thumbnail of the whole photo for a model whose global branch reads one
+  (the same `make_thumbnail` the training pipeline uses), else None."""
+  if not getattr(model, 'reads_thumbnail', False):
+    return None
+  return jnp.asarray(make_thumbnail(image, model.thumbnail_size)[None])
+
+
+def grade_lut_only(
+  model: nn.Module, variables: Any, image: np.ndarray, *, rows_per_call: int = 256
+) -> np.ndarray:
+  """`[H, W, 3]` float32: the colour head's grade alone (`config.predict.lut_only`), no U-Net.
+
+  The head is per pixel, so the photo goes through in bands of `rows_per_call` rows (the last
+  one padded: one compile per photo width) and the result equals the full model's colour head.
+  """
+  if getattr(model, 'color_head', 'none') == 'none':
+    raise ValueError(
+      'config.predict.lut_only=True needs a colour head; this model has '
+      "config.model.color_head='none'."
+    )
+  image = _check_image(model, image)
+  height, width = image.shape[:2]
+  thumbnail = photo_thumbnail(model, image)
+  band = min(rows_per_call, height)
+  output = np.empty((height, width, 3), np.float32)
+  pending = None
+  for top in range(0, height, band):
+    rows = np.zeros((1, band, width, 3), np.float32)
+    stop = min(top + band, height)
+    rows[0, : stop - top] = image[top:stop]
+    result = _grade_lut_only(model, variables, jnp.asarray(rows), thumbnail)
+    if pending is not None:
+      output[pending[0] : pending[1]] = np.asarray(pending[2])[0, : pending[1] - pending[0]]
+    pending = (top, stop, result)
+  output[pending[0] : pending[1]] = np.asarray(pending[2])[0, : pending[1] - pending[0]]
   return output
 
 

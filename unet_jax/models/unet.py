@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from unet_jax.models import batch_norm, layers
+from unet_jax.models import batch_norm, layers, lut
+from unet_jax.models import color_head as color_head_lib
 
 HEADS = ('image', 'segmentation')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -47,6 +48,25 @@ class UNet(nn.Module):
   num_classes: int = 2
   dtype: Any = jnp.float32
   remat: bool = False
+  # The global colour head and the whole-photo context (models/color_head.py).
+  color_head: str = 'none'
+  lut_size: int = 17
+  lut_bases: int = 3
+  lut_method: str = 'auto'
+  unet_input: str = 'input'
+  thumbnail_context: bool = False
+  thumbnail_size: int = 64
+  coords: bool = False
+
+  @property
+  def reads_thumbnail(self) -> bool:
+    """Whether a thumbnail feeds the global branch (the LUT weights, the global context)."""
+    return self.color_head == 'adaptive_lut' or (self.global_context and self.thumbnail_context)
+
+  @property
+  def pools_bottleneck(self) -> bool:
+    """Whether the global context is the pooled bottleneck (tiled predict needs two passes)."""
+    return self.global_context and not self.thumbnail_context
 
   def channels(self, level: int) -> int:
     return min(self.base_channels * 2**level, self.max_channels)
@@ -71,20 +91,51 @@ class UNet(nn.Module):
     x: jax.Array,
     *,
     train: bool = False,
+    thumbnail: jax.Array | None = None,
+    coords: jax.Array | None = None,
     pooled_context: jax.Array | None = None,
     return_pooled_context: bool = False,
+    lut_only: bool = False,
   ) -> jax.Array:
     """Runs the net.
 
     Args:
       x: `[B, H, W, in_channels]` images in [0, 1].
       train: BatchNorm uses batch statistics (and updates `batch_stats`) when True.
+      thumbnail: `[B, T, T, 3]` thumbnails of the whole photos `x` was cut from
+        (`thumbnail_size` T), read by the global branch; None: a thumbnail of `x` itself.
+      coords: `[B, H, W, 2]` (y, x) of every pixel in [-1, 1] over its whole photo (`coords`
+        nets); None: the coordinates of `x` as a whole photo.
       pooled_context: `[B, C]` pooled bottleneck features to use instead of this input's own
-        (global-context nets only); tiled inference passes the whole image's here.
+        (bottleneck global context only); tiled inference passes the whole image's here.
       return_pooled_context: stop after the bottleneck and return its pooled features `[B, C]`.
+      lut_only: return the colour head's output alone, without running the U-Net.
     """
     self._check_input(x)
     height, width = x.shape[1:3]
+    context = None
+    if self.reads_thumbnail:
+      if thumbnail is None:
+        thumbnail = color_head_lib.resize_thumbnail(x, self.thumbnail_size)
+      context = color_head_lib.ThumbnailEncoder(dtype=self.dtype, name='thumbnail_encoder')(
+        thumbnail
+      )
+    base = x.astype(jnp.float32)
+    if self.color_head != 'none':
+      head = color_head_lib.ColorHead(
+        self.color_head, self.lut_size, self.lut_bases, self.lut_method, name='color_head'
+      )
+      base = head(x, context)
+      if lut_only:
+        return base
+      if self.unet_input == 'lut':
+        x = base
+    if self.coords:
+      if coords is None:
+        grid = color_head_lib.photo_coords(range(height), range(width), height, width)
+        coords = jnp.broadcast_to(jnp.asarray(grid), (x.shape[0], height, width, 2))
+      x = jnp.concatenate([x, coords.astype(x.dtype)], axis=-1)
+
     multiple = 2**self.levels
     pad_h, pad_w = (-height) % multiple, (-width) % multiple
     if pad_h or pad_w:
@@ -107,6 +158,8 @@ class UNet(nn.Module):
     if return_pooled_context:
       return layers.pool_features(features)
     if self.global_context:
+      if self.thumbnail_context:
+        pooled_context = context
       features = layers.GlobalContext(self.activation, self.dtype, name='global_context')(
         features, pooled_context
       )
@@ -137,7 +190,8 @@ class UNet(nn.Module):
         bias_init=nn.initializers.zeros,
         name='head',
       )(features)
-      out = x.astype(jnp.float32) + edit
+      # The edit goes on top of the colour head's grade (the input itself without one).
+      return base + edit[:, :height, :width, :]
     else:
       out = nn.Conv(self.out_channels, (1, 1), name='head')(features)
     return out[:, :height, :width, :]
@@ -176,6 +230,7 @@ def validate_model_config(model_config: ml_collections.ConfigDict) -> None:
   _check_choice('skip', model_config.skip, ('concat', 'none'))
   _check_choice('head', model_config.head, HEADS)
   _check_choice('dtype', model_config.dtype, tuple(DTYPES))
+  _validate_color_head(model_config)
   for option in ('levels', 'base_channels', 'max_channels', 'in_channels', 'group_norm_groups'):
     if int(model_config[option]) < 1:
       raise ValueError(f'config.model.{option} must be >= 1; got {model_config[option]}.')
@@ -196,6 +251,47 @@ def validate_model_config(model_config: ml_collections.ConfigDict) -> None:
       f'config.model.residual=True adds the input to the output, so out_channels '
       f'({model_config.out_channels}) must equal in_channels ({model_config.in_channels}).'
     )
+
+
+def _validate_color_head(model_config: ml_collections.ConfigDict) -> None:
+  _check_choice('color_head', model_config.color_head, color_head_lib.COLOR_HEADS)
+  _check_choice('lut_method', model_config.lut_method, lut.METHODS)
+  _check_choice('unet_input', model_config.unet_input, color_head_lib.UNET_INPUTS)
+  if model_config.thumbnail_context and not (
+    model_config.color_head == 'adaptive_lut' or model_config.global_context
+  ):
+    raise ValueError(
+      'config.model.thumbnail_context=True feeds the global branch, and this model has none: '
+      "set config.model.color_head='adaptive_lut' or config.model.global_context=True."
+    )
+  stages = len(color_head_lib.ENCODER_CHANNELS)
+  if model_config.thumbnail_size < 2**stages:
+    raise ValueError(
+      f'config.model.thumbnail_size must be >= {2**stages} (the thumbnail encoder halves it '
+      f'{stages} times); got {model_config.thumbnail_size}.'
+    )
+  if model_config.color_head == 'none':
+    if model_config.unet_input != 'input':
+      raise ValueError(
+        f'config.model.unet_input={model_config.unet_input!r} needs a colour head; set '
+        "config.model.color_head to 'lut' or 'adaptive_lut'."
+      )
+    return
+  if model_config.head != 'image' or not model_config.residual:
+    raise ValueError(
+      f"config.model.color_head={model_config.color_head!r} grades colours under the U-Net's "
+      'residual edit: it needs config.model.head=image and config.model.residual=True.'
+    )
+  if model_config.in_channels != 3 or model_config.out_channels != 3:
+    raise ValueError(
+      f'config.model.color_head={model_config.color_head!r} maps RGB to RGB: it needs '
+      f'in_channels=3 and out_channels=3; got {model_config.in_channels} and '
+      f'{model_config.out_channels}.'
+    )
+  if model_config.lut_size < 2:
+    raise ValueError(f'config.model.lut_size must be >= 2; got {model_config.lut_size}.')
+  if model_config.lut_bases < 1:
+    raise ValueError(f'config.model.lut_bases must be >= 1; got {model_config.lut_bases}.')
 
 
 def create_model(model_config: ml_collections.ConfigDict) -> UNet:

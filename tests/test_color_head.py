@@ -1,0 +1,275 @@
+"""The colour head (3D LUTs), whole-photo context and coordinates: the same at train and predict."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from tests.test_predict import SIZE, _photo, _psnr, _variables
+from unet_jax import losses, steps, workdir
+from unet_jax.config import get_base_config
+from unet_jax.data.transforms import AddWholePhoto, PairedAugment, make_thumbnail
+from unet_jax.inference import grading, tiling
+from unet_jax.models import UNet, create_model
+from unet_jax.models import lut as lut_lib
+from unet_jax.models.color_head import ENCODER_CHANNELS, ColorHead, photo_coords
+from unet_jax.train_state import TrainState
+from unet_jax.validation import ConfigError, validate_config
+
+S = 9
+
+
+def _affine_lut(size: int) -> tuple[jax.Array, np.ndarray, np.ndarray]:
+  """A table sampled from an affine colour map, which trilinear interpolation reproduces."""
+  matrix = np.array([[0.8, 0.1, 0.05], [0.05, 0.9, 0.0], [0.1, -0.1, 0.7]], np.float32)
+  offset = np.array([0.05, 0.02, 0.1], np.float32)
+  table = lut_lib.identity_lut(size) @ matrix.T + offset
+  return table, matrix, offset
+
+
+@pytest.mark.parametrize('method', ['gather', 'matmul'])
+def test_lut_reproduces_an_affine_grade_between_lattice_points(method):
+  table, matrix, offset = _affine_lut(S)
+  colours = np.random.default_rng(0).random((2, 5, 7, 3), dtype=np.float32)
+  out = lut_lib.apply_lut(table, jnp.asarray(colours), method)
+  np.testing.assert_allclose(out, colours @ matrix.T + offset, atol=1e-5)
+  same = lut_lib.apply_lut(lut_lib.identity_lut(S), jnp.asarray(colours), method)
+  np.testing.assert_allclose(same, colours, atol=1e-6)
+
+
+def test_gather_and_matmul_agree_in_value_and_gradient():
+  tables = jax.random.uniform(jax.random.key(0), (2, S, S, S, 3))
+  colours = jax.random.uniform(jax.random.key(1), (2, 6, 6, 3))
+
+  def loss(tables, colours, method):
+    return jnp.sum(jnp.sin(3 * lut_lib.apply_lut(tables, colours, method)))
+
+  grad = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)
+  grads = {m: grad(tables, colours, m) for m in ('gather', 'matmul')}
+  np.testing.assert_allclose(
+    lut_lib.apply_lut(tables, colours, 'gather'),
+    lut_lib.apply_lut(tables, colours, 'matmul'),
+    atol=1e-5,
+  )
+  for a, b in zip(grads['gather'], grads['matmul'], strict=True):
+    np.testing.assert_allclose(a, b, atol=1e-4)
+  assert float(jnp.abs(grads['gather'][0]).sum()) > 0
+
+
+def test_regularisers_are_zero_for_the_identity_and_punish_inversions():
+  identity = np.asarray(lut_lib.identity_lut(S))
+  inverted = identity.copy()
+  inverted[..., 0] = 1.0 - identity[..., 0]
+  noisy = identity + 0.05 * np.random.default_rng(0).standard_normal(identity.shape)
+  both = jax.jit(lambda t: (lut_lib.smoothness(t), lut_lib.monotonicity(t)))
+  assert [float(v) for v in both(identity)] == [0.0, 0.0]
+  assert float(both(inverted)[1]) > 0.1
+  assert float(both(noisy)[0]) > 0.01
+  config = get_base_config().loss
+  total, terms = jax.jit(lambda t: losses.lut_regularisers([t], config))(inverted)
+  assert set(terms) == {'lut_smoothness', 'lut_monotonicity'}
+  expected = sum(config[name] * value for name, value in terms.items())
+  np.testing.assert_allclose(total, expected, rtol=1e-6)
+
+
+def _model(**overrides) -> UNet:
+  config = get_base_config().model
+  config.update(levels=2, base_channels=8, lut_size=S, **overrides)
+  return create_model(config)
+
+
+def _initial_variables(model: UNet) -> dict:
+  """Variables as `model.init` makes them for the colour head (its own init, which is what is
+  tested), the U-Net's head at zero as its init leaves it, the rest random. (Compiling the whole
+  `model.init` takes minutes on this machine.)"""
+  variables = _variables(model, head_scale=0.0)
+  head = ColorHead(model.color_head, model.lut_size, model.lut_bases)
+  context = jnp.zeros((1, ENCODER_CHANNELS[-1]))
+  head_variables = jax.jit(head.init)(jax.random.key(0), jnp.zeros((1, 4, 4, 3)), context)
+  variables['params']['color_head'] = head_variables['params']
+  return variables
+
+
+@pytest.mark.parametrize('color_head', ['lut', 'adaptive_lut'])
+def test_an_untrained_colour_head_model_is_the_identity(color_head):
+  model = _model(color_head=color_head, coords=True)
+  image = jnp.asarray(_photo(32, 48))[None]
+  variables = _initial_variables(model)
+  np.testing.assert_allclose(jax.jit(model.apply)(variables, image), image, atol=1e-5)
+
+
+def test_default_options_keep_the_parameter_tree():
+  plain = UNet(levels=2, base_channels=8)
+  configured = _model()
+  shape = jnp.zeros((1, 32, 32, 3))
+  a = jax.eval_shape(plain.init, jax.random.key(0), shape)
+  b = jax.eval_shape(configured.init, jax.random.key(0), shape)
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  assert jax.tree.map(lambda x: x.shape, a) == jax.tree.map(lambda x: x.shape, b)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _captured(model, variables, images, thumbnail):
+  _, state = model.apply(
+    variables,
+    images,
+    thumbnail=thumbnail,
+    capture_intermediates=lambda m, _: m.name == 'thumbnail_encoder',
+    mutable=['intermediates'],
+  )
+  return state['intermediates']
+
+
+def _context_of(model, variables, images, thumbnail):
+  """The thumbnail encoder's `[B, C]` vector and the table each image was graded with."""
+  found = _captured(model, variables, jnp.asarray(images), jnp.asarray(thumbnail))
+  return found['thumbnail_encoder']['__call__'][0], found['color_head']['lut'][0]
+
+
+def test_tiles_whole_image_and_training_crop_get_the_same_context():
+  model = _model(color_head='adaptive_lut', global_context=True, thumbnail_context=True)
+  variables = _variables(model, head_scale=0.1)
+  image = _photo(*SIZE, seed=4)
+  photo_thumbnail = grading.photo_thumbnail(model, image)
+
+  whole_vector, whole_table = _context_of(model, variables, image[None], photo_thumbnail)
+
+  # The training pipeline's example for the same photo: a crop and its photo's thumbnail.
+  whole_photo = AddWholePhoto(thumbnail_size=model.thumbnail_size)
+  example = whole_photo.map({'input': image, 'target': image})
+  augment = PairedAugment(crop_size=32, hflip=False)
+  crop = augment.random_map(example, np.random.default_rng(0))
+  assert crop['input'].shape == (32, 32, 3)
+  crop_vector, crop_table = _context_of(
+    model, variables, crop['input'][None], crop['thumbnail'][None]
+  )
+  np.testing.assert_array_equal(crop_vector, whole_vector)
+  np.testing.assert_array_equal(crop_table, whole_table)
+
+  tile = np.zeros((32, 32, 3), np.float32)
+  for top, left in [(0, 0), (64, 96), (48, 32)]:
+    tiling.extract_tile(image, top, left, 32, tile)
+    tile_vector, _ = _context_of(model, variables, tile[None], photo_thumbnail)
+    np.testing.assert_array_equal(tile_vector, whole_vector)
+
+
+def test_flipped_crop_comes_with_the_flipped_thumbnail():
+  image = _photo(32, 32, seed=5)  # the crop is the whole photo, flipped or not
+  example = AddWholePhoto(thumbnail_size=16).map({'input': image, 'target': image})
+  thumbnail = make_thumbnail(image, 16)
+  augment = PairedAugment(crop_size=32, hflip=True)
+  flips = []
+  for seed in range(8):
+    out = augment.random_map(dict(example), np.random.default_rng(seed))
+    flipped = np.array_equal(out['input'], image[:, ::-1])
+    assert flipped or np.array_equal(out['input'], image)
+    np.testing.assert_array_equal(out['thumbnail'], thumbnail[:, ::-1] if flipped else thumbnail)
+    flips.append(flipped)
+  assert any(flips) and not all(flips)
+
+
+def test_training_crop_coordinates_are_its_place_in_the_photo():
+  image = _photo(50, 70, seed=6)
+  example = AddWholePhoto(coords=True).map({'input': image, 'target': image})
+  out = PairedAugment(crop_size=32, hflip=False).random_map(example, np.random.default_rng(3))
+  ys, xs = out['coords'][:, 0, 0], out['coords'][0, :, 1]
+  top = int(round((ys[0] + 1) / 2 * 50 - 0.5))
+  left = int(round((xs[0] + 1) / 2 * 70 - 0.5))
+  np.testing.assert_array_equal(out['input'], image[top : top + 32, left : left + 32])
+  np.testing.assert_allclose(
+    out['coords'], photo_coords(range(top, top + 32), range(left, left + 32), 50, 70), atol=1e-6
+  )
+
+
+@pytest.mark.parametrize(
+  'overrides',
+  [
+    dict(color_head='adaptive_lut', global_context=True, thumbnail_context=True, coords=True),
+    dict(color_head='lut', coords=True, unet_input='lut'),
+  ],
+)
+def test_tiled_predict_with_colour_head_and_coords_is_seam_free(overrides):
+  model = _model(**overrides)
+  variables = _variables(model)
+  image = _photo(*SIZE, seed=7)
+  thumbnail = grading.photo_thumbnail(model, image)
+  whole = np.asarray(jax.jit(model.apply)(variables, image[None], thumbnail=thumbnail))[0]
+  assert np.std(whole - image) > 0.02
+  tiled = grading.grade_image(model, variables, image, tile_size=48, tile_overlap=16)
+  print(f'tiled vs whole: {_psnr(tiled, whole):.1f} dB')
+  assert _psnr(tiled, whole) >= 50.0
+
+
+def test_lut_only_predict_is_the_colour_head_of_the_full_model():
+  model = _model(color_head='adaptive_lut', thumbnail_context=True)
+  variables = _variables(model)
+  image = _photo(*SIZE, seed=8)
+  thumbnail = grading.photo_thumbnail(model, image)
+  head = grading._grade_lut_only(model, variables, jnp.asarray(image)[None], thumbnail)[0]
+  graded = grading.grade_lut_only(model, variables, image, rows_per_call=40)
+  np.testing.assert_allclose(graded, head, atol=1e-6)
+  assert np.abs(graded - image).max() > 0.01
+  with pytest.raises(ValueError, match='color_head'):
+    grading.grade_lut_only(_model(), _variables(_model()), image)
+
+
+def test_train_step_learns_through_the_head_with_its_regularisers():
+  config = get_base_config()
+  config.model.update(
+    levels=2, base_channels=8, lut_size=S, color_head='adaptive_lut', thumbnail_context=True
+  )
+  config.loss.update(perceptual=0.0, ssim=0.0)
+  model = create_model(config.model)
+  optimizer = optax.adam(2e-3)
+  image = _photo(32, 32, seed=9)
+  batch = {
+    'input': jnp.asarray(image)[None],
+    'target': jnp.asarray(np.clip(image * 0.8 + 0.1, 0, 1))[None],
+    'thumbnail': grading.photo_thumbnail(model, image),
+  }
+  variables = _initial_variables(model)
+  params = variables['params']
+  state = TrainState(
+    jnp.zeros((), jnp.int32), params, variables['batch_stats'], optimizer.init(params), params
+  )
+  step = jax.jit(
+    lambda s, b: steps.train_step(s, b, {}, model=model, optimizer=optimizer, config=config)
+  )
+  first = None
+  for _ in range(10):
+    state, metrics = step(state, batch)
+    first = first if first is not None else float(metrics['loss_l1'])
+  assert {'loss_lut_smoothness', 'loss_lut_monotonicity'} <= set(metrics)
+  assert float(metrics['loss_l1']) < 0.4 * first
+  assert float(jnp.abs(state.params['color_head']['basis']).max()) > 0
+
+
+def test_bad_colour_head_options_are_named():
+  config = get_base_config()
+  config.model.color_head = 'curve'
+  with pytest.raises(ConfigError, match='config.model.color_head'):
+    validate_config(config, training=False, check_data_files=False)
+  config.model.color_head = 'none'
+  config.model.thumbnail_context = True
+  with pytest.raises(ConfigError, match='config.model.thumbnail_context'):
+    validate_config(config, training=False, check_data_files=False)
+  config.model.thumbnail_context = False
+  config.predict.lut_only = True
+  with pytest.raises(ConfigError, match='config.predict.lut_only'):
+    validate_config(config, training=False, check_data_files=False)
+
+
+def test_a_workdir_written_before_these_options_loads_and_resumes(tmp_path):
+  config = get_base_config()
+  plain = config.to_dict()
+  for key in ('color_head', 'lut_size', 'coords', 'thumbnail_context'):
+    del plain['model'][key]
+  del plain['loss']['lut_smoothness']
+  old = workdir.ml_collections.ConfigDict(plain)
+  workdir.save_config(old, str(tmp_path))
+  loaded = workdir.load_config(str(tmp_path))
+  assert loaded.model.color_head == 'none' and loaded.model.coords is False
+  workdir.save_config(config, str(tmp_path))  # the resume check accepts today's config

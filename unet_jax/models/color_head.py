@@ -1,0 +1,93 @@
+"""The global colour head beside the U-Net: learned 3D LUTs and the thumbnail encoder.
+
+- `lut`: one learned `[S, S, S, 3]` table for every photo (a fixed global grade).
+- `adaptive_lut`: K basis tables mixed per photo by weights that a small CNN reads off a
+  thumbnail of the whole photo (Zeng et al., "Learning Image-adaptive 3D Lookup Tables",
+  TPAMI 2020; AdaInt, CVPR 2022, without its adaptive sampling intervals).
+
+Both start as the identity table: an untrained head leaves colours as they are, so with the
+U-Net's zero-initialised residual the whole model starts as the identity.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from unet_jax.models import lut as lut_lib
+
+COLOR_HEADS = ('none', 'lut', 'adaptive_lut')
+UNET_INPUTS = ('input', 'lut')
+# The CNN's channels per stride-2 stage; a 64 px thumbnail ends at 4 x 4 before pooling.
+ENCODER_CHANNELS = (16, 32, 64, 128)
+
+
+class ThumbnailEncoder(nn.Module):
+  """`[B, T, T, 3]` thumbnail -> `[B, C]` context vector: stride-2 3x3 convs, then the mean.
+
+  No batch statistics, so a photo's vector is the same whatever it is batched with, and the
+  same in training and at predict time.
+  """
+
+  channels: tuple[int, ...] = ENCODER_CHANNELS
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, thumbnail: jax.Array) -> jax.Array:
+    features = thumbnail.astype(self.dtype)
+    for i, channels in enumerate(self.channels):
+      features = nn.Conv(channels, (3, 3), strides=(2, 2), dtype=self.dtype, name=f'conv_{i}')(
+        features
+      )
+      features = nn.leaky_relu(features, 0.2)
+      if i > 0:
+        features = nn.LayerNorm(dtype=self.dtype, name=f'norm_{i}')(features)
+    return jnp.mean(features.astype(jnp.float32), axis=(1, 2))
+
+
+class ColorHead(nn.Module):
+  """Grades `[B, H, W, 3]` colours with a learned table; `context [B, C]` mixes the bases.
+
+  The table actually applied is sown as `intermediates/lut` (`[S, S, S, 3]` or `[B, S, S, S,
+  3]`), so the train step can put the smoothness and monotonicity terms on it.
+  """
+
+  kind: str = 'lut'
+  size: int = 17
+  bases: int = 3
+  method: str = 'auto'
+
+  @nn.compact
+  def __call__(self, images: jax.Array, context: jax.Array | None = None) -> jax.Array:
+    identity = lut_lib.identity_lut(self.size)
+    if self.kind == 'lut':
+      table = self.param('lut', lambda _, shape: lut_lib.identity_lut(shape[0]), (self.size,))
+    else:
+      if context is None:
+        raise ValueError('color_head=adaptive_lut needs the thumbnail context vector.')
+      # Bases are offsets from the identity, zero at init; the weights start near 1 (bias)
+      # so every basis gets a gradient from the first step, and vary per photo (kernel).
+      basis = self.param('basis', nn.initializers.zeros, (self.bases, *identity.shape))
+      weights = nn.Dense(self.bases, bias_init=nn.initializers.ones, name='weights')(context)
+      table = identity + jnp.einsum('bk,k...->b...', weights.astype(jnp.float32), basis)
+    self.sow('intermediates', 'lut', table)
+    return lut_lib.apply_lut(table, images, self.method)
+
+
+def resize_thumbnail(images: jax.Array, size: int) -> jax.Array:
+  """`[B, H, W, 3]` -> `[B, size, size, 3]` (antialiased), the in-graph fallback thumbnail."""
+  batch, _, _, channels = images.shape
+  return jax.image.resize(
+    images.astype(jnp.float32), (batch, size, size, channels), 'linear', antialias=True
+  )
+
+
+def photo_coords(rows: np.ndarray, cols: np.ndarray, height: int, width: int) -> np.ndarray:
+  """`[len(rows), len(cols), 2]` float32 (y, x) in [-1, 1] of the pixel centres `rows` x `cols`
+  of a `height` x `width` photo: the position channels of `model.coords`. Training crops,
+  predict tiles and whole images all take theirs from here, so they agree to the bit."""
+  ys = (np.asarray(rows, np.float64) + 0.5) / height * 2.0 - 1.0
+  xs = (np.asarray(cols, np.float64) + 0.5) / width * 2.0 - 1.0
+  return np.stack(np.meshgrid(ys, xs, indexing='ij'), axis=-1).astype(np.float32)
