@@ -7,6 +7,8 @@ from typing import Any
 import jax
 import ml_collections
 
+from unet_jax.config import get_base_config
+
 CONFIG_FILE = 'config.json'
 
 # Options that may change when a run resumes; any other change would make the resumed run a
@@ -41,8 +43,7 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes `workdir/config.json`, or checks a resumed run against the one already there."""
   path = os.path.join(workdir, CONFIG_FILE)
   if os.path.exists(path):
-    with open(path) as f:
-      before = _flatten(json.load(f))
+    before = _flatten(_as_plain(load_config(workdir)))
     now = _flatten(_as_plain(config))
     changed = sorted(
       key
@@ -71,4 +72,17 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
       f'{path} does not exist: --workdir must be a folder written by --mode=train.'
     )
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(json.load(f))
+  _add_missing(config, get_base_config())
+  return config
+
+
+def _add_missing(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict) -> None:
+  """Options added after a workdir was written take their defaults (what that run did)."""
+  for key, value in defaults.items():
+    if key not in config:
+      config[key] = value
+    elif isinstance(value, ml_collections.ConfigDict) and isinstance(
+      config[key], ml_collections.ConfigDict
+    ):
+      _add_missing(config[key], value)
