@@ -16,17 +16,19 @@ What a file becomes (the contract every loader here shares):
 - Transparency is composited over black (RGB times alpha, in the working space), so invisible
   pixels never carry stray colours. Grayscale is repeated on the three channels.
 - CMYK with a profile is colour-managed like RGB; CMYK without one uses the plain formula
-  `(1 - C)(1 - K)` in 8 bits, as Pillow does, since there is no way to know the press it was made for.
+  `(1 - C)(1 - K)` in 8 bits, as Pillow does: nothing says which press it was made for.
 """
 
 import contextlib
 import dataclasses
+import io
 import os
 
 import numpy as np
 import pyvips
+from PIL import Image
 
-from unet_jax.data import colour_spaces
+from unet_jax.data import colour_spaces, tiff_exif
 from unet_jax.data.errors import DataError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.tif', '.tiff', '.webp', '.heic', '.heif', '.avif')
@@ -105,6 +107,14 @@ def _blob(image: pyvips.Image, field: str) -> bytes | None:
   return value or None
 
 
+def _tiff_exif(data: bytes) -> bytes | None:
+  """A TIFF's EXIF tags as an EXIF block (libvips does not read them); None if unreadable."""
+  try:
+    return tiff_exif.descriptive_exif(Image.open(io.BytesIO(data)).getexif())
+  except Exception:  # Metadata never makes a photo unreadable.
+    return None
+
+
 def _cmyk_plain(cmyk: np.ndarray) -> np.ndarray:
   """uint8 CMYK `[H, W, 4]` -> uint8 RGB, `(255 - C)(255 - K) / 255` rounded as Pillow does."""
   ink = cmyk.astype(np.int32)
@@ -118,7 +128,7 @@ def read_photo(data: bytes, name: str, working_space: str = DEFAULT_WORKING_SPAC
   colour_spaces.check_working_space(working_space)
   image = _open(data, name)
   container = image.get('vips-loader').split('load')[0]
-  exif = _blob(image, 'exif-data')
+  exif = _blob(image, 'exif-data') or (_tiff_exif(data) if container == 'tiff' else None)
   profile = _blob(image, 'icc-profile-data')
   try:
     with contextlib.suppress(pyvips.Error):  # a damaged EXIF block leaves the pixels as stored

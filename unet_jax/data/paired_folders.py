@@ -180,7 +180,7 @@ def prepare(
   records = {
     split: [tuple(row) for row in rows] for split, rows in metadata.get('records', {}).items()
   }
-  colour = {split: [list(row) for row in rows] for split, rows in metadata.get('colour', {}).items()}
+  colour = {split: [list(r) for r in rows] for split, rows in metadata.get('colour', {}).items()}
   return PreparedFolders(
     builder,
     scan.root,
