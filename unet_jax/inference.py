@@ -55,10 +55,25 @@ def _unused_dir(path: str) -> str:
   return candidate
 
 
-def run_predict(workdir: str, input_path: str, output_dir: str) -> dict[str, Any]:
-  """Grades a photo or a folder of photos with the trained model."""
+def run_predict(
+  workdir: str,
+  input_path: str,
+  output_dir: str,
+  *,
+  skip_existing: bool = False,
+  recursive: bool = False,
+) -> dict[str, Any]:
+  """Grades a photo or a folder of photos with the trained model (see `predict.predict_paths`)."""
   config = workdir_lib.load_config(workdir)
   # Refuse a bad --input/--output before restoring anything.
-  predict.check_paths(input_path, output_dir)
+  predict.check_paths(input_path, output_dir, recursive=recursive)
   config, model, variables, _ = load_trained_model(workdir)
-  return predict.predict_paths(config, model, variables, input_path, output_dir)
+  return predict.predict_paths(
+    config,
+    model,
+    variables,
+    input_path,
+    output_dir,
+    skip_existing=skip_existing,
+    recursive=recursive,
+  )

@@ -21,6 +21,8 @@ flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs, the config a
 flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict'], 'What to do.')
 flags.DEFINE_string('input', None, 'predict: a photo or a folder of photos.')
 flags.DEFINE_string('output', None, 'predict: the folder for graded photos (not the input folder).')
+flags.DEFINE_bool('skip_existing', False, 'predict: skip photos whose output already exists.')
+flags.DEFINE_bool('recursive', False, 'predict: also grade sub-folders, mirrored in --output.')
 flags.mark_flag_as_required('workdir')
 
 
@@ -45,7 +47,13 @@ def main(argv: list[str]) -> None:
   else:
     if not FLAGS.input or not FLAGS.output:
       raise app.UsageError('--mode=predict needs --input=FILE_OR_DIR and --output=DIR.')
-    summary = inference.run_predict(FLAGS.workdir, FLAGS.input, FLAGS.output)
+    summary = inference.run_predict(
+      FLAGS.workdir,
+      FLAGS.input,
+      FLAGS.output,
+      skip_existing=FLAGS.skip_existing,
+      recursive=FLAGS.recursive,
+    )
     print(summary, flush=True)
 
 

@@ -25,14 +25,13 @@ closer. Batch norm (eval mode), layer norm and no norm are per-pixel. Group norm
 statistics over each tile's H and W, so a group-norm model's tiles differ from its whole-image
 output by construction (a warning is logged).
 
-`predict_paths` grades a file or a folder of photos into PNGs in another folder; its docstring
-lists the rules that protect inputs and earlier outputs.
+`predict_paths` grades a file or a folder of photos into another folder, each written like the
+photo it came from; `photo_batch.py` holds the rules that protect inputs and earlier outputs.
 """
 
 import functools
+import io
 import logging
-import os
-import time
 from typing import Any
 
 import flax.linen as nn
@@ -42,8 +41,8 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from unet_jax import data
-from unet_jax.data.images import is_image_file, to_uint8
+from unet_jax import data, photo_batch
+from unet_jax.data import encode
 
 _BOTTLENECK = 'bottleneck'
 
@@ -365,80 +364,20 @@ def segment_image(
 # Files.
 
 
-def _same_path(a: str, b: str) -> bool:
-  if os.path.realpath(a) == os.path.realpath(b):
-    return True
-  try:
-    return os.path.samefile(a, b)
-  except OSError:
-    return False
+def list_inputs(input_path: str, *, recursive: bool = False) -> list[str]:
+  """The photos `input_path` names (see `photo_batch.list_inputs`)."""
+  return photo_batch.list_inputs(input_path, recursive=recursive)
 
 
-def list_inputs(input_path: str) -> list[str]:
-  """The photos `input_path` names: the file itself, or the folder's images (not recursive)."""
-  if not os.path.exists(input_path):
-    raise FileNotFoundError(f'--input {input_path}: no such file or folder.')
-  if not os.path.isdir(input_path):
-    return [input_path]
-  names = sorted(n for n in os.listdir(input_path) if is_image_file(n))
-  paths = [os.path.join(input_path, n) for n in names]
-  paths = [p for p in paths if os.path.isfile(p)]
-  if not paths:
-    raise ValueError(
-      f'--input {input_path}: no images in this folder (jpg, jpeg, png, tif, tiff, webp).'
-    )
-  return paths
+def check_paths(input_path: str, output_dir: str, *, recursive: bool = False) -> list[str]:
+  """Refuses an output folder that could overwrite an input, before any work; returns inputs."""
+  return photo_batch.check_paths(input_path, output_dir, recursive=recursive)
 
 
-def _output_name(input_path: str) -> str:
-  return os.path.splitext(os.path.basename(input_path))[0] + '.png'
-
-
-def check_paths(input_path: str, output_dir: str) -> list[str]:
-  """Refuses, before any work, an output folder that could overwrite an input; returns inputs.
-
-  Raises ValueError when `output_dir` is (or resolves to) the input folder, or the folder of a
-  single input file, or is not a folder, or when an output name is an input file (a link).
-  """
-  inputs = list_inputs(input_path)
-  input_dir = input_path if os.path.isdir(input_path) else os.path.dirname(input_path) or '.'
-  if _same_path(output_dir, input_dir):
-    raise ValueError(
-      f'--output {output_dir} is the input folder {input_dir}: graded photos must go to another '
-      'folder so that no input can be overwritten.'
-    )
-  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-    raise ValueError(f'--output {output_dir} exists and is not a folder.')
-  if os.path.isdir(output_dir):
-    for path in inputs:
-      target = os.path.join(output_dir, _output_name(path))
-      if os.path.exists(target) and any(_same_path(target, p) for p in inputs):
-        raise ValueError(f'--output {output_dir}: writing {target} would overwrite an input.')
-  return inputs
-
-
-def _write_png(array: np.ndarray, output_dir: str, name: str) -> str:
-  """Writes `name`, or `stem-1.png`, `stem-2.png`... if taken; never replaces an existing file
-  (exclusive create, so not even a file that appears meanwhile or a link to an input)."""
-  stem, ext = os.path.splitext(name)
-  for attempt in range(10_000):
-    path = os.path.join(output_dir, name if attempt == 0 else f'{stem}-{attempt}{ext}')
-    try:
-      f = open(path, 'xb')  # noqa: SIM115 - removed below if the encoder fails
-    except FileExistsError:
-      continue
-    try:
-      with f:
-        Image.fromarray(array).save(f, format='PNG')
-    except BaseException:
-      os.remove(path)
-      raise
-    return path
-  raise FileExistsError(f'{output_dir}: {stem}.png and 10000 numbered variants all exist.')
-
-
-def _label_image(labels: np.ndarray, num_classes: int) -> np.ndarray:
-  return labels.astype(np.uint8 if num_classes <= 256 else np.uint16)
+def _label_png(labels: np.ndarray, num_classes: int) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(labels.astype(np.uint8 if num_classes <= 256 else np.uint16)).save(buffer, 'PNG')
+  return buffer.getvalue()
 
 
 def predict_paths(
@@ -447,56 +386,65 @@ def predict_paths(
   variables: Any,
   input_path: str,
   output_dir: str,
+  *,
+  skip_existing: bool = False,
+  recursive: bool = False,
 ) -> dict[str, Any]:
-  """Grades a photo, or every photo of a folder, into PNGs in `output_dir`.
+  """Grades a photo, or every photo of a folder, into `output_dir`.
 
-  - Each `photo.ext` becomes `output_dir/photo.png`: 8-bit RGB clipped to [0, 1], or for a
-    segmentation model 8-bit class labels (16-bit above 256 classes). EXIF orientation is
-    applied on reading, so outputs are upright as the photo is shown.
-  - Inputs are never overwritten: an output folder that is the input folder (or resolves to
-    it) is refused before any work (`check_paths`). An existing file is never replaced either:
-    when `photo.png` exists (an earlier run, or `photo.jpg` next to `photo.png` in the input),
-    the output is `photo-1.png`, `photo-2.png`, ... and the summary says which name was used.
+  - Each photo is read into the run's working space (`config.data.working_space`), graded,
+    and written like it came (`data/encode.py`): same container, bit depth and ICC profile,
+    EXIF with orientation 1, unless `config.predict.output_*` say otherwise. A segmentation
+    model writes 8-bit class labels as PNG (16-bit above 256 classes).
+  - File rules (never overwrite, planned names, `skip_existing`, `recursive`, temporary names,
+    the JSON summary): see `photo_batch.py`.
   - A file that cannot be read is reported with the reason and the others are still written.
 
-  Returns:
-    `{'output_dir', 'written': [{'input', 'output', 'height', 'width', 'seconds'}],
-    'failed': [{'input', 'reason'}]}`.
+  Returns the summary: `{'output_dir', 'written': [{'input', 'output', 'height', 'width',
+  'seconds', ...}], 'skipped': [...], 'failed': [{'input', 'reason'}], ...}`.
   """
-  inputs = check_paths(input_path, output_dir)
+  inputs = check_paths(input_path, output_dir, recursive=recursive)
   tiling = dict(
     tile_size=config.predict.tile_size,
     tile_overlap=config.predict.tile_overlap,
     batch_tiles=config.predict.batch_tiles,
   )
   _check_tiling(model, tiling['tile_size'], tiling['tile_overlap'])
-  os.makedirs(output_dir, exist_ok=True)
+  options = config.predict
+  encode.check_output_options(options)
+  space = config.data.working_space
   segment = model.head == 'segmentation'
-  written, failed = [], []
-  for path in inputs:
-    start = time.perf_counter()
+  root = photo_batch.input_root(input_path)
+  extension = (lambda _: '.png') if segment else (lambda p: encode.planned_extension(p, options))
+  outputs = photo_batch.plan_outputs(inputs, root, output_dir, extension)
+
+  def grade(path: str) -> tuple[bytes, dict[str, Any]]:
     try:
-      image = data.load_image(path)
-    except (ValueError, OSError, Image.DecompressionBombError) as error:
-      logging.warning('Skipping %s: %s', path, error)
-      failed.append({'input': path, 'reason': str(error)})
-      continue
+      photo = data.load_photo(path, space)
+    except Image.DecompressionBombError as error:
+      raise ValueError(f'{path}: {error}') from None
+    height, width = photo.pixels.shape[:2]
     if segment:
-      labels = segment_image(model, variables, image, **tiling)
-      result = _label_image(labels, model.num_classes)
-    else:
-      result = to_uint8(grade_image(model, variables, image, **tiling))
-    del image
-    output = _write_png(result, output_dir, _output_name(path))
-    seconds = time.perf_counter() - start
-    logging.info('%s -> %s (%dx%d, %.1f s)', path, output, *result.shape[1::-1], seconds)
-    written.append(
-      {
-        'input': path,
-        'output': output,
-        'height': int(result.shape[0]),
-        'width': int(result.shape[1]),
-        'seconds': round(seconds, 3),
-      }
-    )
-  return {'output_dir': output_dir, 'written': written, 'failed': failed}
+      labels = segment_image(model, variables, photo.pixels, **tiling)
+      return _label_png(labels, model.num_classes), {'height': height, 'width': width}
+    graded = grade_image(model, variables, photo.pixels, **tiling)
+    spec = encode.output_spec(photo, path, options)
+    encoded, clipped = encode.encode_photo(graded, photo, spec, options.jpeg_quality)
+    return encoded, {
+      'height': height,
+      'width': width,
+      'format': spec.container,
+      'bits': spec.bits,
+      'profile': spec.profile_name,
+      'exif': photo.exif is not None,
+      'clipped_pixels': photo.clipped_pixels + clipped,
+    }
+
+  header = {
+    'input': input_path,
+    'working_space': space,
+    'options': {k: options[k] for k in ('output_format', 'output_bits', 'output_profile')},
+  }
+  return photo_batch.run_batch(
+    inputs, outputs, output_dir, grade, skip_existing=skip_existing, header=header
+  )

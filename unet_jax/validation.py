@@ -4,6 +4,7 @@ import jax
 import ml_collections
 
 from unet_jax import data
+from unet_jax.data import encode
 from unet_jax.models import validate_model_config
 
 TASKS = ('enhance', 'denoise', 'segment')
@@ -64,6 +65,10 @@ def _validate_loss(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_predict(config: ml_collections.ConfigDict) -> None:
+  try:
+    encode.check_output_options(config.predict)
+  except ValueError as error:
+    raise ConfigError(str(error)) from None
   multiple = 2**config.model.levels
   tile, overlap = config.predict.tile_size, config.predict.tile_overlap
   if tile <= 0 or tile % multiple:

@@ -31,6 +31,14 @@ OUTPUT_FORMATS = ('same', 'jpeg', 'png', 'tiff')
 OUTPUT_BITS = ('same', '8', '16')
 OUTPUT_PROFILES = ('same', *colour_spaces.WORKING_SPACES)
 _EXTENSIONS = {'jpeg': '.jpg', 'png': '.png', 'tiff': '.tif', 'webp': '.webp'}
+_CONTAINERS = {
+  '.jpg': 'jpeg',
+  '.jpeg': 'jpeg',
+  '.png': 'png',
+  '.tif': 'tiff',
+  '.tiff': 'tiff',
+  '.webp': 'webp',
+}  # anything else (HEIC, AVIF) becomes JPEG
 _EIGHT_BIT_ONLY = ('jpeg', 'webp')
 _ORIENTATION_TAG = 0x0112
 
@@ -72,15 +80,29 @@ def check_output_options(predict: ml_collections.ConfigDict) -> None:
     )
 
 
+def _container(input_path: str, predict: ml_collections.ConfigDict) -> str:
+  # From the name, so that output names can be planned before any file is decoded.
+  if predict.output_format != 'same':
+    return predict.output_format
+  return _CONTAINERS.get(os.path.splitext(input_path)[1].lower(), 'jpeg')
+
+
+def planned_extension(input_path: str, predict: ml_collections.ConfigDict) -> str:
+  """The graded file's extension: the input's own when the container stays, e.g. '.JPG'."""
+  container = _container(input_path, predict)
+  extension = os.path.splitext(input_path)[1]
+  if _CONTAINERS.get(extension.lower()) == container:
+    return extension
+  return _EXTENSIONS[container]
+
+
 def output_spec(photo: Photo, input_path: str, predict: ml_collections.ConfigDict) -> OutputSpec:
   """The container, bits, profile and extension of the graded file of `photo`."""
-  container = predict.output_format
-  if container == 'same':
-    container = photo.container if photo.container in _EXTENSIONS else 'jpeg'
+  container = _container(input_path, predict)
   if container in _EIGHT_BIT_ONLY:
     bits = 8
   elif str(predict.output_bits) == 'same':
-    bits = 8 if photo.bits == 8 or photo.container in _EIGHT_BIT_ONLY else 16
+    bits = 8 if photo.bits == 8 else 16
   else:
     bits = int(predict.output_bits)
   if predict.output_profile != 'same':
@@ -89,11 +111,7 @@ def output_spec(photo: Photo, input_path: str, predict: ml_collections.ConfigDic
     profile = colour_spaces.profile_bytes(photo.working_space)
   else:
     profile = photo.profile
-  extension = _EXTENSIONS[container]
-  same_container = container == photo.container
-  if same_container and os.path.splitext(input_path)[1].lower() in ('.jpeg', '.tiff'):
-    extension = os.path.splitext(input_path)[1].lower()
-  return OutputSpec(container, bits, profile, extension)
+  return OutputSpec(container, bits, profile, planned_extension(input_path, predict))
 
 
 def _profile_file(profile: bytes) -> str:

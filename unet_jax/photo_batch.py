@@ -1,0 +1,247 @@
+"""Grading a folder of photos into another folder: which files, which names, safe writes.
+
+The rules a photographer relies on:
+- Inputs are never overwritten: an output folder that is the input folder (or resolves to it)
+  is refused before any work, and no output ever replaces an existing file.
+- Names are planned from the inputs alone: `photo.jpg` -> `photo.jpg` (or `.png` / `.tif` as
+  `config.predict.output_format` says); two inputs that would share a name get `-1`, `-2`...
+  in sorted order. An existing file of the planned name is kept and the output gets the next
+  free `-k` name, unless `skip_existing`, when that input is done and skipped: an interrupted
+  folder is finished without duplicates.
+- Each file is written under a hidden temporary name and linked to its real name only when
+  complete, so a killed run never leaves a half photo under a real name (its leftovers are
+  removed by the next run).
+- `recursive` grades sub-folders too and mirrors them in the output folder (which may sit
+  inside the input folder: it is never read as input).
+- A progress bar over photos, with ETA, and a JSON summary (`SUMMARY_FILE`) in the output
+  folder, rewritten after every photo.
+"""
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import tqdm
+
+from unet_jax.data.images import is_image_file
+
+SUMMARY_FILE = 'predict_summary.json'
+_PARTIAL = re.compile(r'^\..+\.partial-(\d+)$')
+_MAX_SUFFIX = 10_000
+
+
+def _same_path(a: str, b: str) -> bool:
+  if os.path.realpath(a) == os.path.realpath(b):
+    return True
+  try:
+    return os.path.samefile(a, b)
+  except OSError:
+    return False
+
+
+def list_inputs(
+  input_path: str, *, recursive: bool = False, exclude: str | None = None
+) -> list[str]:
+  """The photos `input_path` names: the file itself, or the folder's images (sorted; with
+  `recursive`, those of its sub-folders too, hidden folders and `exclude` left out)."""
+  if not os.path.exists(input_path):
+    raise FileNotFoundError(f'--input {input_path}: no such file or folder.')
+  if not os.path.isdir(input_path):
+    return [input_path]
+  paths = []
+  for folder, dirs, files in os.walk(input_path):
+    dirs[:] = sorted(
+      d
+      for d in dirs
+      if recursive
+      and not d.startswith('.')
+      and not (exclude and _same_path(os.path.join(folder, d), exclude))
+    )
+    paths += [os.path.join(folder, n) for n in sorted(files) if is_image_file(n)]
+  paths = [p for p in paths if os.path.isfile(p)]
+  if not paths:
+    where = 'this folder or its sub-folders' if recursive else 'this folder'
+    raise ValueError(
+      f'--input {input_path}: no images in {where} (jpg, jpeg, png, tif, tiff, webp, heic).'
+    )
+  return paths
+
+
+def input_root(input_path: str) -> str:
+  return input_path if os.path.isdir(input_path) else os.path.dirname(input_path) or '.'
+
+
+def check_paths(input_path: str, output_dir: str, *, recursive: bool = False) -> list[str]:
+  """Refuses, before any work, an output folder that could overwrite an input; returns inputs.
+
+  Raises ValueError when `output_dir` is (or resolves to) the input folder, or the folder of a
+  single input file, or is not a folder.
+  """
+  root = input_root(input_path)
+  if _same_path(output_dir, root):
+    raise ValueError(
+      f'--output {output_dir} is the input folder {root}: graded photos must go to another '
+      'folder so that no input can be overwritten.'
+    )
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise ValueError(f'--output {output_dir} exists and is not a folder.')
+  return list_inputs(input_path, recursive=recursive, exclude=output_dir)
+
+
+def plan_outputs(
+  inputs: list[str], root: str, output_dir: str, extension: Callable[[str], str]
+) -> list[str]:
+  """The output path of each input: mirrored sub-folder, stem + `extension(input)`, `-k` for
+  inputs that would share a name. Raises ValueError if an output would be an input (a link)."""
+  taken: set[str] = set()
+  planned = []
+  for path in inputs:
+    relative = os.path.relpath(os.path.dirname(os.path.abspath(path)), os.path.abspath(root))
+    stem = os.path.splitext(os.path.basename(path))[0]
+    ext = extension(path)
+    folder = os.path.normpath(os.path.join(output_dir, relative))
+    candidate = os.path.join(folder, stem + ext)
+    suffix = 0
+    while candidate in taken:
+      suffix += 1
+      candidate = os.path.join(folder, f'{stem}-{suffix}{ext}')
+    taken.add(candidate)
+    if os.path.exists(candidate) and any(_same_path(candidate, p) for p in inputs):
+      raise ValueError(f'--output {output_dir}: writing {candidate} would overwrite an input.')
+    planned.append(candidate)
+  return planned
+
+
+def write_new_file(path: str, data: bytes) -> str:
+  """Writes `data` as `path`, or `stem-1.ext`, `stem-2.ext`... if taken; returns the name used.
+
+  The bytes go to a hidden temporary file first, which is linked to the free name only once
+  complete (link never replaces a file, not even one that appears meanwhile or a link to an
+  input), so a crash never leaves a partial file under a real name.
+  """
+  folder, name = os.path.split(path)
+  stem, ext = os.path.splitext(name)
+  os.makedirs(folder or '.', exist_ok=True)
+  tmp = os.path.join(folder, f'.{name}.partial-{os.getpid()}')
+  with open(tmp, 'wb') as f:
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+  try:
+    for attempt in range(_MAX_SUFFIX):
+      candidate = os.path.join(folder, name if attempt == 0 else f'{stem}-{attempt}{ext}')
+      if _claim(tmp, candidate):
+        return candidate
+    raise FileExistsError(f'{folder}: {name} and {_MAX_SUFFIX} numbered variants all exist.')
+  finally:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
+
+
+def _claim(tmp: str, candidate: str) -> bool:
+  try:
+    os.link(tmp, candidate)
+    return True
+  except FileExistsError:
+    return False
+  except OSError as error:
+    if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+      raise
+  # No hard links on this file system: an exclusive create, then the bytes.
+  try:
+    with open(candidate, 'xb') as f, open(tmp, 'rb') as src:
+      f.write(src.read())
+    return True
+  except FileExistsError:
+    return False
+
+
+def remove_stale_partials(output_dir: str) -> int:
+  """Removes temporary files left by killed runs (their process is gone); returns how many."""
+  removed = 0
+  for folder, _, files in os.walk(output_dir):
+    for name in files:
+      match = _PARTIAL.match(name)
+      if match and not _alive(int(match.group(1))):
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(os.path.join(folder, name))
+          removed += 1
+  return removed
+
+
+def _alive(pid: int) -> bool:
+  if pid == os.getpid():
+    return False  # our own leftovers from an earlier call: no file of ours is open now
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def write_summary(output_dir: str, summary: dict[str, Any]) -> None:
+  """`output_dir/SUMMARY_FILE`, replaced atomically (it is ours, rewritten after each photo)."""
+  path = os.path.join(output_dir, SUMMARY_FILE)
+  tmp = f'{path}.{os.getpid()}.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(summary, f, indent=2)
+  os.replace(tmp, path)
+
+
+def run_batch(
+  inputs: list[str],
+  outputs: list[str],
+  output_dir: str,
+  grade: Callable[[str], tuple[bytes, dict[str, Any]]],
+  *,
+  skip_existing: bool = False,
+  header: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+  """Grades `inputs` into the planned `outputs` with `grade(path) -> (file bytes, details)`.
+
+  `grade` raises ValueError or OSError for a file it cannot read; that file is reported and
+  the others are still written. Returns (and writes as JSON) the summary:
+  `{'output_dir', ..., 'written': [{'input', 'output', 'seconds', **details}],
+  'skipped': [{'input', 'output'}], 'failed': [{'input', 'reason'}], 'complete'}`.
+  """
+  os.makedirs(output_dir, exist_ok=True)
+  remove_stale_partials(output_dir)
+  summary = {
+    'output_dir': output_dir,
+    **(header or {}),
+    'written': [],
+    'skipped': [],
+    'failed': [],
+    'complete': False,
+  }
+  jobs = list(zip(inputs, outputs, strict=True))
+  for path, planned in tqdm.tqdm(jobs, unit='photo', desc='Grading', dynamic_ncols=True):
+    if skip_existing and os.path.exists(planned):
+      summary['skipped'].append({'input': path, 'output': planned})
+      continue
+    start = time.perf_counter()
+    try:
+      data, details = grade(path)
+    except (ValueError, OSError) as error:
+      logging.warning('Skipping %s: %s', path, error)
+      summary['failed'].append({'input': path, 'reason': str(error)})
+      write_summary(output_dir, summary)
+      continue
+    output = write_new_file(planned, data)
+    seconds = time.perf_counter() - start
+    logging.info('%s -> %s (%.1f s)', path, output, seconds)
+    summary['written'].append(
+      {'input': path, 'output': output, 'seconds': round(seconds, 3), **details}
+    )
+    write_summary(output_dir, summary)
+  summary['complete'] = True
+  write_summary(output_dir, summary)
+  return summary
