@@ -34,6 +34,7 @@ from unet_jax.data.images import is_image_file
 SUMMARY_FILE = 'predict_summary.json'
 _PARTIAL = re.compile(r'^\..+\.partial-(\d+)$')
 _MAX_SUFFIX = 10_000
+_WRITTEN_EXTENSIONS = ('', '.jpg', '.png', '.tif', '.webp')  # '': the input's own
 
 
 def _same_path(a: str, b: str) -> bool:
@@ -81,7 +82,8 @@ def check_paths(input_path: str, output_dir: str, *, recursive: bool = False) ->
   """Refuses, before any work, an output folder that could overwrite an input; returns inputs.
 
   Raises ValueError when `output_dir` is (or resolves to) the input folder, or the folder of a
-  single input file, or is not a folder.
+  single input file, or is not a folder, or when a name we could write there is an input (a
+  link).
   """
   root = input_root(input_path)
   if _same_path(output_dir, root):
@@ -91,7 +93,11 @@ def check_paths(input_path: str, output_dir: str, *, recursive: bool = False) ->
     )
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
     raise ValueError(f'--output {output_dir} exists and is not a folder.')
-  return list_inputs(input_path, recursive=recursive, exclude=output_dir)
+  inputs = list_inputs(input_path, recursive=recursive, exclude=output_dir)
+  if os.path.isdir(output_dir):
+    for ext in _WRITTEN_EXTENSIONS:
+      plan_outputs(inputs, root, output_dir, lambda p, ext=ext: ext or os.path.splitext(p)[1])
+  return inputs
 
 
 def plan_outputs(
