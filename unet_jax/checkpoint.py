@@ -60,7 +60,7 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._latest.latest_step()
 
-  def save(self, state: TrainState, data_iterator: Any, *, force: bool = False) -> None:
+  def save(self, state: TrainState, data_iterator: Any) -> None:
     step = int(state.step)
     if step in self._latest.all_steps():
       return
@@ -70,7 +70,7 @@ class Checkpointer:
         state=ocp.args.StandardSave(state),
         data=grain.checkpoint.CheckpointSave(data_iterator),
       ),
-      force=force,
+      force=True,  # the loop decides when to save; the manager's own interval is not used
     )
 
   def save_best(self, state: TrainState, metrics: dict[str, float]) -> None:

@@ -2,7 +2,6 @@
 
 import functools
 import logging
-import os
 import signal
 import threading
 from typing import Any
@@ -10,8 +9,9 @@ from typing import Any
 import jax
 import ml_collections
 
-from unet_jax import checkpoint, data, evaluate, losses, metrics, parallel
+from unet_jax import checkpoint, data, losses, metrics, parallel
 from unet_jax import workdir as workdir_lib
+from unet_jax.inference import evaluate
 from unet_jax.models import create_model
 from unet_jax.steps import make_train_step
 from unet_jax.summaries import MetricWriter, Progress
@@ -53,10 +53,6 @@ def _check_finite(step_metrics: dict[str, Any], step: int) -> None:
     )
 
 
-def _default_data_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
-  return config.data.tfds_data_dir or os.path.join(workdir, 'tfds')
-
-
 def train_and_evaluate(
   config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | None = None
 ) -> dict[str, Any]:
@@ -72,7 +68,7 @@ def train_and_evaluate(
   mesh = parallel.create_mesh()
   model = create_model(config.model)
   optimizer = create_optimizer(config)
-  data_dir = _default_data_dir(config, workdir)
+  data_dir = data.tfds_dir(config, workdir)
   logging.info('%s', data.dataset_summary(config, data_dir=data_dir))
   data_iterator = data.create_train_iterator(
     config,
@@ -122,9 +118,7 @@ def train_and_evaluate(
       evaluate_now = step % config.eval_every_steps == 0 or step == config.num_train_steps
       if evaluate_now:
         _check_finite(step_metrics, step)
-        output_dir = (
-          os.path.join(workdir, 'eval', f'step_{step}') if step == config.num_train_steps else None
-        )
+        output_dir = workdir_lib.eval_dir(workdir, step) if step == config.num_train_steps else None
         last_eval = _evaluate_and_log(
           config,
           model,
@@ -139,7 +133,7 @@ def train_and_evaluate(
 
       if step % config.checkpoint_every_steps == 0 or is_last or stop.requested:
         _check_finite(step_metrics, step)
-        checkpointer.save(state, data_iterator, force=True)
+        checkpointer.save(state, data_iterator)
       if stop.requested:
         logging.warning('Stopped at step %d on request; rerun the same command to resume.', step)
         break

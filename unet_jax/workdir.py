@@ -1,4 +1,5 @@
-"""The resolved config in the workdir: written by training, read back by eval and predict."""
+"""What a workdir holds and where: the resolved config (written by training, read back by eval
+and predict) and the eval output folders."""
 
 import json
 import os
@@ -6,6 +7,7 @@ from typing import Any
 
 import jax
 import ml_collections
+from flax import traverse_util
 
 from unet_jax.config import get_base_config
 
@@ -26,13 +28,10 @@ RESUMABLE_CHANGES = (
 )
 
 
-def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
-  if isinstance(tree, dict):
-    flat = {}
-    for key, value in tree.items():
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    return flat
-  return {prefix[:-1]: list(tree) if isinstance(tree, tuple) else tree}
+def _flatten(tree: dict[str, Any]) -> dict[str, Any]:
+  """`{'a': {'b': 1}}` -> `{'a.b': 1}`, tuples as lists (as JSON stores them)."""
+  flat = traverse_util.flatten_dict(tree, sep='.')
+  return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
 
 
 def _as_plain(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -86,3 +85,17 @@ def _add_missing(config: ml_collections.ConfigDict, defaults: ml_collections.Con
       config[key], ml_collections.ConfigDict
     ):
       _add_missing(config[key], value)
+
+
+def eval_dir(workdir: str, step: int, *, fresh: bool = False) -> str:
+  """`workdir/eval/step_<step>`: where an eval writes its panels and metrics.json.
+
+  `fresh=True` gives `step_<step>-1`, `-2`, ... when that folder exists, so an eval run by hand
+  never overwrites an earlier one.
+  """
+  path = os.path.join(workdir, 'eval', f'step_{step}')
+  candidate, suffix = path, 0
+  while fresh and os.path.exists(candidate):
+    suffix += 1
+    candidate = f'{path}-{suffix}'
+  return candidate

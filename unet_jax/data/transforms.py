@@ -21,8 +21,8 @@ _IMAGE_KEYS = ('input', 'target')
 EVAL_NOISE_SEED = 20_240_601
 
 
-def _text(value: Any) -> str:
-  # Real tfds records give bytes, mocked ones str.
+def record_text(value: Any) -> str:
+  """A text field of a tfds record as str: real records give bytes, mocked ones str."""
   return value.decode('utf-8') if isinstance(value, bytes) else str(value)
 
 
@@ -110,7 +110,7 @@ class DecodePair(grain.transforms.Map):
   working_space: str = DEFAULT_WORKING_SPACE
 
   def map(self, record: dict[str, Any]) -> dict[str, Any]:
-    name = _text(record['name'])
+    name = record_text(record['name'])
     space = self.working_space
     if self.clean_key is not None:
       return {'target': decode_image(record[self.clean_key], name, space), 'name': name}

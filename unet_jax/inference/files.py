@@ -1,13 +1,14 @@
-"""Grading a folder of photos into another folder: which files, which names, safe writes.
+"""Predict on files: which photos an input names, where each graded photo goes, safely.
 
-The rules a photographer relies on:
+`predict_paths` reads each photo into the run's working space, grades it and writes it like
+the photo it came from (`photo_writer.py`). The rules a photographer relies on:
 - Inputs are never overwritten: an output folder that is the input folder (or resolves to it)
   is refused before any work, and no output ever replaces an existing file.
 - Names are planned from the inputs alone: `photo.jpg` -> `photo.jpg` (or `.png` / `.tif` as
   `config.predict.output_format` says); two inputs that would share a name get `-1`, `-2`...
   in sorted order. An existing file of the planned name is kept and the output gets the next
-  free `-k` name, unless `skip_existing`, when that input is done and skipped: an interrupted
-  folder is finished without duplicates.
+  free `-k` name, unless `skip_existing`, when that input counts as done and is skipped: an
+  interrupted folder is finished without duplicates.
 - Each file is written under a hidden temporary name and linked to its real name only when
   complete, so a killed run never leaves a half photo under a real name (its leftovers are
   removed by the next run).
@@ -19,6 +20,7 @@ The rules a photographer relies on:
 
 import contextlib
 import errno
+import io
 import json
 import logging
 import os
@@ -27,9 +29,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
+import ml_collections
+import numpy as np
 import tqdm
+from PIL import Image
 
+from unet_jax import data
 from unet_jax.data.images import is_image_file
+from unet_jax.inference import grading, photo_writer, tiling
 
 SUMMARY_FILE = 'predict_summary.json'
 _PARTIAL = re.compile(r'^\..+\.partial-(\d+)$')
@@ -251,3 +259,77 @@ def run_batch(
   summary['complete'] = True
   write_summary(output_dir, summary)
   return summary
+
+
+def _label_png(labels: np.ndarray, num_classes: int) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(labels.astype(np.uint8 if num_classes <= 256 else np.uint16)).save(buffer, 'PNG')
+  return buffer.getvalue()
+
+
+def predict_paths(
+  config: ml_collections.ConfigDict,
+  model: nn.Module,
+  variables: Any,
+  input_path: str,
+  output_dir: str,
+  *,
+  skip_existing: bool = False,
+  recursive: bool = False,
+) -> dict[str, Any]:
+  """Grades a photo, or every photo of a folder, into `output_dir`.
+
+  - Each photo is read into the run's working space (`config.data.working_space`), graded,
+    and written like it came (`data/photo_writer.py`): same container, bit depth and ICC profile,
+    EXIF with orientation 1, unless `config.predict.output_*` say otherwise. A segmentation
+    model writes 8-bit class labels as PNG (16-bit above 256 classes).
+  - File rules (never overwrite, planned names, `skip_existing`, `recursive`, temporary names,
+    the JSON summary): see the module doc.
+  - A file that cannot be read is reported with the reason and the others are still written.
+
+  Returns the summary: `{'output_dir', 'written': [{'input', 'output', 'height', 'width',
+  'seconds', ...}], 'skipped': [...], 'failed': [{'input', 'reason'}], ...}`.
+  """
+  inputs = check_paths(input_path, output_dir, recursive=recursive)
+  tile_settings = grading.tile_settings(config)
+  # Bad settings are refused before any output folder is made.
+  tiling.check_tiling(model.levels, config.predict.tile_size, config.predict.tile_overlap)
+  options = config.predict
+  photo_writer.check_output_options(options)
+  space = config.data.working_space
+  segment = model.head == 'segmentation'
+  root = input_root(input_path)
+  if segment:
+    extension = lambda _: '.png'  # noqa: E731
+  else:
+    extension = lambda p: photo_writer.planned_extension(p, options)  # noqa: E731
+  outputs = plan_outputs(inputs, root, output_dir, extension)
+
+  def grade(path: str) -> tuple[bytes, dict[str, Any]]:
+    try:
+      photo = data.load_photo(path, space)
+    except Image.DecompressionBombError as error:
+      raise ValueError(f'{path}: {error}') from None
+    height, width = photo.pixels.shape[:2]
+    if segment:
+      labels = grading.segment_image(model, variables, photo.pixels, **tile_settings)
+      return _label_png(labels, model.num_classes), {'height': height, 'width': width}
+    graded = grading.grade_image(model, variables, photo.pixels, **tile_settings)
+    spec = photo_writer.output_spec(photo, path, options)
+    encoded, clipped = photo_writer.encode_photo(graded, photo, spec, options.jpeg_quality)
+    return encoded, {
+      'height': height,
+      'width': width,
+      'format': spec.container,
+      'bits': spec.bits,
+      'profile': spec.profile_name,
+      'exif': photo.exif is not None,
+      'clipped_pixels': photo.clipped_pixels + clipped,
+    }
+
+  header = {
+    'input': input_path,
+    'working_space': space,
+    'options': {k: options[k] for k in ('output_format', 'output_bits', 'output_profile')},
+  }
+  return run_batch(inputs, outputs, output_dir, grade, skip_existing=skip_existing, header=header)
