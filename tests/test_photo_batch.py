@@ -107,7 +107,8 @@ original = files.write_new_file
 def write_then_die(path, data):
   calls.append(path)
   if len(calls) == 3:  # killed while the third photo is being written
-    tmp = os.path.join(os.path.dirname(path), f'.{{os.path.basename(path)}}.partial-{{os.getpid()}}')
+    name = f'.{{os.path.basename(path)}}.partial-{{os.getpid()}}'
+    tmp = os.path.join(os.path.dirname(path), name)
     with open(tmp, 'wb') as f:
       f.write(data[: len(data) // 2])
     os.kill(os.getpid(), signal.SIGKILL)
@@ -133,13 +134,9 @@ def test_killed_run_finishes_with_one_output_per_photo(tmp_path):
   assert any(n.startswith('.p2.png.partial-') for n in left)  # the half-written photo
 
   config, model, variables = _identity('srgb')
-  summary = files.predict_paths(
-    config, model, variables, str(source), str(out), skip_existing=True
-  )
+  summary = files.predict_paths(config, model, variables, str(source), str(out), skip_existing=True)
 
   assert sorted(os.listdir(out)) == sorted([*names, files.SUMMARY_FILE])
   assert [os.path.basename(s['input']) for s in summary['skipped']] == ['p0.png', 'p1.png']
   for name in names:  # every output whole: decodes, same pixels as its input (identity)
-    np.testing.assert_array_equal(
-      load_photo(out / name).pixels, load_photo(source / name).pixels
-    )
+    np.testing.assert_array_equal(load_photo(out / name).pixels, load_photo(source / name).pixels)
