@@ -300,9 +300,9 @@ def predict_paths(
   segment = model.head == 'segmentation'
   root = input_root(input_path)
   if segment:
-    extension = lambda _: '.png'  # noqa: E731
+    extension = lambda _: '.png'
   else:
-    extension = lambda p: photo_writer.planned_extension(p, options)  # noqa: E731
+    extension = lambda p: photo_writer.planned_extension(p, options)
   outputs = plan_outputs(inputs, root, output_dir, extension)
 
   def grade(path: str) -> tuple[bytes, dict[str, Any]]:
