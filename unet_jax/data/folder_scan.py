@@ -1,7 +1,8 @@
 """Lists a folder of (input, target) pairs and checks each pair; no tfds here.
 
 Two layouts, pairs matched by file stem (`a.jpg` goes with `a.tif`), extensions jpg, jpeg, png,
-tif, tiff, webp in any case; hidden files and other extensions are ignored (and counted):
+tif, tiff, webp, heic, heif, avif in any case; hidden files and other extensions are ignored
+(and counted):
 
   ROOT/train/input/*  ROOT/train/target/*  ROOT/val/...  ROOT/test/...   one folder per split
   ROOT/input/*  ROOT/target/*  ROOT/splits/train.txt  ROOT/splits/test.txt   flat, split by lists

@@ -22,6 +22,7 @@ What a file becomes (the contract every loader here shares):
 import contextlib
 import dataclasses
 import io
+import logging
 import os
 
 import numpy as np
@@ -41,6 +42,8 @@ _SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.
 # libvips' operation cache keeps the last results (and the file bytes they hold) alive; a data
 # pipeline never decodes the same bytes twice in a row, so the cache would only cost memory.
 pyvips.cache_set_max(0)
+# pyvips logs every libvips thread pool at INFO; a training run would print thousands.
+logging.getLogger('pyvips').setLevel(logging.WARNING)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -280,7 +280,7 @@ def predict_paths(
   """Grades a photo, or every photo of a folder, into `output_dir`.
 
   - Each photo is read into the run's working space (`config.data.working_space`), graded,
-    and written like it came (`data/photo_writer.py`): same container, bit depth and ICC profile,
+    and written like it came (`photo_writer.py`): same container, bit depth and ICC profile,
     EXIF with orientation 1, unless `config.predict.output_*` say otherwise. A segmentation
     model writes 8-bit class labels as PNG (16-bit above 256 classes).
   - File rules (never overwrite, planned names, `skip_existing`, `recursive`, temporary names,
@@ -306,10 +306,7 @@ def predict_paths(
   outputs = plan_outputs(inputs, root, output_dir, extension)
 
   def grade(path: str) -> tuple[bytes, dict[str, Any]]:
-    try:
-      photo = data.load_photo(path, space)
-    except Image.DecompressionBombError as error:
-      raise ValueError(f'{path}: {error}') from None
+    photo = data.load_photo(path, space)
     height, width = photo.pixels.shape[:2]
     if segment:
       labels = grading.segment_image(model, variables, photo.pixels, **tile_settings)
