@@ -9,16 +9,41 @@ read bit for bit.
 import io
 import struct
 
+import colour
 import numpy as np
 import pytest
+import pyvips
 from PIL import Image, ImageCms
 
 from tests import photo_files as pf
+from tests.test_data_helpers import tiny_config
 from unet_jax.config import get_base_config
-from unet_jax.data import colour_spaces, load_photo, tiff_exif
+from unet_jax.data import colour_spaces, dataset_summary, load_photo, tiff_exif
+from unet_jax.data.transforms import DecodePair
 from unet_jax.inference import photo_writer
 
 MAX_DE, MEAN_DE = 2.0, 0.1
+
+
+def _clipped_by_reference(values, source, target) -> int:
+  exact = colour.RGB_to_RGB(
+    values,
+    pf.REFERENCE[source],
+    pf.REFERENCE[target],
+    chromatic_adaptation_transform='Bradford',
+    apply_cctf_decoding=True,
+    apply_cctf_encoding=True,
+  )
+  return int(np.count_nonzero(np.any((exact < -1e-3) | (exact > 1 + 1e-3), axis=-1)))
+
+
+def _libvips_profile(name: str) -> bytes:
+  return bytes(pyvips.Operation.call('profile_load', name))
+
+
+def _plain_cmyk(path) -> np.ndarray:
+  """Pillow's reading of a CMYK JPEG: the plain formula, no profile."""
+  return np.asarray(Image.open(path).convert('RGB'), np.float32) / 255
 
 
 def _check_conversion(photo, values: np.ndarray, source: str, target: str) -> None:
@@ -50,7 +75,7 @@ def test_display_p3_jpeg_from_a_phone(tmp_path):
   assert photo.container == 'jpeg' and photo.bits == 8 and photo.converted
   _check_conversion(photo, pf.stored(path), 'display_p3', 'srgb')
   # Random codes fill P3, much of which sRGB cannot show: those are clipped and counted.
-  expected = colour_spaces_reference_clipped(pf.stored(path), 'display_p3', 'srgb')
+  expected = _clipped_by_reference(pf.stored(path), 'display_p3', 'srgb')
   assert 0.5 * expected <= photo.clipped_pixels <= expected
   # Read in its own space, the file's values are kept exactly.
   own = load_photo(path, 'display_p3')
@@ -58,34 +83,14 @@ def test_display_p3_jpeg_from_a_phone(tmp_path):
   np.testing.assert_array_equal(own.pixels, pf.stored(path).astype(np.float32))
 
 
-def colour_spaces_reference_clipped(values, source, target) -> int:
-  import colour
-
-  exact = colour.RGB_to_RGB(
-    values,
-    pf.REFERENCE[source],
-    pf.REFERENCE[target],
-    chromatic_adaptation_transform='Bradford',
-    apply_cctf_decoding=True,
-    apply_cctf_encoding=True,
-  )
-  return int(np.count_nonzero(np.any((exact < -1e-3) | (exact > 1 + 1e-3), axis=-1)))
-
-
 def test_libvips_own_p3_profile_is_read_as_display_p3(tmp_path):
   # libvips' compact P3 profile (what many phone exports carry) clips two colorants a little.
   values = pf.colourful(32, 32, 8, seed=3)
-  path = pf.write(tmp_path / 'p3.jpg', values, profile=colour_spaces_builtin('p3'), Q=100)
+  path = pf.write(tmp_path / 'p3.jpg', values, profile=_libvips_profile('p3'), Q=100)
   photo = load_photo(path, 'display_p3')
   assert photo.converted
   de = pf.delta_e(photo.pixels, pf.stored(path), 'display_p3')
   assert de.max() < MAX_DE and de.mean() < 0.3
-
-
-def colour_spaces_builtin(name: str) -> bytes:
-  import pyvips
-
-  return bytes(pyvips.Operation.call('profile_load', name))
 
 
 def test_sixteen_bit_adobe_rgb_tiff(tmp_path):
@@ -117,8 +122,6 @@ def test_untagged_file_is_srgb(tmp_path):
 
 
 def test_cmyk_jpeg_with_a_profile_is_colour_managed(tmp_path):
-  import pyvips
-
   # Muted colours, inside what a press can print, made into CMYK with libvips' press profile.
   rgb = np.round(255 * (0.3 + 0.4 * pf.colourful(24, 24, 8, seed=5) / 255)).astype(np.uint8)
   cmyk = pyvips.Image.new_from_array(rgb).copy(interpretation='srgb').icc_transform('cmyk')
@@ -129,12 +132,8 @@ def test_cmyk_jpeg_with_a_profile_is_colour_managed(tmp_path):
   de = pf.delta_e(photo.pixels, rgb / 255, 'srgb')
   assert de.mean() < 1.5, de.mean()
   # Not the plain formula: that ignores the ink and paper the profile describes.
-  plain = load_photo_without_profile(path)
+  plain = _plain_cmyk(path)
   assert np.abs(plain - photo.pixels).mean() > 0.02
-
-
-def load_photo_without_profile(path) -> np.ndarray:
-  return np.asarray(Image.open(path).convert('RGB'), np.float32) / 255
 
 
 def test_exif_rotated_p3_jpeg(tmp_path):
@@ -156,7 +155,7 @@ def test_exif_rotated_p3_jpeg(tmp_path):
 def test_unusable_profile_is_ignored(tmp_path):
   values = pf.colourful(8, 8, 8)
   # A CMYK profile on RGB pixels, and a damaged one: libpng drops both, the file is sRGB.
-  for profile in (colour_spaces_builtin('cmyk'), b'not a profile' * 20):
+  for profile in (_libvips_profile('cmyk'), b'not a profile' * 20):
     Image.fromarray(values).save(tmp_path / 'odd.png', icc_profile=profile)
     photo = load_photo(tmp_path / 'odd.png', 'srgb')
     assert photo.profile is None
@@ -224,3 +223,32 @@ def test_bad_output_options_name_the_option(option, value):
     photo_writer.check_output_options(_predict_options(**{option: value}))
   with pytest.raises(ValueError, match='JPEG'):
     photo_writer.check_output_options(_predict_options(output_format='jpeg', output_bits='16'))
+
+
+def test_pairs_in_different_profiles_are_aligned_in_the_working_space(tmp_path):
+  root = tmp_path / 'pairs'
+  for split in ('train', 'test'):
+    srgb = pf.colourful(40, 40, 8, seed=10 if split == 'train' else 11)
+    # The input exported as 16-bit Display P3, the target left as an untagged 8-bit sRGB PNG.
+    p3 = (
+      pyvips.Image.new_from_array(srgb)
+      .copy(interpretation='srgb')
+      .icc_transform(colour_spaces.profile_path('display_p3'), input_profile='srgb', depth=16)
+    )
+    pf.write(root / split / 'input' / 'a.tif', p3.numpy(), profile=pf.profile('display_p3'))
+    pf.write(root / split / 'target' / 'a.png', srgb)
+  config = tiny_config(**{'data.name': 'paired_folders', 'data.dir': str(root)})
+
+  summary = dataset_summary(config, data_dir=str(tmp_path / 'tfds'))
+
+  assert "colour: working space 'srgb'" in summary
+  assert '2 file(s) without an ICC profile, read as sRGB' in summary
+  assert '2 pair(s) whose input and target carry different profiles' in summary
+  record = {
+    'input': (root / 'test' / 'input' / 'a.tif').read_bytes(),
+    'target': (root / 'test' / 'target' / 'a.png').read_bytes(),
+    'name': 'a',
+  }
+  pair = DecodePair(working_space='srgb').map(record)
+  de = pf.delta_e(pair['input'], pair['target'], 'srgb')
+  assert de.max() < MAX_DE and de.mean() < 0.3, (de.max(), de.mean())
