@@ -34,7 +34,7 @@ from unet_jax.inference import workdir as workdir_lib  # noqa: E402
 
 _STEPS = flags.DEFINE_integer('steps', 400, 'Training steps per run.')
 _SMALL = flags.DEFINE_bool(
-  'small', False, 'A 2-level, 8-channel U-Net on 48 px crops: minutes on a busy 2-core machine.'
+  'small', False, 'A 2-level, 8-channel U-Net on 32 px crops: minutes on a busy 2-core machine.'
 )
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where to keep the runs (default: a temp dir).')
 _RESULT = flags.DEFINE_string('result', None, 'Also write the numbers to this JSON file.')
@@ -75,7 +75,7 @@ def _config(pairs: pathlib.Path, steps: int):
   config.num_train_steps = steps
   if _SMALL.value:
     config.model.levels, config.model.base_channels = 2, 8
-    config.data.crop_size = 48
+    config.data.crop_size = 32
     config.predict.tile_size, config.predict.tile_overlap = 128, 16
   config.eval_every_steps = steps
   config.checkpoint_every_steps = steps
