@@ -11,7 +11,7 @@ the decoder, the same data for both) and on its own held-out pairs; PSNR is in t
 space. The claim holds if the two models are within 0.3 dB.
 
   python experiments/colour_pairs.py --steps=400
-  python experiments/colour_pairs.py --small --steps=300   # what experiments/results/ holds
+  python experiments/colour_pairs.py --small --steps=100   # experiments/results/colour_pairs.json
 """
 
 import json
