@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import pyvips
 from PIL import Image
 
 from tests.test_data_helpers import png16, random_pixels, save
@@ -57,10 +58,15 @@ def test_sixteen_bit_grayscale_keeps_precision(tmp_path):
   _check(image, np.repeat(gray[..., None] / 65535.0, 3, -1), atol=1e-6)
 
 
-def test_sixteen_bit_rgb_is_read_at_eight_bits(tmp_path):
+def test_sixteen_bit_rgb_keeps_full_precision(tmp_path):
   pixels = np.random.default_rng(0).integers(0, 65536, (6, 5, 3)).astype(np.uint16)
   (tmp_path / 'rgb16.png').write_bytes(png16(pixels))
-  _check(load_image(tmp_path / 'rgb16.png'), pixels / 65535.0, atol=1 / 255)
+  _check(load_image(tmp_path / 'rgb16.png'), pixels / 65535.0, atol=1e-7)
+  rgba = np.random.default_rng(1).integers(0, 65536, (6, 5, 4)).astype(np.uint16)
+  image = pyvips.Image.new_from_array(rgba).copy(interpretation='rgb16')
+  (tmp_path / 'rgba16.tif').write_bytes(image.tiffsave_buffer())
+  stored = rgba / 65535.0
+  _check(load_image(tmp_path / 'rgba16.tif'), stored[..., :3] * stored[..., 3:], atol=1e-6)
 
 
 def test_exif_orientation_is_applied(tmp_path, rgb):

@@ -80,6 +80,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # None: <workdir>/tfds for paired folders and tfds datasets (data.tfds_dir decides).
   data.tfds_data_dir = config_dict.placeholder(str)
   data.look = 'local_contrast'  # built-in grading look (builtin dataset)
+  # RGB space the model learns and grades in: srgb | display_p3 | adobe_rgb | prophoto_rgb.
+  # Every file's ICC profile is converted to it on reading (untagged files are sRGB).
+  data.working_space = 'srgb'
   data.noise_sigma = 25.0 / 255.0  # denoise task, on [0, 1] images
   data.crop_size = 256
   data.sampling = 'crop'  # crop | resize | mixed (whole image resized, or a random crop)
@@ -118,6 +121,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   predict.tile_overlap = 64
   predict.batch_tiles = 0  # tiles per device call; 0: from the device's free memory (CPU: 1)
   predict.lut_only = False  # the colour head alone, no U-Net pass (color_head != none)
+  # The graded file: by default the input's container, bit depth and ICC profile, with its EXIF.
+  predict.output_format = 'same'  # same | jpeg | png | tiff
+  predict.output_bits = 'same'  # same | 8 | 16 (jpeg is 8-bit only)
+  predict.output_profile = 'same'  # same | srgb | display_p3 | adobe_rgb | prophoto_rgb
+  predict.jpeg_quality = 95
 
   # Multi-host: leave None on a single machine or where jax auto-detects (TPU pods, SLURM).
   config.distributed = dist = ml_collections.ConfigDict()

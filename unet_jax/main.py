@@ -36,6 +36,8 @@ flags.DEFINE_string(
   'export_lut: a new .cube file.',
 )
 flags.DEFINE_integer('lut_size', 33, 'export, export_lut: grid points per axis of the .cube LUT.')
+flags.DEFINE_bool('skip_existing', False, 'predict: skip photos whose output already exists.')
+flags.DEFINE_bool('recursive', False, 'predict: also grade sub-folders, mirrored in --output.')
 flags.mark_flag_as_required('workdir')
 
 
@@ -77,7 +79,13 @@ def main(argv: list[str]) -> None:
   else:
     if not FLAGS.input or not FLAGS.output:
       raise app.UsageError('--mode=predict needs --input=FILE_OR_DIR and --output=DIR.')
-    summary = inference.run_predict(FLAGS.workdir, FLAGS.input, FLAGS.output)
+    summary = inference.run_predict(
+      FLAGS.workdir,
+      FLAGS.input,
+      FLAGS.output,
+      skip_existing=FLAGS.skip_existing,
+      recursive=FLAGS.recursive,
+    )
     print(summary, flush=True)
 
 

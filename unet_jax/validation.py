@@ -4,7 +4,7 @@ import jax
 import ml_collections
 
 from unet_jax import data, losses
-from unet_jax.inference import tiling
+from unet_jax.inference import photo_writer, tiling
 from unet_jax.models import validate_model_config
 
 TASKS = ('enhance', 'denoise', 'segment')
@@ -60,6 +60,7 @@ def _validate_loss(config: ml_collections.ConfigDict) -> None:
 
 def _validate_predict(config: ml_collections.ConfigDict) -> None:
   try:
+    photo_writer.check_output_options(config.predict)
     tiling.check_tiling(config.model.levels, config.predict.tile_size, config.predict.tile_overlap)
   except ValueError as error:
     raise ConfigError(str(error)) from None

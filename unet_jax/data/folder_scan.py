@@ -1,7 +1,8 @@
 """Lists a folder of (input, target) pairs and checks each pair; no tfds here.
 
 Two layouts, pairs matched by file stem (`a.jpg` goes with `a.tif`), extensions jpg, jpeg, png,
-tif, tiff, webp in any case; hidden files and other extensions are ignored (and counted):
+tif, tiff, webp, heic, heif, avif in any case; hidden files and other extensions are ignored
+(and counted):
 
   ROOT/train/input/*  ROOT/train/target/*  ROOT/val/...  ROOT/test/...   one folder per split
   ROOT/input/*  ROOT/target/*  ROOT/splits/train.txt  ROOT/splits/test.txt   flat, split by lists
@@ -21,10 +22,10 @@ import os
 import re
 
 from unet_jax.data.errors import DataError
-from unet_jax.data.images import is_image_file, read_bytes, verify_image
+from unet_jax.data.images import DEFAULT_WORKING_SPACE, is_image_file, read_bytes, verify_image
 
 # Bump when what is stored per pair changes: a new fingerprint prepares the folders afresh.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SPLIT_NAME = re.compile(r'^[A-Za-z0-9_]+$')
 LISTS_DIR = 'splits'
 _SIDES = ('input', 'target')
@@ -177,15 +178,32 @@ def _match(
   return Pair(stem, inputs[0], targets[0]), None
 
 
-def check_pair(pair: Pair) -> tuple[bytes, bytes, int, int]:
-  """Reads and decodes both files; (input bytes, target bytes, height, width) or DataError."""
+@dataclasses.dataclass(frozen=True)
+class CheckedPair:
+  """A pair that decodes: its bytes, size, and what its colours were (for the summary)."""
+
+  input_bytes: bytes
+  target_bytes: bytes
+  height: int
+  width: int
+  colour: list  # [input profile, target profile, input clipped pixels, target clipped pixels]
+
+
+def check_pair(pair: Pair, working_space: str = DEFAULT_WORKING_SPACE) -> CheckedPair:
+  """Reads and decodes both files into `working_space`; a CheckedPair or DataError."""
   input_bytes, target_bytes = read_bytes(pair.input), read_bytes(pair.target)
-  input_size = verify_image(input_bytes, pair.input)
-  target_size = verify_image(target_bytes, pair.target)
+  input_size, input_photo = verify_image(input_bytes, pair.input, working_space)
+  target_size, target_photo = verify_image(target_bytes, pair.target, working_space)
   if input_size != target_size:
     (ih, iw), (th, tw) = input_size, target_size
     raise DataError(
       f'{pair.input} is {iw}x{ih} but {pair.target} is {tw}x{th} (after EXIF orientation): '
       'a pair must have the same size.'
     )
-  return input_bytes, target_bytes, *input_size
+  colour = [
+    input_photo.profile_name if input_photo.profile else None,
+    target_photo.profile_name if target_photo.profile else None,
+    input_photo.clipped_pixels,
+    target_photo.clipped_pixels,
+  ]
+  return CheckedPair(input_bytes, target_bytes, *input_size, colour)

@@ -21,6 +21,7 @@ import tensorflow_datasets as tfds
 
 from unet_jax.data.errors import DataError
 from unet_jax.data.folder_scan import FolderScan, Pair, check_pair, report, scan_folder
+from unet_jax.data.images import DEFAULT_WORKING_SPACE
 
 POLICIES = ('error', 'skip')
 
@@ -29,6 +30,7 @@ POLICIES = ('error', 'skip')
 class PairedFoldersConfig(tfds.core.BuilderConfig):
   scan: FolderScan | None = dataclasses.field(default=None, repr=False)
   bad_pair_policy: str = 'error'
+  working_space: str = DEFAULT_WORKING_SPACE
 
 
 class PairedFolders(tfds.core.GeneratorBasedBuilder):
@@ -66,24 +68,28 @@ class PairedFolders(tfds.core.GeneratorBasedBuilder):
     self.info.metadata['problems'] = list(scan.problems)
     self.info.metadata['ignored_files'] = scan.ignored_files
     self.info.metadata['records'] = {}
+    self.info.metadata['colour'] = {}
     return {
       split: self._generate_examples(split, pairs) for split, pairs in scan.splits.items() if pairs
     }
 
   def _generate_examples(self, split: str, pairs: list[Pair]) -> Iterator[tuple[str, dict]]:
-    records, problems = [], []
+    records, problems, colour = [], [], []
     for index, pair in enumerate(pairs):
       try:
-        input_bytes, target_bytes, height, width = check_pair(pair)
+        checked = check_pair(pair, self.builder_config.working_space)
       except DataError as error:
         problems.append({'split': split, 'name': pair.name, 'message': str(error)})
         continue
-      records.append([pair.name, height, width])
-      yield f'{index:08d}', {'input': input_bytes, 'target': target_bytes, 'name': pair.name}
+      records.append([pair.name, checked.height, checked.width])
+      colour.append(checked.colour)
+      record = {'input': checked.input_bytes, 'target': checked.target_bytes, 'name': pair.name}
+      yield f'{index:08d}', record
     if problems and self.builder_config.bad_pair_policy == 'error':
       raise DataError(report(problems, _header(self.builder_config.scan.root, len(problems))))
     self.info.metadata['problems'].extend(problems)
     self.info.metadata['records'][split] = records
+    self.info.metadata['colour'][split] = colour
 
 
 def _header(root: str, count: int) -> str:
@@ -102,6 +108,10 @@ class PreparedFolders:
   records: dict[str, list[tuple[str, int, int]]]  # split -> (name, height, width) per index
   problems: list[dict[str, str]]
   ignored_files: int
+  # split -> [input profile, target profile, input clipped, target clipped] per index;
+  # a profile of None means untagged (read as sRGB).
+  colour: dict[str, list[list]] = dataclasses.field(default_factory=dict)
+  working_space: str = DEFAULT_WORKING_SPACE
 
   def source(self, split: str) -> Any:
     return self.builder.as_data_source(split)
@@ -123,12 +133,19 @@ def file_lock(path: str) -> Iterator[None]:
 _BUILDERS: dict[tuple[str, str], Any] = {}
 
 
-def _config_name(root: str, fingerprint: str) -> str:
+def _config_name(root: str, fingerprint: str, working_space: str) -> str:
   base = re.sub(r'[^a-z0-9]+', '_', os.path.basename(root).lower()).strip('_')[:40] or 'pairs'
-  return f'{base}_{fingerprint}'
+  # The colour checks depend on the working space; the default keeps its earlier names.
+  space = '' if working_space == DEFAULT_WORKING_SPACE else f'_{working_space}'
+  return f'{base}_{fingerprint}{space}'
 
 
-def prepare(root: str, data_dir: str, bad_pair_policy: str = 'error') -> PreparedFolders:
+def prepare(
+  root: str,
+  data_dir: str,
+  bad_pair_policy: str = 'error',
+  working_space: str = DEFAULT_WORKING_SPACE,
+) -> PreparedFolders:
   """Checks every pair of `root` and writes the ArrayRecord files once; reuses them after.
 
   Raises DataError listing the bad pairs under the 'error' policy: listing problems (no partner,
@@ -142,11 +159,13 @@ def prepare(root: str, data_dir: str, bad_pair_policy: str = 'error') -> Prepare
   scan = scan_folder(root)
   if scan.problems and bad_pair_policy == 'error':
     raise DataError(report(scan.problems, _header(scan.root, len(scan.problems))))
-  name = _config_name(scan.root, scan.fingerprint)
+  name = _config_name(scan.root, scan.fingerprint, working_space)
   data_dir = os.path.abspath(os.fspath(data_dir))
   builder = _BUILDERS.get((data_dir, name))
   if builder is None:
-    config = PairedFoldersConfig(name=name, scan=scan, bad_pair_policy=bad_pair_policy)
+    config = PairedFoldersConfig(
+      name=name, scan=scan, bad_pair_policy=bad_pair_policy, working_space=working_space
+    )
     with file_lock(os.path.join(data_dir, 'paired_folders', f'.{name}.lock')):
       builder = PairedFolders(config=config, data_dir=data_dir, file_format='array_record')
       if not builder.is_prepared():
@@ -161,4 +180,13 @@ def prepare(root: str, data_dir: str, bad_pair_policy: str = 'error') -> Prepare
   records = {
     split: [tuple(row) for row in rows] for split, rows in metadata.get('records', {}).items()
   }
-  return PreparedFolders(builder, scan.root, records, problems, metadata.get('ignored_files', 0))
+  colour = {split: [list(r) for r in rows] for split, rows in metadata.get('colour', {}).items()}
+  return PreparedFolders(
+    builder,
+    scan.root,
+    records,
+    problems,
+    metadata.get('ignored_files', 0),
+    colour,
+    working_space,
+  )

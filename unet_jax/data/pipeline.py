@@ -31,9 +31,11 @@ def _decoder(config: ml_collections.ConfigDict) -> grain.transforms.Map:
     return segmentation.DecodeSegmentation(
       spec, spec.num_classes or config.model.num_classes, config.loss.ignore_label
     )
+  space = config.data.working_space
   if config.task == 'denoise':
-    return DecodePair(clean_key='input' if config.data.name == 'builtin' else 'target')
-  return DecodePair()
+    clean_key = 'input' if config.data.name == 'builtin' else 'target'
+    return DecodePair(clean_key=clean_key, working_space=space)
+  return DecodePair(working_space=space)
 
 
 def _noise_sigma(config: ml_collections.ConfigDict) -> float | None:

@@ -137,9 +137,45 @@ def prepare(config: ml_collections.ConfigDict, data_dir: str | None = None) -> P
   if data.name == 'paired_folders':
     if not data.dir:
       raise DataError("config.data.name='paired_folders' needs config.data.dir (the pairs root).")
-    folders = paired_folders.prepare(data.dir, data_dir, data.bad_pair_policy)
+    folders = paired_folders.prepare(data.dir, data_dir, data.bad_pair_policy, data.working_space)
     return PreparedData(config, data_dir, folders)
   return PreparedData(config, data_dir, None)
+
+
+def colour_summary(
+  folders: paired_folders.PreparedFolders | None, working_space: str, *, builtin: bool = False
+) -> str:
+  """What the files' ICC profiles were and what reading them into `working_space` did."""
+  head = f'  colour: working space {working_space!r}'
+  if builtin or folders is None:
+    note = 'untagged sRGB PNGs' if builtin else 'as stored'
+    return f'{head}; files {note}.'
+  profiles: dict[str, int] = {}
+  untagged = mixed = clipped_files = clipped_pixels = 0
+  for rows in folders.colour.values():
+    for input_profile, target_profile, input_clipped, target_clipped in rows:
+      for profile in (input_profile, target_profile):
+        untagged += profile is None
+        key = profile or 'none'
+        profiles[key] = profiles.get(key, 0) + 1
+      mixed += input_profile != target_profile
+      clipped_files += (input_clipped > 0) + (target_clipped > 0)
+      clipped_pixels += input_clipped + target_clipped
+  listed = ', '.join(f'{name} x{count}' for name, count in sorted(profiles.items()))
+  lines = [f'{head}; profiles: {listed or "-"}.']
+  if untagged:
+    lines.append(f'  {untagged} file(s) without an ICC profile, read as sRGB.')
+  if mixed:
+    lines.append(
+      f'  {mixed} pair(s) whose input and target carry different profiles, aligned in '
+      f'{working_space}.'
+    )
+  if clipped_files:
+    lines.append(
+      f'  {clipped_files} file(s) with colours outside {working_space}: {clipped_pixels} '
+      'pixel(s) clipped to its edge (a wider config.data.working_space keeps them).'
+    )
+  return '\n'.join(lines)
 
 
 def dataset_summary(config: ml_collections.ConfigDict, data_dir: str | None = None) -> str:
@@ -168,6 +204,7 @@ def dataset_summary(config: ml_collections.ConfigDict, data_dir: str | None = No
       "  note: a crop cannot tell where it sits in the frame, so the 'vignette' look needs "
       "config.data.sampling='resize' or 'mixed' to be learnt."
     )
+  lines.append(colour_summary(prepared.folders, data.working_space, builtin=data.name == 'builtin'))
   if train.sizes:
     heights = [row[1] for row in train.sizes]
     widths = [row[2] for row in train.sizes]

@@ -14,7 +14,7 @@ import grain
 import numpy as np
 from PIL import Image
 
-from unet_jax.data.images import decode_image
+from unet_jax.data.images import DEFAULT_WORKING_SPACE, decode_image
 from unet_jax.models.color_head import photo_coords
 
 SAMPLINGS = ('crop', 'resize', 'mixed')
@@ -132,19 +132,23 @@ def _sample(array: np.ndarray, ys: np.ndarray, xs: np.ndarray, nearest: bool) ->
 class DecodePair(grain.transforms.Map):
   """A record of encoded bytes -> `{'input', 'target', 'name'}` float32 `[H, W, 3]`.
 
-  With `clean_key` (denoising) only that side is kept, as `'target'`: the noisy input is made
-  later, after the geometry, so that noise is never interpolated.
+  Both sides are converted to `working_space` from their own ICC profiles, so a pair whose
+  input and target were exported in different spaces lines up in colour too. With `clean_key`
+  (denoising) only that side is kept, as `'target'`: the noisy input is made later, after the
+  geometry, so that noise is never interpolated.
   """
 
   clean_key: str | None = None
+  working_space: str = DEFAULT_WORKING_SPACE
 
   def map(self, record: dict[str, Any]) -> dict[str, Any]:
     name = record_text(record['name'])
+    space = self.working_space
     if self.clean_key is not None:
-      return {'target': decode_image(record[self.clean_key], name), 'name': name}
+      return {'target': decode_image(record[self.clean_key], name, space), 'name': name}
     return {
-      'input': decode_image(record['input'], f'{name} (input)'),
-      'target': decode_image(record['target'], f'{name} (target)'),
+      'input': decode_image(record['input'], f'{name} (input)', space),
+      'target': decode_image(record['target'], f'{name} (target)', space),
       'name': name,
     }
 

@@ -5,7 +5,7 @@ import os
 
 import ml_collections
 
-from unet_jax.data import builtin, folder_scan, looks, segmentation
+from unet_jax.data import builtin, colour_spaces, folder_scan, looks, segmentation
 from unet_jax.data.errors import DataError
 from unet_jax.data.folder_scan import report
 from unet_jax.data.images import image_size
@@ -30,6 +30,7 @@ def validate_data_config(config: ml_collections.ConfigDict, *, check_files: bool
   data = config.data
   _choice('data.sampling', data.sampling, SAMPLINGS)
   _choice('data.bad_pair_policy', data.bad_pair_policy, POLICIES)
+  _choice('data.working_space', data.working_space, list(colour_spaces.WORKING_SPACES))
   for option in ('crop_size',):
     if data[option] <= 0:
       raise DataError(f'config.data.{option} must be > 0; got {data[option]}.')

@@ -47,21 +47,35 @@ class Model:
     before 8-bit rounding); for a segmentation model, int32 class labels `[H, W]`.
     """
     if isinstance(image, str | os.PathLike):
-      image = data.load_image(image)
+      image = data.load_image(image, self.config.data.working_space)
     image = _as_float_image(image)
     tiles = grading.tile_settings(self.config)
     if self.module.head == 'segmentation':
       return grading.segment_image(self.module, self.variables, image, **tiles)
-    graded = grading.grade_image(self.module, self.variables, image, **tiles)
+    if self.config.predict.lut_only:
+      graded = grading.grade_lut_only(self.module, self.variables, image)
+    else:
+      graded = grading.grade_image(self.module, self.variables, image, **tiles)
     return np.clip(graded, 0.0, 1.0)
 
-  def grade_folder(self, input_path: str, output_dir: str) -> dict[str, Any]:
-    """Grades a photo or a folder of photos into PNGs in `output_dir`, as `--mode=predict`.
+  def grade_folder(
+    self, input_path: str, output_dir: str, *, skip_existing: bool = False, recursive: bool = False
+  ) -> dict[str, Any]:
+    """Grades a photo or a folder of photos into `output_dir`, as `--mode=predict` does: each
+    file written like its input (container, bits, profile, EXIF).
 
     Never overwrites an input or an earlier output; returns predict's summary
-    (`{'output_dir', 'written': [...], 'failed': [...]}`).
+    (`{'output_dir', 'written': [...], 'skipped': [...], 'failed': [...]}`).
     """
-    return files.predict_paths(self.config, self.module, self.variables, input_path, output_dir)
+    return files.predict_paths(
+      self.config,
+      self.module,
+      self.variables,
+      input_path,
+      output_dir,
+      skip_existing=skip_existing,
+      recursive=recursive,
+    )
 
 
 def _as_float_image(image: np.ndarray) -> np.ndarray:

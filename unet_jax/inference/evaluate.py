@@ -16,6 +16,7 @@ from jax.experimental import multihost_utils
 from PIL import Image
 
 from unet_jax import data, metrics
+from unet_jax.data import colour_spaces
 from unet_jax.data.images import to_uint8
 from unet_jax.inference import grading
 from unet_jax.models import UNet
@@ -75,6 +76,9 @@ def evaluate(
 
   model_scores, identity_scores = _ImageScores(), _ImageScores()
   per_image, examples = [], []
+  # The pixels are in the run's working space: tag the PNGs with it (sRGB ones stay untagged).
+  space = config.data.working_space
+  tag = {} if space == 'srgb' else {'icc_profile': colour_spaces.profile_bytes(space)}
   for example in _eval_examples(config, data_dir, max_images):
     graded = grading.grade_image(
       model, variables, example['input'], **grading.tile_settings(config)
@@ -96,8 +100,9 @@ def evaluate(
       examples.append((name, side_by_side(example['input'], np.clip(graded, 0, 1), target)))
     if output_dir is not None:
       panel = side_by_side(example['input'], graded, target)
-      Image.fromarray(to_uint8(panel)).save(os.path.join(output_dir, f'{name}.png'))
-      Image.fromarray(to_uint8(graded)).save(os.path.join(output_dir, f'{name}_graded.png'))
+      Image.fromarray(to_uint8(panel)).save(os.path.join(output_dir, f'{name}.png'), **tag)
+      graded_path = os.path.join(output_dir, f'{name}_graded.png')
+      Image.fromarray(to_uint8(graded)).save(graded_path, **tag)
 
   names = sorted(model_scores.totals) or ['psnr']
   results = {

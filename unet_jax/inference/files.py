@@ -1,22 +1,48 @@
 """Predict on files: which photos an input names, where each graded photo goes, safely.
 
-`predict_paths` grades a file or a folder of photos into another folder; its docstring lists
-the rules that protect inputs and earlier outputs.
+`predict_paths` reads each photo into the run's working space, grades it and writes it like
+the photo it came from (`photo_writer.py`). The rules a photographer relies on:
+- Inputs are never overwritten: an output folder that is the input folder (or resolves to it)
+  is refused before any work, and no output ever replaces an existing file.
+- Names are planned from the inputs alone: `photo.jpg` -> `photo.jpg` (or `.png` / `.tif` as
+  `config.predict.output_format` says); two inputs that would share a name get `-1`, `-2`...
+  in sorted order. An existing file of the planned name is kept and the output gets the next
+  free `-k` name, unless `skip_existing`, when that input counts as done and is skipped: an
+  interrupted folder is finished without duplicates.
+- Each file is written under a hidden temporary name and linked to its real name only when
+  complete, so a killed run never leaves a half photo under a real name (its leftovers are
+  removed by the next run).
+- `recursive` grades sub-folders too and mirrors them in the output folder (which may sit
+  inside the input folder: it is never read as input).
+- A progress bar over photos, with ETA, and a JSON summary (`SUMMARY_FILE`) in the output
+  folder, rewritten after every photo.
 """
 
+import contextlib
+import errno
+import io
+import json
 import logging
 import os
+import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 import ml_collections
 import numpy as np
+import tqdm
 from PIL import Image
 
 from unet_jax import data
-from unet_jax.data.images import is_image_file, to_uint8
-from unet_jax.inference import grading, tiling
+from unet_jax.data.images import is_image_file
+from unet_jax.inference import grading, photo_writer, tiling
+
+SUMMARY_FILE = 'predict_summary.json'
+_PARTIAL = re.compile(r'^\..+\.partial-(\d+)$')
+_MAX_SUFFIX = 10_000
+_WRITTEN_EXTENSIONS = ('', '.jpg', '.png', '.tif', '.webp')  # '': the input's own
 
 
 def _same_path(a: str, b: str) -> bool:
@@ -28,71 +54,217 @@ def _same_path(a: str, b: str) -> bool:
     return False
 
 
-def list_inputs(input_path: str) -> list[str]:
-  """The photos `input_path` names: the file itself, or the folder's images (not recursive)."""
+def list_inputs(
+  input_path: str, *, recursive: bool = False, exclude: str | None = None
+) -> list[str]:
+  """The photos `input_path` names: the file itself, or the folder's images (sorted; with
+  `recursive`, those of its sub-folders too, hidden folders and `exclude` left out)."""
   if not os.path.exists(input_path):
     raise FileNotFoundError(f'--input {input_path}: no such file or folder.')
   if not os.path.isdir(input_path):
     return [input_path]
-  names = sorted(n for n in os.listdir(input_path) if is_image_file(n))
-  paths = [os.path.join(input_path, n) for n in names]
+  paths = []
+  for folder, dirs, files in os.walk(input_path):
+    dirs[:] = sorted(
+      d
+      for d in dirs
+      if recursive
+      and not d.startswith('.')
+      and not (exclude and _same_path(os.path.join(folder, d), exclude))
+    )
+    paths += [os.path.join(folder, n) for n in sorted(files) if is_image_file(n)]
   paths = [p for p in paths if os.path.isfile(p)]
   if not paths:
+    where = 'this folder or its sub-folders' if recursive else 'this folder'
     raise ValueError(
-      f'--input {input_path}: no images in this folder (jpg, jpeg, png, tif, tiff, webp).'
+      f'--input {input_path}: no images in {where} (jpg, jpeg, png, tif, tiff, webp, heic).'
     )
   return paths
 
 
-def _output_name(input_path: str) -> str:
-  return os.path.splitext(os.path.basename(input_path))[0] + '.png'
+def input_root(input_path: str) -> str:
+  return input_path if os.path.isdir(input_path) else os.path.dirname(input_path) or '.'
 
 
-def check_paths(input_path: str, output_dir: str) -> list[str]:
+def check_paths(input_path: str, output_dir: str, *, recursive: bool = False) -> list[str]:
   """Refuses, before any work, an output folder that could overwrite an input; returns inputs.
 
   Raises ValueError when `output_dir` is (or resolves to) the input folder, or the folder of a
-  single input file, or is not a folder, or when an output name is an input file (a link).
+  single input file, or is not a folder, or when a name we could write there is an input (a
+  link).
   """
-  inputs = list_inputs(input_path)
-  input_dir = input_path if os.path.isdir(input_path) else os.path.dirname(input_path) or '.'
-  if _same_path(output_dir, input_dir):
+  root = input_root(input_path)
+  if _same_path(output_dir, root):
     raise ValueError(
-      f'--output {output_dir} is the input folder {input_dir}: graded photos must go to another '
+      f'--output {output_dir} is the input folder {root}: graded photos must go to another '
       'folder so that no input can be overwritten.'
     )
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
     raise ValueError(f'--output {output_dir} exists and is not a folder.')
+  inputs = list_inputs(input_path, recursive=recursive, exclude=output_dir)
   if os.path.isdir(output_dir):
-    for path in inputs:
-      target = os.path.join(output_dir, _output_name(path))
-      if os.path.exists(target) and any(_same_path(target, p) for p in inputs):
-        raise ValueError(f'--output {output_dir}: writing {target} would overwrite an input.')
+    for ext in _WRITTEN_EXTENSIONS:
+      plan_outputs(inputs, root, output_dir, lambda p, ext=ext: ext or os.path.splitext(p)[1])
   return inputs
 
 
-def _write_png(array: np.ndarray, output_dir: str, name: str) -> str:
-  """Writes `name`, or `stem-1.png`, `stem-2.png`... if taken; never replaces an existing file
-  (exclusive create, so not even a file that appears meanwhile or a link to an input)."""
+def plan_outputs(
+  inputs: list[str], root: str, output_dir: str, extension: Callable[[str], str]
+) -> list[str]:
+  """The output path of each input: mirrored sub-folder, stem + `extension(input)`, `-k` for
+  inputs that would share a name. Raises ValueError if an output would be an input (a link)."""
+  taken: set[str] = set()
+  planned = []
+  for path in inputs:
+    relative = os.path.relpath(os.path.dirname(os.path.abspath(path)), os.path.abspath(root))
+    stem = os.path.splitext(os.path.basename(path))[0]
+    ext = extension(path)
+    folder = os.path.normpath(os.path.join(output_dir, relative))
+    candidate = os.path.join(folder, stem + ext)
+    suffix = 0
+    while candidate in taken:
+      suffix += 1
+      candidate = os.path.join(folder, f'{stem}-{suffix}{ext}')
+    taken.add(candidate)
+    if os.path.exists(candidate) and any(_same_path(candidate, p) for p in inputs):
+      raise ValueError(f'--output {output_dir}: writing {candidate} would overwrite an input.')
+    planned.append(candidate)
+  return planned
+
+
+def write_new_file(path: str, data: bytes) -> str:
+  """Writes `data` as `path`, or `stem-1.ext`, `stem-2.ext`... if taken; returns the name used.
+
+  The bytes go to a hidden temporary file first, which is linked to the free name only once
+  complete (link never replaces a file, not even one that appears meanwhile or a link to an
+  input), so a crash never leaves a partial file under a real name.
+  """
+  folder, name = os.path.split(path)
   stem, ext = os.path.splitext(name)
-  for attempt in range(10_000):
-    path = os.path.join(output_dir, name if attempt == 0 else f'{stem}-{attempt}{ext}')
-    try:
-      f = open(path, 'xb')  # noqa: SIM115 - removed below if the encoder fails
-    except FileExistsError:
-      continue
-    try:
-      with f:
-        Image.fromarray(array).save(f, format='PNG')
-    except BaseException:
-      os.remove(path)
+  os.makedirs(folder or '.', exist_ok=True)
+  tmp = os.path.join(folder, f'.{name}.partial-{os.getpid()}')
+  with open(tmp, 'wb') as f:
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+  try:
+    for attempt in range(_MAX_SUFFIX):
+      candidate = os.path.join(folder, name if attempt == 0 else f'{stem}-{attempt}{ext}')
+      if _claim(tmp, candidate):
+        return candidate
+    raise FileExistsError(f'{folder}: {name} and {_MAX_SUFFIX} numbered variants all exist.')
+  finally:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
+
+
+def _claim(tmp: str, candidate: str) -> bool:
+  try:
+    os.link(tmp, candidate)
+    return True
+  except FileExistsError:
+    return False
+  except OSError as error:
+    if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
       raise
-    return path
-  raise FileExistsError(f'{output_dir}: {stem}.png and 10000 numbered variants all exist.')
+  # No hard links on this file system: an exclusive create, then the bytes.
+  try:
+    with open(candidate, 'xb') as f, open(tmp, 'rb') as src:
+      f.write(src.read())
+    return True
+  except FileExistsError:
+    return False
 
 
-def _label_image(labels: np.ndarray, num_classes: int) -> np.ndarray:
-  return labels.astype(np.uint8 if num_classes <= 256 else np.uint16)
+def remove_stale_partials(output_dir: str) -> int:
+  """Removes temporary files left by killed runs (their process is gone); returns how many."""
+  removed = 0
+  for folder, _, files in os.walk(output_dir):
+    for name in files:
+      match = _PARTIAL.match(name)
+      if match and not _alive(int(match.group(1))):
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(os.path.join(folder, name))
+          removed += 1
+  return removed
+
+
+def _alive(pid: int) -> bool:
+  if pid == os.getpid():
+    return False  # our own leftovers from an earlier call: no file of ours is open now
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def write_summary(output_dir: str, summary: dict[str, Any]) -> None:
+  """`output_dir/SUMMARY_FILE`, replaced atomically (it is ours, rewritten after each photo)."""
+  path = os.path.join(output_dir, SUMMARY_FILE)
+  tmp = f'{path}.{os.getpid()}.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(summary, f, indent=2)
+  os.replace(tmp, path)
+
+
+def run_batch(
+  inputs: list[str],
+  outputs: list[str],
+  output_dir: str,
+  grade: Callable[[str], tuple[bytes, dict[str, Any]]],
+  *,
+  skip_existing: bool = False,
+  header: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+  """Grades `inputs` into the planned `outputs` with `grade(path) -> (file bytes, details)`.
+
+  `grade` raises ValueError or OSError for a file it cannot read; that file is reported and
+  the others are still written. Returns (and writes as JSON) the summary:
+  `{'output_dir', ..., 'written': [{'input', 'output', 'seconds', **details}],
+  'skipped': [{'input', 'output'}], 'failed': [{'input', 'reason'}], 'complete'}`.
+  """
+  os.makedirs(output_dir, exist_ok=True)
+  remove_stale_partials(output_dir)
+  summary = {
+    'output_dir': output_dir,
+    **(header or {}),
+    'written': [],
+    'skipped': [],
+    'failed': [],
+    'complete': False,
+  }
+  jobs = list(zip(inputs, outputs, strict=True))
+  for path, planned in tqdm.tqdm(jobs, unit='photo', desc='Grading', dynamic_ncols=True):
+    if skip_existing and os.path.exists(planned):
+      summary['skipped'].append({'input': path, 'output': planned})
+      continue
+    start = time.perf_counter()
+    try:
+      data, details = grade(path)
+    except (ValueError, OSError) as error:
+      logging.warning('Skipping %s: %s', path, error)
+      summary['failed'].append({'input': path, 'reason': str(error)})
+      write_summary(output_dir, summary)
+      continue
+    output = write_new_file(planned, data)
+    seconds = time.perf_counter() - start
+    logging.info('%s -> %s (%.1f s)', path, output, seconds)
+    summary['written'].append(
+      {'input': path, 'output': output, 'seconds': round(seconds, 3), **details}
+    )
+    write_summary(output_dir, summary)
+  summary['complete'] = True
+  write_summary(output_dir, summary)
+  return summary
+
+
+def _label_png(labels: np.ndarray, num_classes: int) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(labels.astype(np.uint8 if num_classes <= 256 else np.uint16)).save(buffer, 'PNG')
+  return buffer.getvalue()
 
 
 def predict_paths(
@@ -101,55 +273,63 @@ def predict_paths(
   variables: Any,
   input_path: str,
   output_dir: str,
+  *,
+  skip_existing: bool = False,
+  recursive: bool = False,
 ) -> dict[str, Any]:
-  """Grades a photo, or every photo of a folder, into PNGs in `output_dir`.
+  """Grades a photo, or every photo of a folder, into `output_dir`.
 
-  - Each `photo.ext` becomes `output_dir/photo.png`: 8-bit RGB clipped to [0, 1], or for a
-    segmentation model 8-bit class labels (16-bit above 256 classes). EXIF orientation is
-    applied on reading, so outputs are upright as the photo is shown.
-  - Inputs are never overwritten: an output folder that is the input folder (or resolves to
-    it) is refused before any work (`check_paths`). An existing file is never replaced either:
-    when `photo.png` exists (an earlier run, or `photo.jpg` next to `photo.png` in the input),
-    the output is `photo-1.png`, `photo-2.png`, ... and the summary says which name was used.
+  - Each photo is read into the run's working space (`config.data.working_space`), graded,
+    and written like it came (`photo_writer.py`): same container, bit depth and ICC profile,
+    EXIF with orientation 1, unless `config.predict.output_*` say otherwise. A segmentation
+    model writes 8-bit class labels as PNG (16-bit above 256 classes).
+  - File rules (never overwrite, planned names, `skip_existing`, `recursive`, temporary names,
+    the JSON summary): see the module doc.
   - A file that cannot be read is reported with the reason and the others are still written.
 
-  Returns:
-    `{'output_dir', 'written': [{'input', 'output', 'height', 'width', 'seconds'}],
-    'failed': [{'input', 'reason'}]}`.
+  Returns the summary: `{'output_dir', 'written': [{'input', 'output', 'height', 'width',
+  'seconds', ...}], 'skipped': [...], 'failed': [{'input', 'reason'}], ...}`.
   """
-  inputs = check_paths(input_path, output_dir)
+  inputs = check_paths(input_path, output_dir, recursive=recursive)
   tile_settings = grading.tile_settings(config)
-  # Bad tile settings are refused before any output folder is made.
+  # Bad settings are refused before any output folder is made.
   tiling.check_tiling(model.levels, config.predict.tile_size, config.predict.tile_overlap)
-  os.makedirs(output_dir, exist_ok=True)
+  options = config.predict
+  photo_writer.check_output_options(options)
+  space = config.data.working_space
   segment = model.head == 'segmentation'
-  written, failed = [], []
-  for path in inputs:
-    start = time.perf_counter()
-    try:
-      image = data.load_image(path)
-    except (ValueError, OSError, Image.DecompressionBombError) as error:
-      logging.warning('Skipping %s: %s', path, error)
-      failed.append({'input': path, 'reason': str(error)})
-      continue
+  root = input_root(input_path)
+  if segment:
+    extension = lambda _: '.png'
+  else:
+    extension = lambda p: photo_writer.planned_extension(p, options)
+  outputs = plan_outputs(inputs, root, output_dir, extension)
+
+  def grade(path: str) -> tuple[bytes, dict[str, Any]]:
+    photo = data.load_photo(path, space)
+    height, width = photo.pixels.shape[:2]
     if segment:
-      labels = grading.segment_image(model, variables, image, **tile_settings)
-      result = _label_image(labels, model.num_classes)
-    elif config.predict.get('lut_only', False):
-      result = to_uint8(grading.grade_lut_only(model, variables, image))
+      labels = grading.segment_image(model, variables, photo.pixels, **tile_settings)
+      return _label_png(labels, model.num_classes), {'height': height, 'width': width}
+    if options.get('lut_only', False):
+      graded = grading.grade_lut_only(model, variables, photo.pixels)
     else:
-      result = to_uint8(grading.grade_image(model, variables, image, **tile_settings))
-    del image
-    output = _write_png(result, output_dir, _output_name(path))
-    seconds = time.perf_counter() - start
-    logging.info('%s -> %s (%dx%d, %.1f s)', path, output, *result.shape[1::-1], seconds)
-    written.append(
-      {
-        'input': path,
-        'output': output,
-        'height': int(result.shape[0]),
-        'width': int(result.shape[1]),
-        'seconds': round(seconds, 3),
-      }
-    )
-  return {'output_dir': output_dir, 'written': written, 'failed': failed}
+      graded = grading.grade_image(model, variables, photo.pixels, **tile_settings)
+    spec = photo_writer.output_spec(photo, path, options)
+    encoded, clipped = photo_writer.encode_photo(graded, photo, spec, options.jpeg_quality)
+    return encoded, {
+      'height': height,
+      'width': width,
+      'format': spec.container,
+      'bits': spec.bits,
+      'profile': spec.profile_name,
+      'exif': photo.exif is not None,
+      'clipped_pixels': photo.clipped_pixels + clipped,
+    }
+
+  header = {
+    'input': input_path,
+    'working_space': space,
+    'options': {k: options[k] for k in ('output_format', 'output_bits', 'output_profile')},
+  }
+  return run_batch(inputs, outputs, output_dir, grade, skip_existing=skip_existing, header=header)

@@ -47,9 +47,24 @@ def run_eval(workdir: str) -> dict[str, Any]:
   )
 
 
-def run_predict(workdir: str, input_path: str, output_dir: str) -> dict[str, Any]:
-  """Grades a photo or a folder of photos with the trained model."""
+def run_predict(
+  workdir: str,
+  input_path: str,
+  output_dir: str,
+  *,
+  skip_existing: bool = False,
+  recursive: bool = False,
+) -> dict[str, Any]:
+  """Grades a photo or a folder of photos with the trained model (see `files.predict_paths`)."""
   # Refuse a bad --input/--output before restoring anything.
-  files.check_paths(input_path, output_dir)
+  files.check_paths(input_path, output_dir, recursive=recursive)
   config, model, variables, _ = load_trained_model(workdir)
-  return files.predict_paths(config, model, variables, input_path, output_dir)
+  return files.predict_paths(
+    config,
+    model,
+    variables,
+    input_path,
+    output_dir,
+    skip_existing=skip_existing,
+    recursive=recursive,
+  )
