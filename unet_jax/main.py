@@ -1,8 +1,11 @@
 """Command line: train, evaluate or predict.
 
 python -m unet_jax.main --config=configs/default.py --workdir=runs/demo
+python -m unet_jax.main --config=configs/default.py --workdir=runs/ft --init_from=runs/demo
 python -m unet_jax.main --mode=eval --workdir=runs/demo
 python -m unet_jax.main --mode=predict --workdir=runs/demo --input=photos/ --output=graded/
+
+Exit statuses: see cli_errors.py (and the README's usage section).
 """
 
 import logging
@@ -11,7 +14,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from unet_jax import inference, train
+from unet_jax import cli_errors, inference, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -21,33 +24,51 @@ flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs, the config a
 flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict'], 'What to do.')
 flags.DEFINE_string('input', None, 'predict: a photo or a folder of photos.')
 flags.DEFINE_string('output', None, 'predict: the folder for graded photos (not the input folder).')
+flags.DEFINE_string(
+  'init_from', None, 'train: start a new run from the weights of this trained --workdir.'
+)
+flags.DEFINE_bool('verbose', False, 'Print the traceback of expected errors too.')
 flags.mark_flag_as_required('workdir')
 
 
-def main(argv: list[str]) -> None:
+def _train() -> None:
+  if FLAGS.config is None:
+    raise cli_errors.UsageError('--mode=train needs --config (e.g. --config=configs/default.py).')
+  results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, init_from=FLAGS.init_from)
+  train.log_final_comparison(results)
+  graded = os.path.join(FLAGS.workdir, 'eval', f'step_{FLAGS.config.num_train_steps}')
+  if os.path.isdir(graded):
+    print(f'Graded held-out photos (input | output | target, and *_graded.png): {graded}')
+
+
+def _predict() -> int:
+  if not FLAGS.input or not FLAGS.output:
+    raise cli_errors.UsageError('--mode=predict needs --input=FILE_OR_DIR and --output=DIR.')
+  summary = inference.run_predict(FLAGS.workdir, FLAGS.input, FLAGS.output)
+  print(summary, flush=True)
+  return cli_errors.EXIT_PREDICT_FAILED if summary['failed'] else cli_errors.EXIT_OK
+
+
+def _dispatch() -> int | None:
+  if FLAGS.mode == 'train':
+    return _train()
+  if FLAGS.init_from:
+    raise cli_errors.UsageError('--init_from is for --mode=train.')
+  if FLAGS.mode == 'eval':
+    train.log_final_comparison(inference.run_eval(FLAGS.workdir))
+    return None
+  return _predict()
+
+
+def main(argv: list[str]) -> int:
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}', exitcode=cli_errors.EXIT_USAGE)
   logging.getLogger().setLevel(logging.INFO)
   # Orbax and tfds log every save step through absl at INFO; keep their warnings only.
   logging.getLogger('absl').setLevel(logging.WARNING)
   logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
-  if FLAGS.mode == 'train':
-    if FLAGS.config is None:
-      raise app.UsageError('--mode=train needs --config (e.g. --config=configs/default.py).')
-    results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    train.log_final_comparison(results)
-    graded = os.path.join(FLAGS.workdir, 'eval', f'step_{FLAGS.config.num_train_steps}')
-    if os.path.isdir(graded):
-      print(f'Graded held-out photos (input | output | target, and *_graded.png): {graded}')
-  elif FLAGS.mode == 'eval':
-    results = inference.run_eval(FLAGS.workdir)
-    train.log_final_comparison(results)
-  else:
-    if not FLAGS.input or not FLAGS.output:
-      raise app.UsageError('--mode=predict needs --input=FILE_OR_DIR and --output=DIR.')
-    summary = inference.run_predict(FLAGS.workdir, FLAGS.input, FLAGS.output)
-    print(summary, flush=True)
+  return cli_errors.run(_dispatch, verbose=FLAGS.verbose)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli_errors.parse_flags)
