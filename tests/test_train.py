@@ -53,6 +53,14 @@ def saved_params(workdir, step=None):
   return restored['params'], step
 
 
+@pytest.fixture
+def fresh_steps():
+  """Empties the jitted-step cache around a test that patches what the step traces."""
+  steps._STEP_CACHE.clear()
+  yield
+  steps._STEP_CACHE.clear()
+
+
 @pytest.fixture(scope='module')
 def trained_workdir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('run'))
@@ -123,10 +131,13 @@ def test_resume_is_exact(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, resumed, expected)
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
+  tmp_path, monkeypatch, fresh_steps
+):
   workdir = str(tmp_path / 'nan')
   train.train_and_evaluate(tiny_config(), workdir, stop_at_step=2)
   good, _ = saved_params(workdir)
+  steps._STEP_CACHE.clear()
 
   real_loss = steps.compute_loss
 
@@ -140,17 +151,6 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, mo
   after, step = saved_params(workdir)
   assert step == 2
   jax.tree.map(np.testing.assert_array_equal, after, good)
-
-
-def test_resuming_with_a_different_config_is_refused(tmp_path):
-  workdir = str(tmp_path / 'run')
-  os.makedirs(workdir)
-  from unet_jax import workdir as workdir_lib
-
-  workdir_lib.save_config(tiny_config(), workdir)
-  with pytest.raises(ValueError, match='model.base_channels'):
-    workdir_lib.save_config(tiny_config(**{'model.base_channels': 16}), workdir)
-  workdir_lib.save_config(tiny_config(log_every_steps=1), workdir)
 
 
 @pytest.mark.parametrize(

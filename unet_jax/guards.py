@@ -72,6 +72,12 @@ class DivergenceMonitor:
     self._bad_logs = 0
     self.warnings: list[str] = []
 
+  def seed(self, losses: list[float]) -> None:
+    """Starts the running minimum from losses logged before a resume."""
+    finite = [loss for loss in losses if math.isfinite(loss)]
+    if finite:
+      self._lowest = min(self._lowest, *finite)
+
   def check_loss(self, step: int, loss: float) -> str | None:
     """Feeds one logged loss; returns the warning when this log makes the run diverged."""
     if loss <= self._lowest:

@@ -20,7 +20,7 @@ from unet_jax.data import fingerprint
 from unet_jax.guards import TrainingStopped
 from unet_jax.models import create_model
 from unet_jax.steps import make_train_step
-from unet_jax.summaries import MetricWriter, Progress
+from unet_jax.summaries import MetricWriter, Progress, read_logged
 from unet_jax.train_state import (
   create_optimizer,
   create_train_state,
@@ -153,6 +153,7 @@ def _train(config, workdir, checkpointer, *, stop_at_step, init_from) -> dict[st
   writer = MetricWriter(workdir)
   progress = Progress(config.num_train_steps, config.batch_size, start_step)
   divergence = guards.DivergenceMonitor(config)
+  divergence.seed(read_logged(workdir, 'train/loss', up_to_step=start_step))
   stop = _StopRequest()
   last_eval: dict[str, Any] = {}
   final_step = min(config.num_train_steps, stop_at_step or config.num_train_steps)
