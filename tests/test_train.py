@@ -3,8 +3,6 @@
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -17,8 +15,6 @@ from tests import test_data_helpers as data_helpers
 from unet_jax import inference, steps, train
 from unet_jax.config import get_base_config
 from unet_jax.validation import ConfigError, validate_config
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def tiny_config(**overrides):
@@ -169,26 +165,6 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
 def test_config_errors_name_the_option(overrides, option):
   with pytest.raises(ConfigError, match=option):
     validate_config(tiny_config(**overrides))
-
-
-def test_unknown_command_line_key_fails_before_compiling(tmp_path):
-  result = subprocess.run(
-    [
-      sys.executable,
-      '-m',
-      'unet_jax.main',
-      '--config=configs/tiny.py',
-      f'--workdir={tmp_path}',
-      '--config.model.no_such_option=3',
-    ],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
-  assert result.returncode != 0
-  assert 'no_such_option' in result.stderr
-  assert not os.path.exists(tmp_path / 'config.json')
 
 
 def test_base_config_is_valid():

@@ -74,14 +74,15 @@ def _log_schedule_change(config: ml_collections.ConfigDict, run: workdir_lib.Run
   old_steps, new_steps = run.changes['num_train_steps']
   before = ml_collections.ConfigDict(config.to_dict())
   before.num_train_steps = old_steps
+  # The update of step k + 1 uses the schedule's value at k.
   old_rate, new_rate = learning_rate_schedule(before)(step), learning_rate_schedule(config)(step)
   logging.warning(
     'Training longer: config.num_train_steps %d -> %d. The learning-rate schedule now decays '
-    'over %d steps: at step %d the rate is %.3g (it was %.3g under the old schedule).',
+    'over %d steps: step %d uses the rate %.3g (%.3g under the old schedule).',
     old_steps,
     new_steps,
     new_steps,
-    step,
+    step + 1,
     float(new_rate),
     float(old_rate),
   )
@@ -138,10 +139,12 @@ def _train(config, workdir, checkpointer, *, stop_at_step, init_from) -> dict[st
   init = functools.partial(create_train_state, config, model, optimizer)
   state = jax.jit(init, out_shardings=replicated)(jax.random.key(config.seed))
   state_sharding = jax.tree.map(lambda _: replicated, state)
+  # A fine-tune that has no latest checkpoint yet (none, or only best/) starts from its source.
+  source = init_from or run.started_from
   if checkpointer.latest_step() is not None:
     state = checkpointer.restore_latest(state, data_iterator)
-  elif init_from and not resuming:
-    state, origin = finetune.load_weights(init_from, state)
+  elif source:
+    state, origin = finetune.load_weights(source, state)
     run.set_origin(origin)
   start_step = int(state.step)
   _log_schedule_change(config, run, start_step)

@@ -150,6 +150,7 @@ class Run:
     self.resuming = resuming
     self.init_from = os.path.abspath(init_from) if init_from else None
     self.changes: dict[str, tuple[Any, Any]] = {}
+    self.started_from: str | None = None  # the --init_from of the run being resumed
     self.previous_fingerprint: dict[str, Any] | None = None
     self._fingerprint: dict[str, Any] | None = None
     self._origin: dict[str, Any] | None = None
@@ -179,6 +180,7 @@ class Run:
     self.changes = changes
     starts = [entry for entry in read_history(self.workdir) if entry.get('event') == 'start']
     started_from = starts[-1].get('init_from') if starts else None
+    self.started_from = started_from
     if self.init_from and self.init_from != started_from:
       origin = f'from {started_from}' if started_from else 'from scratch'
       raise WorkdirError(
