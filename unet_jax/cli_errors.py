@@ -7,6 +7,7 @@ README's usage section.
 """
 
 import difflib
+import importlib.util
 import re
 import sys
 import traceback
@@ -112,6 +113,26 @@ def _unknown_key_message(argv: list[str], config) -> str | None:
   return None
 
 
+def _config_for_message(argv: list[str]):
+  """The --config file's config, loaded again to name an unknown key's section (or None).
+
+  absl leaves the config flag unset when one of its overrides fails, so the file is read here.
+  """
+  if 'config' in flags.FLAGS and flags.FLAGS['config'].value is not None:
+    return flags.FLAGS['config'].value
+  for arg in argv[1:]:
+    if arg.startswith('--config='):
+      path, _, variant = arg.removeprefix('--config=').partition(':')
+      try:
+        spec = importlib.util.spec_from_file_location('_config_for_message', path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.get_config(variant) if variant else module.get_config()
+      except Exception:  # noqa: BLE001 - only for a better message; the original error stands
+        return None
+  return None
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with one message and EXIT_USAGE for a bad flag or config key."""
   try:
@@ -119,7 +140,6 @@ def parse_flags(argv: list[str]) -> list[str]:
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
     if '--verbose' in argv:
       raise
-    config = flags.FLAGS['config'].value if 'config' in flags.FLAGS else None
-    message = _unknown_key_message(argv, config) or str(error).strip('"\'')
+    message = _unknown_key_message(argv, _config_for_message(argv)) or str(error).strip('"\'')
     _print_error(message)
     sys.exit(EXIT_USAGE)
