@@ -32,8 +32,6 @@ def pairs_config(root, **overrides):
     'data.name': 'paired_folders',
     'data.dir': str(root),
     'data.eval_size': None,
-    'num_train_steps': 4,
-    'eval_every_steps': 100,
   }
   settings.update(overrides)
   return tiny_config(**settings)
@@ -48,10 +46,10 @@ def write_dataset(root, *, seed=0, train_names=('a', 'b', 'c', 'd')):
 # ----------------------------------------------------------------------------- EMA
 
 
-@pytest.mark.usefixtures('fresh_steps')
 def test_ema_is_the_bias_corrected_average_of_trained_weights():
-  decay = 0.999
-  config = tiny_config(**{'optimizer.ema_decay': decay})
+  config = tiny_config()  # the same step as the training tests: compiled once
+  decay = config.optimizer.ema_decay
+  assert decay == 0.999
   mesh = parallel.create_mesh()
   model = create_model(config.model)
   optimizer = create_optimizer(config)
@@ -208,8 +206,9 @@ def test_a_run_failing_before_its_first_checkpoint_does_not_block_the_fix(tmp_pa
     train.train_and_evaluate(pairs_config(root), workdir)
   assert not pathlib.Path(workdir, workdir_lib.CONFIG_FILE).exists()
   # The fix the message suggests, in the same workdir.
-  train.train_and_evaluate(pairs_config(root, **{'data.bad_pair_policy': 'skip'}), workdir)
-  assert saved_params(workdir)[1] == 4
+  fixed = pairs_config(root, **{'data.bad_pair_policy': 'skip'})
+  train.train_and_evaluate(fixed, workdir, stop_at_step=2)
+  assert saved_params(workdir)[1] == 2
   saved = json.loads(pathlib.Path(workdir, workdir_lib.CONFIG_FILE).read_text())
   assert saved['data']['bad_pair_policy'] == 'skip'
   history = workdir_lib.read_history(workdir)
@@ -234,7 +233,7 @@ def test_resuming_on_other_training_data_is_refused_but_a_moved_copy_and_eval_ch
   shutil.copytree(original, copy)  # new mtimes, same contents
   data_helpers.save(copy / 'test' / 'input' / 't.png', data_helpers.random_pixels(3, 40, 48))
   data_helpers.save(copy / 'test' / 'target' / 't.png', data_helpers.random_pixels(4, 40, 48))
-  train.train_and_evaluate(pairs_config(copy), workdir)
+  train.train_and_evaluate(pairs_config(copy), workdir, stop_at_step=4)
   assert saved_params(workdir)[1] == 4
   [_, resume] = workdir_lib.read_history(workdir)
   assert resume['changes']['data.dir'] == [str(original), str(copy)]
@@ -260,47 +259,50 @@ def test_resuming_with_a_different_config_is_refused(tmp_path):
 
 
 def test_train_longer_continues_and_matches_a_longer_run_under_a_constant_schedule(tmp_path):
+  # Steps 5 and 6 of a 7-step run (stopped there, so no eval) against 4 steps then 7.
   constant = {'optimizer.end_learning_rate_factor': 1.0, 'eval_every_steps': 100}
   straight = str(tmp_path / 'straight')
-  train.train_and_evaluate(tiny_config(num_train_steps=6, **constant), straight)
+  train.train_and_evaluate(tiny_config(num_train_steps=7, **constant), straight, stop_at_step=6)
   longer = str(tmp_path / 'longer')
   train.train_and_evaluate(tiny_config(num_train_steps=4, **constant), longer)
   assert saved_params(longer)[1] == 4
-  train.train_and_evaluate(tiny_config(num_train_steps=6, **constant), longer)
+  train.train_and_evaluate(tiny_config(num_train_steps=7, **constant), longer, stop_at_step=6)
   expected, _ = saved_params(straight)
   resumed, step = saved_params(longer)
   assert step == 6
   jax.tree.map(np.testing.assert_array_equal, resumed, expected)
   history = workdir_lib.read_history(longer)
   assert history[-1]['event'] == 'resume' and history[-1]['step'] == 4
-  assert history[-1]['changes'] == {'num_train_steps': [4, 6]}
-  assert workdir_lib.load_config(longer).num_train_steps == 6
+  assert history[-1]['changes'] == {'num_train_steps': [4, 7]}
+  assert workdir_lib.load_config(longer).num_train_steps == 7
 
 
 @pytest.fixture(scope='module')
 def source_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('source'))
-  train.train_and_evaluate(tiny_config(num_train_steps=2, eval_every_steps=100), workdir)
+  train.train_and_evaluate(tiny_config(), workdir, stop_at_step=2)
   return workdir
 
 
 def test_init_from_starts_from_the_other_runs_weights(source_run, tmp_path):
-  config = tiny_config(**{'loss.l1': 0.5, 'optimizer.learning_rate': 1e-4})
+  config = tiny_config(seed=1)
   model = create_model(config.model)
   fresh = create_train_state(config, model, create_optimizer(config), jax.random.key(1))
   state, origin = finetune.load_weights(source_run, fresh)
   theirs, step = saved_params(source_run)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), theirs)
-  assert int(state.step) == 0 and origin['checkpoint'].endswith(f'best/{step}')
+  assert int(state.step) == 0 and origin['checkpoint'].endswith(f'checkpoints/{step}')
   jax.tree.map(np.testing.assert_array_equal, state.opt_state, fresh.opt_state)
 
   workdir = str(tmp_path / 'tuned')
   train.train_and_evaluate(config, workdir, init_from=source_run, stop_at_step=2)
   [start] = workdir_lib.read_history(workdir)
   assert start['init_from'] == source_run and start['step'] == 0
+  other = tmp_path / 'other_source'
+  shutil.copytree(source_run, other)
   refused = '--init_from=.*already holds a run started from'
   with pytest.raises(workdir_lib.WorkdirError, match=refused):
-    train.train_and_evaluate(config, workdir, init_from=str(tmp_path))
+    train.train_and_evaluate(config, workdir, init_from=str(other))
 
 
 def test_init_from_refuses_a_model_of_other_shapes(source_run, tmp_path):
@@ -310,7 +312,8 @@ def test_init_from_refuses_a_model_of_other_shapes(source_run, tmp_path):
     lambda: create_train_state(config, model, create_optimizer(config), jax.random.key(1))
   )
   refused = (
-    r'--init_from=.*does not match config.model.*shape \(3, 3, 3, 8\) there, \(3, 3, 3, 16\) here'
+    r'--init_from=.*does not match config.model .*conv_0.kernel has shape \(3, 3, 16, 32\) there, '
+    r'\(3, 3, 32, 64\) here'
   )
   with pytest.raises(workdir_lib.WorkdirError, match=refused):
     finetune.load_weights(source_run, fresh)

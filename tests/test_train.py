@@ -51,8 +51,9 @@ def saved_params(workdir, step=None):
 
 @pytest.fixture
 def fresh_steps():
-  """Empties the jitted-step cache around a test that patches what the step traces."""
-  steps._STEP_CACHE.clear()
+  """For a test that patches what the step traces: it empties the step cache right before
+  patching (`steps._STEP_CACHE.clear()`), and this empties it again after the test, so no
+  later test gets the patched step."""
   yield
   steps._STEP_CACHE.clear()
 
