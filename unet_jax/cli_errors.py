@@ -1,7 +1,7 @@
 """How the command line ends: one message and a documented exit status per kind of problem.
 
 Expected problems (a bad flag or config value, bad data files, a workdir that refuses the
-rerun, a run stopped by its guards) print one line-led message on stderr, without a traceback
+rerun, a run stopped by its guards) print one `Error: ...` message on stderr, no traceback
 unless `--verbose`; real bugs keep their traceback (status 1). The statuses are listed in the
 README's usage section.
 """
