@@ -18,7 +18,7 @@ load on the machine hits both alike; the ratio is JAX images/s over PyTorch imag
 The loss is L1 only unless `--noloss-l1-only`: the reference implements no other term, and the
 config's perceptual and SSIM terms would time VGG, not the U-Net.
 
-Predict: `unet_jax.predict.grade_image` on a random `--predict-size` square image with the
+Predict: `unet_jax.grading.grade_image` on a random `--predict-size` square image with the
 config's tiling, timed on the second call (the first compiles); peak memory is the device's peak
 where the backend reports one, and the process's peak RSS otherwise (predict runs first, so
 that high-water mark is its own). `experiments/predict_memory.py` measures the whole file-to-file
@@ -48,7 +48,8 @@ import data_throughput  # noqa: E402  (beside this script)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from unet_jax import losses, parallel, predict  # noqa: E402
+from unet_jax import losses, parallel  # noqa: E402
+from unet_jax.inference import grading  # noqa: E402
 from unet_jax.models import count_params, create_model  # noqa: E402
 from unet_jax.steps import make_train_step  # noqa: E402
 from unet_jax.train_state import create_optimizer, create_train_state  # noqa: E402
@@ -118,7 +119,7 @@ def benchmark_predict(config, model, variables, size: int) -> dict[str, Any]:
 
   def grade():
     start = time.perf_counter()
-    predict.grade_image(
+    grading.grade_image(
       model,
       variables,
       image,

@@ -25,7 +25,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from unet_jax import predict  # noqa: E402
+from unet_jax.inference import files, tiling  # noqa: E402
 from unet_jax.models import create_model  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -62,15 +62,15 @@ def main(argv: list[str]) -> None:
     synthetic_photo(_HEIGHT.value, _WIDTH.value).save(source / 'photo.jpg', quality=92)
     before = peak_rss_mb()
     start = time.perf_counter()
-    summary = predict.predict_paths(
+    summary = files.predict_paths(
       config, model, variables, str(source), str(pathlib.Path(root, 'out'))
     )
     seconds = time.perf_counter() - start
     assert not summary['failed'], summary['failed']
   tile, overlap = config.predict.tile_size, config.predict.tile_overlap
   multiple = 2**config.model.levels
-  tiles = len(predict._tile_offsets(_HEIGHT.value, tile, overlap, multiple)) * len(
-    predict._tile_offsets(_WIDTH.value, tile, overlap, multiple)
+  tiles = len(tiling.tile_offsets(_HEIGHT.value, tile, overlap, multiple)) * len(
+    tiling.tile_offsets(_WIDTH.value, tile, overlap, multiple)
   )
   print(
     f'{_WIDTH.value}x{_HEIGHT.value} photo, model levels={config.model.levels} '

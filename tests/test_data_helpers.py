@@ -18,12 +18,7 @@ from configs import tiny  # noqa: E402
 def tiny_config(**overrides):
   """configs/tiny.py with dotted overrides, e.g. `tiny_config(**{'data.look': 'warm_film'})`."""
   config = tiny.get_config()
-  for key, value in overrides.items():
-    target = config
-    *parents, leaf = key.split('.')
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 

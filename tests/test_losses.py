@@ -5,14 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unet_jax import losses
+from unet_jax import losses, metrics, pretrained
 from unet_jax.config import get_base_config
 from unet_jax.models import vgg
 
 
 @pytest.fixture(scope='module')
 def vgg_params():
-  return vgg.load_vgg_params()
+  return pretrained.load_vgg_params()
 
 
 @pytest.fixture(scope='module')
@@ -70,12 +70,12 @@ def test_charbonnier_is_smooth_l1():
 def test_ms_ssim_uses_the_scales_that_fit():
   rng = np.random.default_rng(1)
   a, b = rng.random((2, 1, 176, 176, 1), np.float32)
-  ms_ssim = jax.jit(losses.ms_ssim_per_image)
+  ms_ssim = jax.jit(metrics.ms_ssim)
   full = ms_ssim(a, b)  # five scales just fit 176 px
   small = ms_ssim(a[:, :40, :40], b[:, :40, :40])  # two scales
   assert 0 < float(full[0]) < 1 and 0 < float(small[0]) < 1
   with pytest.raises(ValueError, match='at least 11'):
-    losses.ms_ssim_per_image(a[:, :8, :8], b[:, :8, :8])
+    metrics.ms_ssim(a[:, :8, :8], b[:, :8, :8])
 
 
 def test_perceptual_layer_weights(images, vgg_params):

@@ -204,31 +204,3 @@ def test_confusion_matrix_and_miou():
   perfect = metrics.confusion_matrix(labels, labels, 4, 255)
   assert metrics.segmentation_scores(np.asarray(perfect) * 2)['miou'] == 1.0
   np.testing.assert_allclose(metrics.miou(labels, labels, 4, 255), 1.0)
-
-
-def test_clu_collections():
-  train = metrics.TrainMetrics.single_from_model_output(
-    loss=jnp.float32(2.0), grad_norm=jnp.float32(1.0), learning_rate=jnp.float32(0.1)
-  )
-  train = train.merge(
-    metrics.TrainMetrics.single_from_model_output(
-      loss=jnp.float32(4.0), grad_norm=jnp.float32(3.0), learning_rate=jnp.float32(0.2)
-    )
-  )
-  np.testing.assert_allclose(
-    [train.compute()[k] for k in ('loss', 'grad_norm', 'learning_rate')], [3.0, 2.0, 0.2]
-  )
-  per_image = {'psnr': jnp.array([20.0, 30.0]), 'ssim': jnp.array([0.5, 0.7])}
-  per_image['delta_e2000'] = jnp.array([1.0, 3.0])
-  evaluation = metrics.EvalMetrics.single_from_model_output(**per_image)
-  evaluation = evaluation.merge(
-    metrics.EvalMetrics.single_from_model_output(
-      psnr=jnp.array([40.0]), ssim=jnp.array([0.9]), delta_e2000=jnp.array([2.0])
-    )
-  )
-  result = evaluation.compute()
-  np.testing.assert_allclose([result['psnr'], result['ssim']], [30.0, 0.7], rtol=1e-6)
-  with_lpips = metrics.eval_collection(True).single_from_model_output(
-    **per_image, lpips=jnp.array([0.1, 0.3])
-  )
-  np.testing.assert_allclose(with_lpips.compute()['lpips'], 0.2, rtol=1e-6)

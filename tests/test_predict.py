@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unet_jax import data, predict
+from unet_jax import data
 from unet_jax.config import get_base_config
+from unet_jax.inference import files, grading, tiling
 from unet_jax.models import UNet
 
 SIZE = (97, 131)  # odd on purpose: neither is a multiple of 2**levels or of any stride
@@ -76,7 +77,7 @@ def test_tiled_matches_whole_image(levels, global_context, tile, overlap, batch_
   whole = _whole(model, variables, image)
   assert np.std(whole - image) > 0.02  # the net really edits the photo
 
-  tiled = predict.grade_image(
+  tiled = grading.grade_image(
     model, variables, image, tile_size=tile, tile_overlap=overlap, batch_tiles=batch_tiles
   )
 
@@ -93,12 +94,12 @@ def test_global_context_is_the_whole_images_from_tile_cores():
   image = _photo(*SIZE, seed=1)
   exact = _whole(model, variables, image, return_pooled_context=True)
   multiple, tile = 8, 48
-  rows = predict._tile_offsets(SIZE[0], tile, 16, multiple)
-  cols = predict._tile_offsets(SIZE[1], tile, 16, multiple)
-  shared = predict._global_context(
+  rows = tiling.tile_offsets(SIZE[0], tile, 16, multiple)
+  cols = tiling.tile_offsets(SIZE[1], tile, 16, multiple)
+  shared = grading._global_context(
     model,
     variables,
-    predict._TileBatches(image, tile, 2),
+    grading._TileBatches(image, tile, 2),
     [(r, c) for r in rows for c in cols],
     rows,
     cols,
@@ -112,14 +113,14 @@ def test_small_image_is_one_padded_tile_and_no_new_compile():
   model = UNet(levels=2, base_channels=8, norm='batch')
   variables = _variables(model, seed=3)
   tiling = dict(tile_size=32, tile_overlap=8)
-  predict.grade_image(model, variables, _photo(40, 70), **tiling)
-  compiled = predict._grade_tiles._cache_size()
+  grading.grade_image(model, variables, _photo(40, 70), **tiling)
+  compiled = grading._grade_tiles._cache_size()
 
   small = _photo(20, 27)
-  graded = predict.grade_image(model, variables, small, **tiling)
-  tiny = predict.grade_image(model, variables, _photo(1, 5), **tiling)
+  graded = grading.grade_image(model, variables, small, **tiling)
+  tiny = grading.grade_image(model, variables, _photo(1, 5), **tiling)
 
-  assert predict._grade_tiles._cache_size() == compiled
+  assert grading._grade_tiles._cache_size() == compiled
   assert graded.shape == (20, 27, 3) and tiny.shape == (1, 5, 3)
   assert np.isfinite(graded).all() and np.isfinite(tiny).all()
   # Whole-image inference pads with zeros past the bottom-right border where the tile reflects
@@ -135,23 +136,23 @@ def test_small_image_is_one_padded_tile_and_no_new_compile():
 def test_bad_tile_size_names_the_option():
   model = UNet(levels=3, base_channels=4)
   with pytest.raises(ValueError, match=r'config\.predict\.tile_size=36'):
-    predict.grade_image(model, {}, np.zeros((8, 8, 3), np.float32), tile_size=36, tile_overlap=4)
+    grading.grade_image(model, {}, np.zeros((8, 8, 3), np.float32), tile_size=36, tile_overlap=4)
   with pytest.raises(ValueError, match=r'config\.predict\.tile_overlap=16'):
-    predict.grade_image(model, {}, np.zeros((8, 8, 3), np.float32), tile_size=32, tile_overlap=16)
+    grading.grade_image(model, {}, np.zeros((8, 8, 3), np.float32), tile_size=32, tile_overlap=16)
 
 
 @pytest.mark.parametrize('size, tile, overlap, multiple', [(97, 32, 8, 4), (131, 48, 20, 16)])
 def test_layout_is_aligned_and_weights_sum_to_one(size, tile, overlap, multiple):
-  offsets = predict._tile_offsets(size, tile, overlap, multiple)
+  offsets = tiling.tile_offsets(size, tile, overlap, multiple)
   extent = -(-size // multiple) * multiple
   assert all(o % multiple == 0 for o in offsets)
   assert offsets[0] == 0 and offsets[-1] + tile == extent
   total = np.zeros(size)
-  for offset, weight in zip(offsets, predict._axis_weights(offsets, tile, size), strict=True):
+  for offset, weight in zip(offsets, tiling.axis_weights(offsets, tile, size), strict=True):
     assert (weight > 0).all()
     total[offset : offset + weight.shape[0]] += weight
   np.testing.assert_allclose(total, 1.0, atol=1e-6)
-  cores = predict._axis_cores(offsets, tile, size, multiple)
+  cores = tiling.axis_cores(offsets, tile, size, multiple)
   owned = sorted((o + a, o + b) for o, (a, b) in zip(offsets, cores, strict=True))
   assert owned[0][0] == 0 and owned[-1][1] == extent
   assert all(owned[i][1] == owned[i + 1][0] for i in range(len(owned) - 1))
@@ -184,7 +185,7 @@ def test_writes_pngs_and_keeps_earlier_outputs(identity, tmp_path):
   _save(source / 'b.tif', 40, 20, seed=1)
   (source / 'notes.txt').write_text('not a photo')
 
-  summary = predict.predict_paths(config, model, variables, str(source), str(out))
+  summary = files.predict_paths(config, model, variables, str(source), str(out))
 
   assert sorted(os.path.basename(w['output']) for w in summary['written']) == ['a.png', 'b.png']
   assert summary['failed'] == []
@@ -192,7 +193,7 @@ def test_writes_pngs_and_keeps_earlier_outputs(identity, tmp_path):
   np.testing.assert_allclose(graded, data.load_image(source / 'a.png'), atol=1 / 255)
   first = (out / 'a.png').read_bytes()
 
-  again = predict.predict_paths(config, model, variables, str(source / 'a.png'), str(out))
+  again = files.predict_paths(config, model, variables, str(source / 'a.png'), str(out))
 
   assert [os.path.basename(w['output']) for w in again['written']] == ['a-1.png']
   assert (out / 'a.png').read_bytes() == first
@@ -208,10 +209,10 @@ def test_refuses_to_write_into_the_input_folder(identity, tmp_path):
 
   for output in (source, tmp_path / 'link', tmp_path / 'in' / '.' / '..' / 'in'):
     with pytest.raises(ValueError, match='input folder'):
-      predict.predict_paths(config, model, variables, str(source), str(output))
+      files.predict_paths(config, model, variables, str(source), str(output))
   # A single photo's own folder is its input folder too.
   with pytest.raises(ValueError, match='input folder'):
-    predict.predict_paths(config, model, variables, str(source / 'a.png'), str(tmp_path / 'link'))
+    files.predict_paths(config, model, variables, str(source / 'a.png'), str(tmp_path / 'link'))
 
   assert (source / 'a.png').read_bytes() == before
   assert sorted(os.listdir(source)) == ['a.png']
@@ -227,7 +228,7 @@ def test_refuses_an_output_that_is_an_input_file(identity, tmp_path):
   (out / 'a.png').symlink_to(source / 'a.png')
 
   with pytest.raises(ValueError, match='would overwrite an input'):
-    predict.check_paths(str(source), str(out))
+    files.check_paths(str(source), str(out))
   assert (source / 'a.png').read_bytes() == before
 
 
@@ -239,7 +240,7 @@ def test_broken_file_is_reported_and_the_rest_written(identity, tmp_path):
   (source / 'b.jpg').write_bytes(b'\xff\xd8\xff\xe0 this is not a jpeg')
   _save(source / 'c.webp', 33, 33, seed=2)
 
-  summary = predict.predict_paths(config, model, variables, str(source), str(out))
+  summary = files.predict_paths(config, model, variables, str(source), str(out))
 
   assert sorted(os.listdir(out)) == ['a.png', 'c.png']
   assert [os.path.basename(f['input']) for f in summary['failed']] == ['b.jpg']
@@ -254,7 +255,7 @@ def test_exif_rotated_jpeg_comes_out_upright(identity, tmp_path):
   exif[0x0112] = 6  # stored landscape, shown rotated 90 degrees clockwise (portrait)
   _save(source / 'phone.jpg', 24, 40, exif=exif.tobytes(), quality=95)
 
-  summary = predict.predict_paths(config, model, variables, str(source), str(out))
+  summary = files.predict_paths(config, model, variables, str(source), str(out))
 
   graded = Image.open(summary['written'][0]['output'])
   assert graded.size == (24, 40)  # (width, height): portrait, as the photo is shown
@@ -271,11 +272,11 @@ def test_segmentation_writes_label_pngs(tmp_path):
   source.mkdir()
   _save(source / 'a.png', 37, 50)
 
-  predict.predict_paths(config, model, variables, str(source), str(out))
+  files.predict_paths(config, model, variables, str(source), str(out))
 
   labels = Image.open(out / 'a.png')
   assert labels.mode == 'L' and labels.size == (50, 37)
-  expected = predict.segment_image(
+  expected = grading.segment_image(
     model, variables, data.load_image(source / 'a.png'), tile_size=32, tile_overlap=8
   )
   np.testing.assert_array_equal(np.asarray(labels), expected)

@@ -54,5 +54,7 @@ def test_readme_opens_with_the_main_job_and_the_ci_test_command():
     'pip install -r requirements.txt && python -m unet_jax.main '
     '--config=configs/default.py --workdir=runs/demo'
   )
-  test_command = commands[1].split(' && ')[1]
-  assert test_command in (ROOT / '.ci' / 'run').read_text()
+  install, test_command = commands[1].split(' && ')
+  ci = (ROOT / '.ci' / 'run').read_text()
+  assert test_command in ci
+  assert install.removeprefix('pip install ') in ci

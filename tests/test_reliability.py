@@ -19,9 +19,10 @@ import pytest
 
 from tests import test_data_helpers as data_helpers
 from tests.test_train import fresh_steps, saved_params, tiny_config  # noqa: F401
-from unet_jax import checkpoint, data, finetune, guards, inference, parallel, steps, train
+from unet_jax import checkpoint, data, finetune, guards, parallel, steps, train
 from unet_jax import workdir as workdir_lib
 from unet_jax.data import DataError
+from unet_jax.inference import workdir as inference
 from unet_jax.models import create_model
 from unet_jax.train_state import create_optimizer, create_train_state
 from unet_jax.validation import ConfigError, validate_config

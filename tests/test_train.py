@@ -12,8 +12,9 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from tests import test_data_helpers as data_helpers
-from unet_jax import inference, steps, train
+from unet_jax import steps, train
 from unet_jax.config import get_base_config
+from unet_jax.inference import workdir as inference
 from unet_jax.validation import ConfigError, validate_config
 
 

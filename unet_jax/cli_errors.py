@@ -17,9 +17,9 @@ from absl import flags
 
 from unet_jax.data.errors import DataError
 from unet_jax.guards import TrainingStopped
+from unet_jax.pretrained import WeightsError
 from unet_jax.train import Interrupted
 from unet_jax.validation import ConfigError
-from unet_jax.weights import WeightsError
 from unet_jax.workdir import WorkdirError
 
 EXIT_OK = 0

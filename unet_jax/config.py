@@ -1,8 +1,8 @@
 """The base configuration every file in `configs/` starts from.
 
 Keys are nouns with units. `batch_size` is global (all devices of all hosts). Variants import
-`get_base_config()` and change what they need; derived values use `get_ref` so command-line
-overrides such as `--config.num_train_steps=500` carry through.
+`get_base_config()` and change what they need. No value is derived from another, so a
+command-line override such as `--config.num_train_steps=500` changes that value alone.
 """
 
 import ml_collections
@@ -57,7 +57,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.data = data = ml_collections.ConfigDict()
   data.name = 'builtin'  # builtin | paired_folders | tfds name (e.g. oxford_iiit_pet)
   data.dir = config_dict.placeholder(str)  # root of the user's pairs (paired_folders)
-  data.tfds_data_dir = config_dict.placeholder(str)  # None: <workdir>/tfds or ~/tensorflow_datasets
+  # None: <workdir>/tfds for paired folders and tfds datasets (data.tfds_dir decides).
+  data.tfds_data_dir = config_dict.placeholder(str)
   data.look = 'local_contrast'  # built-in grading look (builtin dataset)
   data.noise_sigma = 25.0 / 255.0  # denoise task, on [0, 1] images
   data.crop_size = 256

@@ -16,12 +16,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from unet_jax import metrics, pretrained
 from unet_jax.models import vgg
 
 IMAGE_TERMS = ('l1', 'l2', 'charbonnier', 'ssim', 'ms_ssim', 'perceptual')
 SEGMENTATION_TERMS = ('cross_entropy', 'dice')
-# Wang, Simoncelli & Bovik (2003), the weights of the five scales, fine to coarse.
-MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
 def _f32(*arrays: jax.Array) -> tuple[jax.Array, ...]:
@@ -49,132 +48,14 @@ def charbonnier(pred: jax.Array, target: jax.Array, epsilon: float = 1e-3) -> ja
   return jnp.mean(jnp.sqrt(jnp.square(pred - target) + epsilon**2) - epsilon)
 
 
-# ----------------------------------------------------------------------------- SSIM
-
-
-def _gaussian_kernel(size: int, sigma: float) -> jax.Array:
-  x = jnp.arange(size, dtype=jnp.float32) - (size - 1) / 2
-  kernel = jnp.exp(-0.5 * jnp.square(x / sigma))
-  return kernel / jnp.sum(kernel)
-
-
-def _gaussian_blur_valid(x: jax.Array, size: int, sigma: float) -> jax.Array:
-  """Separable Gaussian filter of each channel, 'valid' borders: `[N, H, W, C]` -> smaller."""
-  channels = x.shape[-1]
-  kernel = _gaussian_kernel(size, sigma)
-  for kernel_shape in ((size, 1, 1, 1), (1, size, 1, 1)):
-    x = jax.lax.conv_general_dilated(
-      x,
-      jnp.tile(kernel.reshape(kernel_shape), (1, 1, 1, channels)),
-      window_strides=(1, 1),
-      padding='VALID',
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-      feature_group_count=channels,
-      precision=jax.lax.Precision.HIGHEST,
-    )
-  return x
-
-
-def _ssim_terms(
-  pred: jax.Array,
-  target: jax.Array,
-  max_val: float,
-  filter_size: int,
-  filter_sigma: float,
-  k1: float,
-  k2: float,
-) -> tuple[jax.Array, jax.Array]:
-  """Per-pixel SSIM and contrast-structure maps, `[B, H', W', C]` each ('valid' filtering)."""
-  height, width = pred.shape[-3:-1]
-  if min(height, width) < filter_size:
-    raise ValueError(
-      f'SSIM needs images of at least {filter_size}x{filter_size} pixels; got {height}x{width}.'
-    )
-  # One filter call for all five statistics keeps the compiled graph small.
-  stats = _gaussian_blur_valid(
-    jnp.concatenate([pred, target, pred * pred, target * target, pred * target], axis=0),
-    filter_size,
-    filter_sigma,
-  )
-  mu_p, mu_t, pp, tt, pt = jnp.split(stats, 5, axis=0)
-  # Float error can push a variance of a flat patch slightly below 0.
-  var_p = jnp.maximum(pp - mu_p * mu_p, 0.0)
-  var_t = jnp.maximum(tt - mu_t * mu_t, 0.0)
-  cov = pt - mu_p * mu_t
-  c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
-  cs = (2.0 * cov + c2) / (var_p + var_t + c2)
-  luminance = (2.0 * mu_p * mu_t + c1) / (mu_p * mu_p + mu_t * mu_t + c1)
-  return luminance * cs, cs
-
-
-def ssim_per_image(
-  pred: jax.Array,
-  target: jax.Array,
-  *,
-  max_val: float = 1.0,
-  filter_size: int = 11,
-  filter_sigma: float = 1.5,
-  k1: float = 0.01,
-  k2: float = 0.03,
-) -> jax.Array:
-  """SSIM of each image, `[B]`: Gaussian window 11, sigma 1.5, mean over pixels and channels.
-
-  Matches `dm_pix.ssim` and skimage's `structural_similarity(gaussian_weights=True, sigma=1.5,
-  use_sample_covariance=False, data_range=1)` (both average the map away from the borders).
-  """
-  pred, target = _f32(pred, target)
-  ssim_map, _ = _ssim_terms(pred, target, max_val, filter_size, filter_sigma, k1, k2)
-  return jnp.mean(ssim_map, axis=(-3, -2, -1))
-
-
-def ms_ssim_per_image(
-  pred: jax.Array,
-  target: jax.Array,
-  *,
-  max_val: float = 1.0,
-  filter_size: int = 11,
-  filter_sigma: float = 1.5,
-  k1: float = 0.01,
-  k2: float = 0.03,
-  scale_weights: Sequence[float] = MS_SSIM_WEIGHTS,
-) -> jax.Array:
-  """Multi-scale SSIM of each image, `[B]` (Wang et al. 2003, 2x2 average pooling between scales).
-
-  Scales whose image would be smaller than the filter are dropped and the remaining weights
-  renormalised, so crops smaller than the 176 px that five scales need still work. Contrast terms
-  are clipped at a small positive value before the fractional powers, which are undefined below 0.
-  """
-  pred, target = _f32(pred, target)
-  size = min(pred.shape[-3:-1])
-  scales = 0
-  while scales < len(scale_weights) and size // 2**scales >= filter_size:
-    scales += 1
-  if scales == 0:
-    raise ValueError(f'MS-SSIM needs images of at least {filter_size} pixels; got {size}.')
-  weights = jnp.asarray(scale_weights[:scales], jnp.float32)
-  weights = weights / jnp.sum(weights)
-  factors = []
-  for scale in range(scales):
-    if scale:
-      pred, target = (
-        jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID') / 4.0
-        for x in (pred, target)
-      )
-    ssim_map, cs_map = _ssim_terms(pred, target, max_val, filter_size, filter_sigma, k1, k2)
-    last = scale == scales - 1
-    factors.append(jnp.mean(ssim_map if last else cs_map, axis=(-3, -2)))  # [B, C]
-  values = jnp.maximum(jnp.stack(factors, axis=-1), 1e-6)  # [B, C, scales]
-  return jnp.mean(jnp.prod(values**weights, axis=-1), axis=-1)
-
-
 def ssim(pred: jax.Array, target: jax.Array) -> jax.Array:
   """`1 - SSIM`, averaged over the batch (Gaussian window 11, sigma 1.5, data range 1)."""
-  return 1.0 - jnp.mean(ssim_per_image(pred, target))
+  return 1.0 - jnp.mean(metrics.ssim(pred, target))
 
 
 def ms_ssim(pred: jax.Array, target: jax.Array) -> jax.Array:
   """`1 - MS-SSIM`, averaged over the batch."""
-  return 1.0 - jnp.mean(ms_ssim_per_image(pred, target))
+  return 1.0 - jnp.mean(metrics.ms_ssim(pred, target))
 
 
 # ----------------------------------------------------------------------------- perceptual
@@ -195,19 +76,17 @@ def _layer_weights(network: str, layer_weights: Sequence[float] | None) -> tuple
 def perceptual(
   pred: jax.Array,
   target: jax.Array,
-  vgg_params: Any = None,
+  vgg_params: Any,
   *,
   network: str = 'vgg16',
   layer_weights: Sequence[float] | None = None,
 ) -> jax.Array:
   """Weighted mean absolute difference of VGG activations (relu1_2 ... relu5_x).
 
-  `vgg_params` from `vgg.load_vgg_params(network)`; None loads the built-in VGG16 (fine outside
-  jit; under jit pass them as an argument). `layer_weights` go shallow to deep; None averages the
-  layers. The VGG is frozen: gradients reach `pred` only.
+  `vgg_params` from `pretrained.load_vgg_params(network)`, passed as a jit argument.
+  `layer_weights` go shallow to deep; None averages the layers. The VGG is frozen: gradients
+  reach `pred` only.
   """
-  if vgg_params is None:
-    vgg_params = vgg.load_vgg_params(network)
   weights = _layer_weights(network, layer_weights)
   pred, target = _f32(pred, target)
   batch = pred.shape[0]
@@ -230,19 +109,29 @@ def load_loss_params(loss_config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The frozen arrays `combined` needs: `{'vgg': params}` if the perceptual term is on, else {}."""
   if loss_config.get('perceptual', 0.0) > 0:
     return {
-      'vgg': vgg.load_vgg_params(loss_config.perceptual_network, loss_config.vgg_weights_path)
+      'vgg': pretrained.load_vgg_params(
+        loss_config.perceptual_network, loss_config.vgg_weights_path
+      )
     }
   return {}
 
 
-def _weights(loss_config: ml_collections.ConfigDict, names: Sequence[str]) -> dict[str, float]:
+def active_weights(
+  loss_config: ml_collections.ConfigDict, names: Sequence[str]
+) -> dict[str, float]:
+  """The weights of `names` in `loss_config` that are > 0; raises ValueError naming the option
+  when one is negative or none is positive (the one check of the loss weights)."""
   weights = {name: float(loss_config.get(name, 0.0) or 0.0) for name in names}
-  negative = [f'{name}={w}' for name, w in weights.items() if w < 0]
-  if negative:
-    raise ValueError(f'Loss weights must be >= 0; got {", ".join(negative)}.')
+  for name, weight in weights.items():
+    if not weight >= 0:  # also refuses NaN
+      raise ValueError(f'config.loss.{name} must be >= 0; got {weight}.')
   active = {name: w for name, w in weights.items() if w > 0}
   if not active:
-    raise ValueError(f'Every loss weight is 0; set one of {", ".join(names)} in config.loss.')
+    raise ValueError(
+      'Every loss weight is 0: set one of '
+      + ', '.join(f'config.loss.{n}' for n in names)
+      + ' above 0.'
+    )
   return active
 
 
@@ -257,7 +146,7 @@ def combined(
   `terms` holds each unweighted term (`'ssim'` is `1 - SSIM`) for logging. `loss_params` comes from
   `load_loss_params(loss_config)`. Computed in float32 even for bfloat16 `pred`.
   """
-  weights = _weights(loss_config, IMAGE_TERMS)
+  weights = active_weights(loss_config, IMAGE_TERMS)
   pred, target = _f32(pred, target)
   terms = {}
   for name in weights:
@@ -337,7 +226,7 @@ def segmentation_combined(
   Logits `[B, H, W, K]`, labels int `[B, H, W]`; pixels equal to `loss_config.ignore_label` count
   for nothing.
   """
-  weights = _weights(loss_config, SEGMENTATION_TERMS)
+  weights = active_weights(loss_config, SEGMENTATION_TERMS)
   ignore_label = loss_config.get('ignore_label')
   losses = {'cross_entropy': cross_entropy, 'dice': dice}
   terms = {name: losses[name](logits, labels, ignore_label) for name in weights}

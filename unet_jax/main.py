@@ -14,7 +14,9 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from unet_jax import cli_errors, inference, train
+from unet_jax import cli_errors, train
+from unet_jax import workdir as workdir_lib
+from unet_jax.inference import workdir as inference
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -36,7 +38,7 @@ def _train() -> None:
     raise cli_errors.UsageError('--mode=train needs --config (e.g. --config=configs/default.py).')
   results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, init_from=FLAGS.init_from)
   train.log_final_comparison(results)
-  graded = os.path.join(FLAGS.workdir, 'eval', f'step_{FLAGS.config.num_train_steps}')
+  graded = workdir_lib.eval_dir(FLAGS.workdir, FLAGS.config.num_train_steps)
   if os.path.isdir(graded):
     print(f'Graded held-out photos (input | output | target, and *_graded.png): {graded}')
 

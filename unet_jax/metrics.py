@@ -1,4 +1,4 @@
-"""Image and segmentation metrics in pure jnp, and the clu collections the loops average.
+"""Image and segmentation metrics in pure jnp.
 
 Image metrics take `[B, H, W, C]` in [0, 1] and return one value per image, `[B]`:
 `psnr`, `ssim` (higher is better), `lpips`, `delta_e2000` (lower is better). `image_metrics`
@@ -6,15 +6,14 @@ computes them all at once (jitted). Segmentation: `confusion_matrix` per batch, 
 dataset, then `segmentation_scores` (mIoU, pixel accuracy); `miou` for a single batch.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from clu import metrics as clu_metrics
 
-from unet_jax import losses
+from unet_jax import pretrained
 from unet_jax.models import vgg
 
 # sRGB (D65) -> CIE XYZ, and the D65 2-degree white point, as scikit-image uses them.
@@ -33,14 +32,125 @@ def psnr(pred: jax.Array, target: jax.Array, max_val: float = 1.0) -> jax.Array:
   return 10.0 * jnp.log10(max_val**2 / mse)
 
 
-def ssim(pred: jax.Array, target: jax.Array) -> jax.Array:
-  """SSIM per image, `[B]` (Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, data range 1)."""
-  return losses.ssim_per_image(pred, target)
+# ----------------------------------------------------------------------------- SSIM
+
+# Wang, Simoncelli & Bovik (2003), the weights of the five scales, fine to coarse.
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
-def ms_ssim(pred: jax.Array, target: jax.Array) -> jax.Array:
-  """Multi-scale SSIM per image, `[B]` (see `losses.ms_ssim_per_image`)."""
-  return losses.ms_ssim_per_image(pred, target)
+def _gaussian_kernel(size: int, sigma: float) -> jax.Array:
+  x = jnp.arange(size, dtype=jnp.float32) - (size - 1) / 2
+  kernel = jnp.exp(-0.5 * jnp.square(x / sigma))
+  return kernel / jnp.sum(kernel)
+
+
+def _gaussian_blur_valid(x: jax.Array, size: int, sigma: float) -> jax.Array:
+  """Separable Gaussian filter of each channel, 'valid' borders: `[N, H, W, C]` -> smaller."""
+  channels = x.shape[-1]
+  kernel = _gaussian_kernel(size, sigma)
+  for kernel_shape in ((size, 1, 1, 1), (1, size, 1, 1)):
+    x = jax.lax.conv_general_dilated(
+      x,
+      jnp.tile(kernel.reshape(kernel_shape), (1, 1, 1, channels)),
+      window_strides=(1, 1),
+      padding='VALID',
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=channels,
+      precision=jax.lax.Precision.HIGHEST,
+    )
+  return x
+
+
+def _ssim_terms(
+  pred: jax.Array,
+  target: jax.Array,
+  max_val: float,
+  filter_size: int,
+  filter_sigma: float,
+  k1: float,
+  k2: float,
+) -> tuple[jax.Array, jax.Array]:
+  """Per-pixel SSIM and contrast-structure maps, `[B, H', W', C]` each ('valid' filtering)."""
+  height, width = pred.shape[-3:-1]
+  if min(height, width) < filter_size:
+    raise ValueError(
+      f'SSIM needs images of at least {filter_size}x{filter_size} pixels; got {height}x{width}.'
+    )
+  # One filter call for all five statistics keeps the compiled graph small.
+  stats = _gaussian_blur_valid(
+    jnp.concatenate([pred, target, pred * pred, target * target, pred * target], axis=0),
+    filter_size,
+    filter_sigma,
+  )
+  mu_p, mu_t, pp, tt, pt = jnp.split(stats, 5, axis=0)
+  # Float error can push a variance of a flat patch slightly below 0.
+  var_p = jnp.maximum(pp - mu_p * mu_p, 0.0)
+  var_t = jnp.maximum(tt - mu_t * mu_t, 0.0)
+  cov = pt - mu_p * mu_t
+  c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
+  cs = (2.0 * cov + c2) / (var_p + var_t + c2)
+  luminance = (2.0 * mu_p * mu_t + c1) / (mu_p * mu_p + mu_t * mu_t + c1)
+  return luminance * cs, cs
+
+
+def ssim(
+  pred: jax.Array,
+  target: jax.Array,
+  *,
+  max_val: float = 1.0,
+  filter_size: int = 11,
+  filter_sigma: float = 1.5,
+  k1: float = 0.01,
+  k2: float = 0.03,
+) -> jax.Array:
+  """SSIM of each image, `[B]`: Gaussian window 11, sigma 1.5, mean over pixels and channels.
+
+  Matches `dm_pix.ssim` and skimage's `structural_similarity(gaussian_weights=True, sigma=1.5,
+  use_sample_covariance=False, data_range=1)` (both average the map away from the borders).
+  """
+  pred, target = (jnp.asarray(x, jnp.float32) for x in (pred, target))
+  ssim_map, _ = _ssim_terms(pred, target, max_val, filter_size, filter_sigma, k1, k2)
+  return jnp.mean(ssim_map, axis=(-3, -2, -1))
+
+
+def ms_ssim(
+  pred: jax.Array,
+  target: jax.Array,
+  *,
+  max_val: float = 1.0,
+  filter_size: int = 11,
+  filter_sigma: float = 1.5,
+  k1: float = 0.01,
+  k2: float = 0.03,
+  scale_weights: Sequence[float] = MS_SSIM_WEIGHTS,
+) -> jax.Array:
+  """Multi-scale SSIM of each image, `[B]` (Wang et al. 2003, 2x2 average pooling between scales).
+
+  Scales whose image would be smaller than the filter are dropped and the remaining weights
+  renormalised, so crops smaller than the 176 px that five scales need still work. Contrast terms
+  are clipped at a small positive value before the fractional powers, which are undefined below 0.
+  """
+  pred, target = (jnp.asarray(x, jnp.float32) for x in (pred, target))
+  size = min(pred.shape[-3:-1])
+  scales = 0
+  while scales < len(scale_weights) and size // 2**scales >= filter_size:
+    scales += 1
+  if scales == 0:
+    raise ValueError(f'MS-SSIM needs images of at least {filter_size} pixels; got {size}.')
+  weights = jnp.asarray(scale_weights[:scales], jnp.float32)
+  weights = weights / jnp.sum(weights)
+  factors = []
+  for scale in range(scales):
+    if scale:
+      pred, target = (
+        jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID') / 4.0
+        for x in (pred, target)
+      )
+    ssim_map, cs_map = _ssim_terms(pred, target, max_val, filter_size, filter_sigma, k1, k2)
+    last = scale == scales - 1
+    factors.append(jnp.mean(ssim_map if last else cs_map, axis=(-3, -2)))  # [B, C]
+  values = jnp.maximum(jnp.stack(factors, axis=-1), 1e-6)  # [B, C, scales]
+  return jnp.mean(jnp.prod(values**weights, axis=-1), axis=-1)
 
 
 # ----------------------------------------------------------------------------- colour
@@ -132,7 +242,7 @@ def load_lpips_params() -> dict[str, Any]:
   Converted once into the weights cache; pass the result to `lpips`/`image_metrics` (as a jit
   argument, not a closed-over constant).
   """
-  return {'vgg': vgg.load_vgg_params('vgg16'), 'lin': vgg.load_lpips_heads()}
+  return {'vgg': pretrained.load_vgg_params('vgg16'), 'lin': pretrained.load_lpips_heads()}
 
 
 def lpips(pred: jax.Array, target: jax.Array, params: dict[str, Any]) -> jax.Array:
@@ -232,40 +342,3 @@ def segmentation_scores(confusion: Any) -> dict[str, float]:
     'miou': float(iou.mean()) if iou.size else 0.0,
     'pixel_accuracy': float(true_positive.sum() / total) if total else 0.0,
   }
-
-
-# ----------------------------------------------------------------------------- clu collections
-# Averages over steps or images: build with `single_from_model_output(**outputs)` and
-# `merge`, read with `compute()`. Per-image arrays `[B]` count every image once.
-
-
-@flax.struct.dataclass
-class TrainMetrics(clu_metrics.Collection):
-  """Train-step means since the last reset: `loss` and `grad_norm`; `learning_rate` is the last."""
-
-  loss: clu_metrics.Average.from_output('loss')
-  grad_norm: clu_metrics.Average.from_output('grad_norm')
-  learning_rate: clu_metrics.LastValue.from_output('learning_rate')
-
-
-@flax.struct.dataclass
-class EvalMetrics(clu_metrics.Collection):
-  """Per-image means of `image_metrics` without LPIPS: psnr, ssim, delta_e2000."""
-
-  psnr: clu_metrics.Average.from_output('psnr')
-  ssim: clu_metrics.Average.from_output('ssim')
-  delta_e2000: clu_metrics.Average.from_output('delta_e2000')
-
-
-@flax.struct.dataclass
-class EvalMetricsWithLpips(clu_metrics.Collection):
-  """`EvalMetrics` plus `lpips` (clu collections do not inherit fields, hence the repetition)."""
-
-  psnr: clu_metrics.Average.from_output('psnr')
-  ssim: clu_metrics.Average.from_output('ssim')
-  delta_e2000: clu_metrics.Average.from_output('delta_e2000')
-  lpips: clu_metrics.Average.from_output('lpips')
-
-
-def eval_collection(with_lpips: bool) -> type[clu_metrics.Collection]:
-  return EvalMetricsWithLpips if with_lpips else EvalMetrics

@@ -6,7 +6,6 @@ resume against the workdir's record (workdir.py), the data's files and fingerpri
 
 import functools
 import logging
-import os
 import signal
 import threading
 from typing import Any
@@ -14,10 +13,11 @@ from typing import Any
 import jax
 import ml_collections
 
-from unet_jax import checkpoint, data, evaluate, finetune, guards, losses, metrics, parallel
+from unet_jax import checkpoint, data, finetune, guards, losses, metrics, parallel
 from unet_jax import workdir as workdir_lib
 from unet_jax.data import fingerprint
 from unet_jax.guards import TrainingStopped
+from unet_jax.inference import evaluate
 from unet_jax.models import create_model
 from unet_jax.steps import make_train_step
 from unet_jax.summaries import MetricWriter, Progress, read_logged
@@ -62,10 +62,6 @@ def _check_finite(step_metrics: dict[str, Any], step: int) -> None:
       'are kept and no checkpoint holds a non-finite value. Lower '
       'config.optimizer.learning_rate or check the data.'
     )
-
-
-def _default_data_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
-  return config.data.tfds_data_dir or os.path.join(workdir, 'tfds')
 
 
 def _log_schedule_change(config: ml_collections.ConfigDict, run: workdir_lib.Run, step: int):
@@ -124,7 +120,7 @@ def _train(config, workdir, checkpointer, *, stop_at_step, init_from) -> dict[st
   mesh = parallel.create_mesh()
   model = create_model(config.model)
   optimizer = create_optimizer(config)
-  data_dir = _default_data_dir(config, workdir)
+  data_dir = data.tfds_dir(config, workdir)
   logging.info('%s', data.dataset_summary(config, data_dir=data_dir))
   run.check_data(fingerprint.train_fingerprint(config, data_dir, run.previous_fingerprint))
   loss_params = losses.load_loss_params(config.loss)
@@ -166,7 +162,7 @@ def _train(config, workdir, checkpointer, *, stop_at_step, init_from) -> dict[st
     _check_finite(step_metrics, step)
     run.commit(start_step)
     if best is None:
-      checkpointer.save(state, data_iterator, force=True)
+      checkpointer.save(state, data_iterator)
     else:
       checkpointer.save_best(state, best)
 
@@ -193,9 +189,7 @@ def _train(config, workdir, checkpointer, *, stop_at_step, init_from) -> dict[st
       evaluate_now = step % config.eval_every_steps == 0 or step == config.num_train_steps
       if evaluate_now:
         _check_finite(step_metrics, step)
-        output_dir = (
-          os.path.join(workdir, 'eval', f'step_{step}') if step == config.num_train_steps else None
-        )
+        output_dir = workdir_lib.eval_dir(workdir, step) if step == config.num_train_steps else None
         last_eval = _evaluate_and_log(
           config,
           model,

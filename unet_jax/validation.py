@@ -6,15 +6,12 @@ import os
 import jax
 import ml_collections
 
-from unet_jax import data
+from unet_jax import data, losses
 from unet_jax.guards import DIVERGENCE_ACTIONS
+from unet_jax.inference import tiling
 from unet_jax.models import validate_model_config
 
 TASKS = ('enhance', 'denoise', 'segment')
-LOSS_TERMS = {
-  'segment': ('cross_entropy', 'dice'),
-  'image': ('l1', 'l2', 'charbonnier', 'ssim', 'ms_ssim', 'perceptual'),
-}
 EVAL_METRICS = {
   'segment': ('miou', 'pixel_accuracy'),
   'image': ('psnr', 'ssim', 'lpips', 'delta_e2000'),
@@ -76,34 +73,23 @@ def _validate_numbers(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_loss(config: ml_collections.ConfigDict) -> None:
-  terms = LOSS_TERMS['segment' if config.task == 'segment' else 'image']
-  for term in terms:
-    if config.loss[term] < 0:
-      raise ConfigError(f'config.loss.{term} must be >= 0; got {config.loss[term]}.')
-  if not any(config.loss[term] > 0 for term in terms):
-    raise ConfigError(
-      f'Every loss weight is 0 for task {config.task!r}: set one of '
-      + ', '.join(f'config.loss.{t}' for t in terms)
-      + ' above 0.'
-    )
+  terms = losses.SEGMENTATION_TERMS if config.task == 'segment' else losses.IMAGE_TERMS
+  try:
+    losses.active_weights(config.loss, terms)
+  except ValueError as error:
+    raise ConfigError(f'{error} (task {config.task!r})') from None
   path = config.loss.vgg_weights_path
   if config.task != 'segment' and config.loss.perceptual > 0 and path and not os.path.isfile(path):
     raise ConfigError(f'config.loss.vgg_weights_path={path!r} is not a file.')
 
 
 def _validate_predict(config: ml_collections.ConfigDict) -> None:
-  multiple = 2**config.model.levels
-  tile, overlap = config.predict.tile_size, config.predict.tile_overlap
-  if tile <= 0 or tile % multiple:
-    raise ConfigError(
-      f'config.predict.tile_size={tile} must be a positive multiple of 2**model.levels '
-      f'= {multiple}.'
-    )
-  if not 0 <= 2 * overlap < tile:
-    raise ConfigError(
-      f'config.predict.tile_overlap={overlap} must be >= 0 and less than half of '
-      f'config.predict.tile_size={tile}.'
-    )
+  try:
+    tiling.check_tiling(config.model.levels, config.predict.tile_size, config.predict.tile_overlap)
+  except ValueError as error:
+    raise ConfigError(str(error)) from None
+  if config.predict.batch_tiles < 1:
+    raise ConfigError(f'config.predict.batch_tiles={config.predict.batch_tiles} must be >= 1.')
 
 
 def _validate_training(config: ml_collections.ConfigDict) -> None:

@@ -1,4 +1,4 @@
-"""What a workdir records about its run, and which reruns it accepts.
+"""What a workdir holds and records about its run, and which reruns it accepts.
 
 - `config.json`: the config of the run whose checkpoints are in the workdir (eval and predict
   read it back).
@@ -8,6 +8,7 @@
 A workdir is committed to a config only once this run saves its first checkpoint (`Run.commit`
 runs right before every save and writes once): a run that fails before that (bad data, a
 missing weights file, a diverged first step) leaves nothing that blocks the corrected rerun.
+Eval output goes to `eval/step_N/` (`eval_dir`).
 """
 
 import json
@@ -19,6 +20,7 @@ from typing import Any
 
 import jax
 import ml_collections
+from flax import traverse_util
 
 from unet_jax.config import get_base_config
 from unet_jax.data import fingerprint as fingerprint_lib
@@ -54,13 +56,10 @@ class MissingRunError(WorkdirError, FileNotFoundError):
   """A workdir (or --init_from folder) without the config or checkpoint of a trained run."""
 
 
-def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
-  if isinstance(tree, dict):
-    flat = {}
-    for key, value in tree.items():
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    return flat
-  return {prefix[:-1]: list(tree) if isinstance(tree, tuple) else tree}
+def _flatten(tree: dict[str, Any]) -> dict[str, Any]:
+  """`{'a': {'b': 1}}` -> `{'a.b': 1}`, tuples as lists (as JSON stores them)."""
+  flat = traverse_util.flatten_dict(tree, sep='.')
+  return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
 
 
 def _as_plain(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -251,3 +250,17 @@ class Run:
     mode = 'a' if self.resuming else 'w'
     with open(os.path.join(self.workdir, HISTORY_FILE), mode) as f:
       f.write(json.dumps(entry) + '\n')
+
+
+def eval_dir(workdir: str, step: int, *, fresh: bool = False) -> str:
+  """`workdir/eval/step_<step>`: where an eval writes its panels and metrics.json.
+
+  `fresh=True` gives `step_<step>-1`, `-2`, ... when that folder exists, so an eval run by hand
+  never overwrites an earlier one.
+  """
+  path = os.path.join(workdir, 'eval', f'step_{step}')
+  candidate, suffix = path, 0
+  while fresh and os.path.exists(candidate):
+    suffix += 1
+    candidate = f'{path}-{suffix}'
+  return candidate

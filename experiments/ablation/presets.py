@@ -1,7 +1,6 @@
 """Sweep sizes (`quick` for tests, `default` for the committed results) and the config of a run."""
 
 import dataclasses
-from typing import Any
 
 import ml_collections
 
@@ -101,14 +100,6 @@ PRESETS = {
 }
 
 
-def _set(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
-  target = config
-  *parents, leaf = dotted.split('.')
-  for parent in parents:
-    target = target[parent]
-  target[leaf] = value
-
-
 def make_config(preset: Preset, task: str, variant: str, seed: int) -> ml_collections.ConfigDict:
   """The baseline of `preset` for `task`, with `variant`'s overrides and `seed`."""
   settings = preset.tasks[task]
@@ -139,6 +130,5 @@ def make_config(preset: Preset, task: str, variant: str, seed: int) -> ml_collec
   config.num_image_summaries = 1
   config.predict.tile_size = settings.tile_size
   config.predict.tile_overlap = min(32, settings.tile_size // 4)
-  for key, value in VARIANTS[variant].overrides.items():
-    _set(config, key, value)
+  config.update_from_flattened_dict(dict(VARIANTS[variant].overrides))
   return config

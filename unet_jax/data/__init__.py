@@ -7,15 +7,15 @@ Public API (what the trainer, evaluation and predict call):
 - `create_eval_iterator(config, *, data_dir=None, process_index=0, process_count=1)`.
 - `load_image(path)`: one photo as float32 `[H, W, 3]` in [0, 1].
 - `build_default_dataset(look=...)`: builds the built-in dataset offline and prints its summary.
+- `tfds_dir(config, workdir)`: where prepared tfds files live (the one place that decides).
 Every bad file or setting raises `DataError` (a ValueError) naming the file or the option.
 """
 
-from unet_jax.data.builtin import build_default_dataset
 from unet_jax.data.errors import DataError
 from unet_jax.data.images import decode_image, load_image
 from unet_jax.data.looks import DEFAULT_LOOK, LOOKS, apply_look
 from unet_jax.data.pipeline import create_eval_iterator, create_train_iterator
-from unet_jax.data.sources import dataset_summary
+from unet_jax.data.sources import build_default_dataset, dataset_summary, tfds_dir
 from unet_jax.data.validation import validate_data_config
 
 __all__ = [
@@ -29,5 +29,6 @@ __all__ = [
   'dataset_summary',
   'decode_image',
   'load_image',
+  'tfds_dir',
   'validate_data_config',
 ]

@@ -118,17 +118,12 @@ def build_folder(look: str = looks.DEFAULT_LOOK) -> pathlib.Path:
   return root
 
 
-def tfds_data_dir() -> str:
-  """Where the built-in dataset's ArrayRecord files live (a cache, whatever the run)."""
-  return str(paths.cache_dir('data', 'tfds'))
+def prepare(look: str, data_dir: str) -> paired_folders.PreparedFolders:
+  """The built-in dataset of `look`, built and prepared into `data_dir` if needed."""
+  return paired_folders.prepare(str(build_folder(look)), data_dir, 'error')
 
 
-def prepare(look: str = looks.DEFAULT_LOOK) -> paired_folders.PreparedFolders:
-  """The built-in dataset of `look`, built and prepared if needed."""
-  return paired_folders.prepare(str(build_folder(look)), tfds_data_dir(), 'error')
-
-
-def summary(prepared: paired_folders.PreparedFolders, look: str) -> dict[str, Any]:
+def summary(prepared: paired_folders.PreparedFolders, look: str, data_dir: str) -> dict[str, Any]:
   records = prepared.records
   return {
     'name': 'builtin',
@@ -138,7 +133,7 @@ def summary(prepared: paired_folders.PreparedFolders, look: str) -> dict[str, An
     'photos': {split: [row[0] for row in records.get(split, [])] for split in SPLITS},
     'sizes': {row[0]: f'{row[2]}x{row[1]}' for rows in records.values() for row in rows},
     'folder': prepared.root,
-    'tfds_data_dir': tfds_data_dir(),
+    'tfds_data_dir': data_dir,
   }
 
 
@@ -151,13 +146,3 @@ def format_summary(info: dict[str, Any]) -> str:
     photos = ', '.join(f'{p} ({info["sizes"][p]})' for p in info['photos'][split])
     lines.append(f'  {split}: {info["splits"][split]} photos: {photos}')
   return '\n'.join(lines)
-
-
-def build_default_dataset(look: str = looks.DEFAULT_LOOK) -> dict[str, Any]:
-  """Builds (offline, once) and prepares the built-in dataset; prints and returns its summary.
-
-  `python -c "from unet_jax.data import build_default_dataset; build_default_dataset()"`
-  """
-  info = summary(prepare(look), look)
-  print(format_summary(info))
-  return info

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from unet_jax.data.errors import DataError
-from unet_jax.data.transforms import resize_mask
+from unet_jax.data.transforms import record_text, resize_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,10 +56,6 @@ def open_split(name: str, split: str, data_dir: str | None) -> Any:
   )
 
 
-def _text(value: Any) -> str:
-  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
-
-
 @dataclasses.dataclass(frozen=True)
 class DecodeSegmentation(grain.transforms.Map):
   """A tfds record -> `{'input': float32 [H, W, 3], 'mask': int32 [H, W], 'name': str}`."""
@@ -81,6 +77,6 @@ class DecodeSegmentation(grain.transforms.Map):
     mask = resize_mask(mask, *image.shape[:2]) - self.spec.label_offset
     mask = np.where((mask >= 0) & (mask < self.num_classes), mask, self.ignore_label)
     name_key = self.spec.name_key
-    name = _text(record[name_key]) if name_key and name_key in record else ''
+    name = record_text(record[name_key]) if name_key and name_key in record else ''
     name = os.path.splitext(os.path.basename(name))[0]
     return {'input': image, 'mask': mask.astype(np.int32), 'name': name}

@@ -51,8 +51,20 @@ class Split:
   skipped: list[dict[str, str]]  # records left out for this use (crop too big)
 
 
-def default_data_dir(config: ml_collections.ConfigDict) -> str:
-  return config.data.tfds_data_dir or str(paths.cache_dir('data', 'tfds'))
+def tfds_dir(config: ml_collections.ConfigDict, workdir: str | None = None) -> str:
+  """The one decision of where prepared tfds (ArrayRecord) files live.
+
+  The built-in dataset is the same for every run, so it is prepared once in the cache
+  (`cache_dir('data', 'tfds')`). Otherwise `config.data.tfds_data_dir` if set; else
+  `<workdir>/tfds` (a run's own copy of its folders), or the cache when there is no workdir.
+  """
+  if config.data.name == 'builtin':
+    return str(paths.cache_dir('data', 'tfds'))
+  if config.data.tfds_data_dir:
+    return config.data.tfds_data_dir
+  if workdir is not None:
+    return os.path.join(workdir, 'tfds')
+  return str(paths.cache_dir('data', 'tfds'))
 
 
 @dataclasses.dataclass
@@ -119,9 +131,9 @@ def _fitting(rows, split, config, root) -> tuple[list[int], list[dict[str, str]]
 def prepare(config: ml_collections.ConfigDict, data_dir: str | None = None) -> PreparedData:
   """Builds / prepares what `config.data` names (once; reused after) and checks every pair."""
   data = config.data
-  data_dir = os.path.abspath(data_dir or default_data_dir(config))
+  data_dir = os.path.abspath(data_dir or tfds_dir(config))
   if data.name == 'builtin':
-    return PreparedData(config, builtin.tfds_data_dir(), builtin.prepare(data.look))
+    return PreparedData(config, data_dir, builtin.prepare(data.look, data_dir))
   if data.name == 'paired_folders':
     if not data.dir:
       raise DataError("config.data.name='paired_folders' needs config.data.dir (the pairs root).")
@@ -136,7 +148,8 @@ def dataset_summary(config: ml_collections.ConfigDict, data_dir: str | None = No
   data = config.data
   lines = [f'Data: {data.name!r} for task {config.task!r}']
   if data.name == 'builtin':
-    lines.append(builtin.format_summary(builtin.summary(prepared.folders, data.look)))
+    info = builtin.summary(prepared.folders, data.look, prepared.data_dir)
+    lines.append(builtin.format_summary(info))
   elif prepared.folders is not None:
     lines.append(f'  root: {prepared.folders.root}')
   train = prepared.split(data.train_split, training=True)
@@ -166,3 +179,15 @@ def dataset_summary(config: ml_collections.ConfigDict, data_dir: str | None = No
     if prepared.folders.ignored_files:
       lines.append(f'  ignored {prepared.folders.ignored_files} non-image file(s).')
   return '\n'.join(lines)
+
+
+def build_default_dataset(look: str = builtin.looks.DEFAULT_LOOK) -> dict[str, Any]:
+  """Builds (offline, once) and prepares the built-in dataset; prints and returns its summary.
+
+  `python -c "from unet_jax.data import build_default_dataset; build_default_dataset()"`
+  """
+  config = ml_collections.ConfigDict({'data': {'name': 'builtin', 'tfds_data_dir': None}})
+  data_dir = tfds_dir(config)
+  info = builtin.summary(builtin.prepare(look, data_dir), look, data_dir)
+  print(builtin.format_summary(info))
+  return info

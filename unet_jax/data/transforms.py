@@ -21,8 +21,8 @@ _IMAGE_KEYS = ('input', 'target')
 EVAL_NOISE_SEED = 20_240_601
 
 
-def _text(value: Any) -> str:
-  # Real tfds records give bytes, mocked ones str.
+def record_text(value: Any) -> str:
+  """A text field of a tfds record as str: real records give bytes, mocked ones str."""
   return value.decode('utf-8') if isinstance(value, bytes) else str(value)
 
 
@@ -107,7 +107,7 @@ class DecodePair(grain.transforms.Map):
   clean_key: str | None = None
 
   def map(self, record: dict[str, Any]) -> dict[str, Any]:
-    name = _text(record['name'])
+    name = record_text(record['name'])
     if self.clean_key is not None:
       return {'target': decode_image(record[self.clean_key], name), 'name': name}
     return {

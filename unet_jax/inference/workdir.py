@@ -1,14 +1,14 @@
 """Eval and predict from a workdir alone: its config, its best (or latest) checkpoint."""
 
 import logging
-import os
 from typing import Any
 
 import jax
 import ml_collections
 
-from unet_jax import checkpoint, evaluate, metrics, predict
+from unet_jax import checkpoint, data, metrics
 from unet_jax import workdir as workdir_lib
+from unet_jax.inference import evaluate, files
 from unet_jax.models import UNet, create_model
 from unet_jax.train_state import create_optimizer, create_train_state, inference_variables
 from unet_jax.validation import validate_config
@@ -19,7 +19,8 @@ def load_trained_model(
 ) -> tuple[ml_collections.ConfigDict, UNet, dict[str, Any], str]:
   """(config, model, EMA variables, checkpoint path) of the run in `workdir`.
 
-  `needs_data` also checks that the run's data is still where its config says (for eval).
+  The one way inference restores a run. `needs_data` also checks that the run's data is still
+  where its config says (for eval).
   """
   config = workdir_lib.load_config(workdir)
   validate_config(config, training=False, check_data_files=needs_data)
@@ -34,31 +35,21 @@ def load_trained_model(
 def run_eval(workdir: str) -> dict[str, Any]:
   """Full-resolution eval of the trained model into a new `workdir/eval/step_<N>[-k]/`."""
   config, model, variables, path = load_trained_model(workdir, needs_data=True)
-  step = os.path.basename(path)
+  step = int(path.rstrip('/').rsplit('/', 1)[-1])
   lpips_params = metrics.load_lpips_params() if config.task != 'segment' else None
   return evaluate.evaluate(
     config,
     model,
     variables,
     lpips_params=lpips_params,
-    data_dir=config.data.tfds_data_dir or os.path.join(workdir, 'tfds'),
-    output_dir=_unused_dir(os.path.join(workdir, 'eval', f'step_{step}')),
+    data_dir=data.tfds_dir(config, workdir),
+    output_dir=workdir_lib.eval_dir(workdir, step, fresh=True),
   )
-
-
-def _unused_dir(path: str) -> str:
-  """`path`, or `path-1`, `path-2`, ... if taken: an eval never overwrites an earlier one."""
-  candidate, suffix = path, 0
-  while os.path.exists(candidate):
-    suffix += 1
-    candidate = f'{path}-{suffix}'
-  return candidate
 
 
 def run_predict(workdir: str, input_path: str, output_dir: str) -> dict[str, Any]:
   """Grades a photo or a folder of photos with the trained model."""
-  config = workdir_lib.load_config(workdir)
   # Refuse a bad --input/--output before restoring anything.
-  predict.check_paths(input_path, output_dir)
+  files.check_paths(input_path, output_dir)
   config, model, variables, _ = load_trained_model(workdir)
-  return predict.predict_paths(config, model, variables, input_path, output_dir)
+  return files.predict_paths(config, model, variables, input_path, output_dir)
