@@ -3,8 +3,6 @@
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -18,8 +16,6 @@ from unet_jax import steps, train
 from unet_jax.config import get_base_config
 from unet_jax.inference import workdir as inference
 from unet_jax.validation import ConfigError, validate_config
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def tiny_config(**overrides):
@@ -52,6 +48,15 @@ def saved_params(workdir, step=None):
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
   restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
   return restored['params'], step
+
+
+@pytest.fixture
+def fresh_steps():
+  """For a test that patches what the step traces: it empties the step cache right before
+  patching (`steps._STEP_CACHE.clear()`), and this empties it again after the test, so no
+  later test gets the patched step."""
+  yield
+  steps._STEP_CACHE.clear()
 
 
 @pytest.fixture(scope='module')
@@ -124,10 +129,13 @@ def test_resume_is_exact(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, resumed, expected)
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
+  tmp_path, monkeypatch, fresh_steps
+):
   workdir = str(tmp_path / 'nan')
   train.train_and_evaluate(tiny_config(), workdir, stop_at_step=2)
   good, _ = saved_params(workdir)
+  steps._STEP_CACHE.clear()
 
   real_loss = steps.compute_loss
 
@@ -141,17 +149,6 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, mo
   after, step = saved_params(workdir)
   assert step == 2
   jax.tree.map(np.testing.assert_array_equal, after, good)
-
-
-def test_resuming_with_a_different_config_is_refused(tmp_path):
-  workdir = str(tmp_path / 'run')
-  os.makedirs(workdir)
-  from unet_jax import workdir as workdir_lib
-
-  workdir_lib.save_config(tiny_config(), workdir)
-  with pytest.raises(ValueError, match='model.base_channels'):
-    workdir_lib.save_config(tiny_config(**{'model.base_channels': 16}), workdir)
-  workdir_lib.save_config(tiny_config(log_every_steps=1), workdir)
 
 
 @pytest.mark.parametrize(
@@ -170,26 +167,6 @@ def test_resuming_with_a_different_config_is_refused(tmp_path):
 def test_config_errors_name_the_option(overrides, option):
   with pytest.raises(ConfigError, match=option):
     validate_config(tiny_config(**overrides))
-
-
-def test_unknown_command_line_key_fails_before_compiling(tmp_path):
-  result = subprocess.run(
-    [
-      sys.executable,
-      '-m',
-      'unet_jax.main',
-      '--config=configs/tiny.py',
-      f'--workdir={tmp_path}',
-      '--config.model.no_such_option=3',
-    ],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
-  assert result.returncode != 0
-  assert 'no_such_option' in result.stderr
-  assert not os.path.exists(tmp_path / 'config.json')
 
 
 def test_base_config_is_valid():

@@ -2,9 +2,11 @@
 
 `workdir/checkpoints/` keeps the latest `keep_checkpoints` steps (for resuming);
 `workdir/best/` keeps the one step with the best eval metric (for eval and predict).
+No checkpoint is written from a state holding NaN or Inf, and none is restored from one.
 """
 
 import logging
+import math
 import os
 from typing import Any
 
@@ -13,7 +15,9 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from unet_jax.guards import TrainingStopped, nonfinite_leaves
 from unet_jax.train_state import TrainState
+from unet_jax.workdir import MissingRunError, WorkdirError
 
 LATEST_DIR = 'checkpoints'
 BEST_DIR = 'best'
@@ -21,6 +25,34 @@ BEST_DIR = 'best'
 
 def _abstract(tree: Any) -> Any:
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class CheckpointError(WorkdirError):
+  """A checkpoint that must not be used (it holds NaN or Inf); the message names it."""
+
+
+def _weights(state: TrainState) -> dict[str, Any]:
+  return {'params': state.params, 'ema_params': state.ema_params, 'batch_stats': state.batch_stats}
+
+
+def _refuse_nonfinite_save(state: TrainState) -> None:
+  bad = nonfinite_leaves(state)
+  if bad:
+    raise TrainingStopped(
+      f'Not saving step {int(state.step)}: the state holds NaN or Inf in {", ".join(bad)}.'
+    )
+
+
+def check_restored(state: TrainState, path: str) -> TrainState:
+  """Raises CheckpointError when the weights restored from `path` are not all finite."""
+  bad = nonfinite_leaves(_weights(state))
+  if bad:
+    raise CheckpointError(
+      f'{path} holds NaN or Inf weights ({", ".join(bad)}); it cannot be used. It was '
+      'probably written by an older version without the finiteness guard: delete that step '
+      'folder (an earlier step is then used) or start a new --workdir.'
+    )
+  return state
 
 
 def _barrier_prefix(name: str) -> ocp.options.MultiprocessingOptions:
@@ -60,10 +92,15 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._latest.latest_step()
 
+  def has_checkpoint(self) -> bool:
+    """Whether either folder holds a step: the workdir is then committed to its config."""
+    return self._latest.latest_step() is not None or self._best.latest_step() is not None
+
   def save(self, state: TrainState, data_iterator: Any) -> None:
     step = int(state.step)
     if step in self._latest.all_steps():
       return
+    _refuse_nonfinite_save(state)
     self._latest.save(
       step,
       args=ocp.args.Composite(
@@ -78,6 +115,13 @@ class Checkpointer:
       raise KeyError(
         f'config.best_metric={self._best_metric!r} is not among the eval metrics {sorted(metrics)}.'
       )
+    value = float(metrics[self._best_metric])
+    if not math.isfinite(value):
+      logging.warning(
+        'Not keeping step %d as best: its eval %s is %s.', int(state.step), self._best_metric, value
+      )
+      return
+    _refuse_nonfinite_save(state)
     self._best.save(
       int(state.step),
       args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
@@ -94,6 +138,7 @@ class Checkpointer:
         data=grain.checkpoint.CheckpointRestore(data_iterator),
       ),
     )
+    check_restored(restored['state'], f'{self._latest.directory}/{step}')
     logging.info('Resumed from step %d.', step)
     return restored['state']
 
@@ -125,8 +170,8 @@ def restore_for_inference(workdir: str, target: TrainState) -> tuple[TrainState,
       step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(target)))
     )
     manager.close()
-    return restored['state'], f'{path}/{step}'
-  raise FileNotFoundError(
+    return check_restored(restored['state'], f'{path}/{step}'), f'{path}/{step}'
+  raise MissingRunError(
     f'No checkpoint in {workdir}/{BEST_DIR} or {workdir}/{LATEST_DIR}: train first with '
     f'--mode=train --workdir={workdir}.'
   )

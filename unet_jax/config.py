@@ -109,6 +109,15 @@ def get_base_config() -> ml_collections.ConfigDict:
   opt.grad_clip_norm = 1.0
   opt.ema_decay = 0.999  # 0 disables EMA
 
+  # What counts as a diverging run (guards.DivergenceMonitor): a logged loss above loss_factor
+  # times its lowest so far for `patience` logs in a row, or an eval PSNR more than
+  # eval_margin_db below the identity baseline. action: warn | stop (saves, then stops).
+  config.divergence = div = ml_collections.ConfigDict()
+  div.loss_factor = 10.0
+  div.patience = 3
+  div.eval_margin_db = 3.0
+  div.action = 'warn'
+
   config.log_every_steps = 50
   config.eval_every_steps = 1000
   config.checkpoint_every_steps = 1000

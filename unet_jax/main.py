@@ -1,10 +1,13 @@
 """Command line: train, evaluate or predict.
 
 python -m unet_jax.main --config=configs/default.py --workdir=runs/demo
+python -m unet_jax.main --config=configs/default.py --workdir=runs/ft --init_from=runs/demo
 python -m unet_jax.main --mode=eval --workdir=runs/demo
 python -m unet_jax.main --mode=predict --workdir=runs/demo --input=photos/ --output=graded/
 python -m unet_jax.main --mode=export --workdir=runs/demo --output=exported/
 python -m unet_jax.main --mode=export_lut --workdir=runs/demo --output=look.cube
+
+Exit statuses: see cli_errors.py (and the README's usage section).
 """
 
 import logging
@@ -13,7 +16,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from unet_jax import train
+from unet_jax import cli_errors, train
 from unet_jax import workdir as workdir_lib
 from unet_jax.inference import export, lut_export
 from unet_jax.inference import workdir as inference
@@ -38,56 +41,82 @@ flags.DEFINE_string(
 flags.DEFINE_integer('lut_size', 33, 'export, export_lut: grid points per axis of the .cube LUT.')
 flags.DEFINE_bool('skip_existing', False, 'predict: skip photos whose output already exists.')
 flags.DEFINE_bool('recursive', False, 'predict: also grade sub-folders, mirrored in --output.')
+flags.DEFINE_string(
+  'init_from', None, 'train: start a new run from the weights of this trained --workdir.'
+)
+flags.DEFINE_bool('verbose', False, 'Print the traceback of expected errors too.')
 flags.mark_flag_as_required('workdir')
 
 
-def main(argv: list[str]) -> None:
+def _train() -> None:
+  if FLAGS.config is None:
+    raise cli_errors.UsageError('--mode=train needs --config (e.g. --config=configs/default.py).')
+  results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, init_from=FLAGS.init_from)
+  train.log_final_comparison(results)
+  graded = workdir_lib.eval_dir(FLAGS.workdir, FLAGS.config.num_train_steps)
+  if os.path.isdir(graded):
+    print(f'Graded held-out photos (input | output | target, and *_graded.png): {graded}')
+
+
+def _predict() -> int:
+  if not FLAGS.input or not FLAGS.output:
+    raise cli_errors.UsageError('--mode=predict needs --input=FILE_OR_DIR and --output=DIR.')
+  summary = inference.run_predict(
+    FLAGS.workdir,
+    FLAGS.input,
+    FLAGS.output,
+    skip_existing=FLAGS.skip_existing,
+    recursive=FLAGS.recursive,
+  )
+  print(summary, flush=True)
+  return cli_errors.EXIT_PREDICT_FAILED if summary['failed'] else cli_errors.EXIT_OK
+
+
+def _export() -> None:
+  if not FLAGS.output:
+    raise cli_errors.UsageError('--mode=export needs --output=DIR (a new or empty folder).')
+  summary = export.export_workdir(
+    FLAGS.workdir, FLAGS.output, input_path=FLAGS.input, lut_size=FLAGS.lut_size
+  )
+  if 'lut' in summary:
+    print(lut_export.fidelity_line(summary['lut']))
+  print(f'Exported {FLAGS.workdir} to {FLAGS.output}: {", ".join(summary["files"])}', flush=True)
+
+
+def _export_lut() -> None:
+  if not FLAGS.output:
+    raise cli_errors.UsageError('--mode=export_lut needs --output=FILE.cube.')
+  fidelity = lut_export.export_lut(
+    FLAGS.workdir, FLAGS.output, input_path=FLAGS.input, size=FLAGS.lut_size
+  )
+  print(lut_export.fidelity_line(fidelity))
+  print(f'Wrote {fidelity["output"]}', flush=True)
+
+
+def _dispatch() -> int | None:
+  if FLAGS.mode == 'train':
+    return _train()
+  if FLAGS.init_from:
+    raise cli_errors.UsageError('--init_from is for --mode=train.')
+  if FLAGS.mode == 'eval':
+    train.log_final_comparison(inference.run_eval(FLAGS.workdir))
+    return None
+  if FLAGS.mode == 'export':
+    return _export()
+  if FLAGS.mode == 'export_lut':
+    return _export_lut()
+  return _predict()
+
+
+def main(argv: list[str]) -> int:
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}', exitcode=cli_errors.EXIT_USAGE)
   logging.getLogger().setLevel(logging.INFO)
   # Orbax and tfds log every save step through absl at INFO; keep their warnings only.
   logging.getLogger('absl').setLevel(logging.WARNING)
   logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
-  if FLAGS.mode == 'train':
-    if FLAGS.config is None:
-      raise app.UsageError('--mode=train needs --config (e.g. --config=configs/default.py).')
-    results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    train.log_final_comparison(results)
-    graded = workdir_lib.eval_dir(FLAGS.workdir, FLAGS.config.num_train_steps)
-    if os.path.isdir(graded):
-      print(f'Graded held-out photos (input | output | target, and *_graded.png): {graded}')
-  elif FLAGS.mode == 'eval':
-    results = inference.run_eval(FLAGS.workdir)
-    train.log_final_comparison(results)
-  elif FLAGS.mode == 'export':
-    if not FLAGS.output:
-      raise app.UsageError('--mode=export needs --output=DIR (a new or empty folder).')
-    summary = export.export_workdir(
-      FLAGS.workdir, FLAGS.output, input_path=FLAGS.input, lut_size=FLAGS.lut_size
-    )
-    if 'lut' in summary:
-      print(lut_export.fidelity_line(summary['lut']))
-    print(f'Exported {FLAGS.workdir} to {FLAGS.output}: {", ".join(summary["files"])}', flush=True)
-  elif FLAGS.mode == 'export_lut':
-    if not FLAGS.output:
-      raise app.UsageError('--mode=export_lut needs --output=FILE.cube.')
-    fidelity = lut_export.export_lut(
-      FLAGS.workdir, FLAGS.output, input_path=FLAGS.input, size=FLAGS.lut_size
-    )
-    print(lut_export.fidelity_line(fidelity))
-    print(f'Wrote {fidelity["output"]}', flush=True)
-  else:
-    if not FLAGS.input or not FLAGS.output:
-      raise app.UsageError('--mode=predict needs --input=FILE_OR_DIR and --output=DIR.')
-    summary = inference.run_predict(
-      FLAGS.workdir,
-      FLAGS.input,
-      FLAGS.output,
-      skip_existing=FLAGS.skip_existing,
-      recursive=FLAGS.recursive,
-    )
-    print(summary, flush=True)
+  return cli_errors.run(_dispatch, verbose=FLAGS.verbose)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli_errors.parse_flags)

@@ -1,6 +1,8 @@
-"""The pure, jitted train step: forward, loss, gradients, update, EMA."""
+"""The pure, jitted train step: forward, loss, gradients, update, EMA, finiteness guard."""
 
+import copy
 import functools
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +12,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from unet_jax import losses, parallel
+from unet_jax import guards, losses, parallel
 from unet_jax.models import UNet
 from unet_jax.train_state import TrainState
 
@@ -42,6 +44,20 @@ def _sown_luts(intermediates: Any) -> list[tuple[str, jax.Array]]:
   return found
 
 
+def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
+  """The decay that makes the stored EMA the bias-corrected average of the steps so far.
+
+  With a raw EMA `e_t = d e_(t-1) + (1 - d) p_t` that starts at the initial weights, after
+  2,000 steps at d = 0.999 still 13.5 % of it is the untrained network. Dividing by
+  `1 - d**t` (as Adam does for its moments) removes that part; storing the corrected value
+  directly needs the decay `d (1 - d**(t-1)) / (1 - d**t)` at step `t` (0 at step 1, d later),
+  so the EMA weights are the trained weights' average from the first step on.
+  """
+  t = step.astype(jnp.float32)
+  d = jnp.float32(decay)
+  return jnp.where(d > 0, d * (1.0 - d ** (t - 1.0)) / (1.0 - d**t), 0.0)
+
+
 def train_step(
   state: TrainState,
   batch: dict[str, jax.Array],
@@ -51,7 +67,9 @@ def train_step(
   optimizer: optax.GradientTransformation,
   config: ml_collections.ConfigDict,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimisation step. A non-finite loss leaves the state unchanged (and is reported)."""
+  """One optimisation step. A non-finite loss, or an update that would make any parameter, EMA
+  weight, BatchNorm statistic or optimiser moment non-finite, leaves the state unchanged and is
+  reported in `metrics['finite']`."""
 
   def loss_fn(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
@@ -73,18 +91,19 @@ def train_step(
   (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  decay = config.optimizer.ema_decay
+  step = state.step + 1
+  decay = ema_decay_at(config.optimizer.ema_decay, step)
   ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
   candidate = state.replace(
-    step=state.step + 1,
+    step=step,
     params=params,
     batch_stats=batch_stats,
     opt_state=opt_state,
     ema_params=ema_params,
   )
-  # Keeping the old state on a NaN/Inf loss means the host can stop with a good state in hand
-  # even though it learns of the failure a step later.
-  finite = jnp.isfinite(loss)
+  # Keeping the old state on a NaN/Inf loss or state means the host can stop with a good state
+  # in hand even though it learns of the failure a step later, and never checkpoints a bad one.
+  finite = jnp.isfinite(loss) & guards.all_finite(candidate)
   new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), candidate, state)
   metrics = {
     'loss': loss,
@@ -95,6 +114,20 @@ def train_step(
   return new_state, metrics
 
 
+# Jitted steps of this process by what they depend on, so that runs of the same shape (tests,
+# sweeps, a resumed run in a notebook) compile once instead of once per `train_and_evaluate`.
+_STEP_CACHE: dict[Any, Callable] = {}
+_STEP_CACHE_SIZE = 16
+
+
+def _step_key(config, model, optimizer, mesh, state_sharding) -> Any:
+  # The step reads only these parts of the config; the schedule lives in `optimizer`.
+  used = {name: config[name] for name in ('task', 'loss', 'optimizer')}
+  used = json.dumps(json.loads(ml_collections.ConfigDict(used).to_json_best_effort()))
+  leaves, treedef = jax.tree.flatten(state_sharding)
+  return (used, model, optimizer, mesh, treedef, tuple(leaves), jax.default_backend())
+
+
 def make_train_step(
   config: ml_collections.ConfigDict,
   model: UNet,
@@ -102,13 +135,28 @@ def make_train_step(
   mesh: Mesh,
   state_sharding: Any,
 ) -> Callable:
-  """`train_step` jitted for the mesh: state replicated and donated, batch split over `data`."""
-  step = functools.partial(train_step, model=model, optimizer=optimizer, config=config)
+  """`train_step` jitted for the mesh: state replicated and donated, batch split over `data`.
+
+  The same (config, model, optimizer, mesh, sharding) gives back the same jitted function, so
+  its compiled executables are reused; `create_optimizer` returns one optimizer per config.
+  """
+  key = _step_key(config, model, optimizer, mesh, state_sharding)
+  cached = _STEP_CACHE.get(key)
+  if cached is not None:
+    return cached
+  # A copy: the cached step must not follow later edits of the caller's config.
+  step = functools.partial(
+    train_step, model=model, optimizer=optimizer, config=copy.deepcopy(config)
+  )
   replicated = parallel.replicated(mesh)
-  return jax.jit(
+  jitted = jax.jit(
     step,
     in_shardings=(state_sharding, parallel.batch_sharding(mesh), replicated),
     out_shardings=(state_sharding, replicated),
     donate_argnums=(0,),
     compiler_options=parallel.train_compiler_options(),
   )
+  if len(_STEP_CACHE) >= _STEP_CACHE_SIZE:
+    _STEP_CACHE.pop(next(iter(_STEP_CACHE)))
+  _STEP_CACHE[key] = jitted
+  return jitted

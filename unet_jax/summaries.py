@@ -48,6 +48,23 @@ class MetricWriter:
       self._jsonl.close()
 
 
+def read_logged(workdir: str, name: str, *, up_to_step: int) -> list[float]:
+  """The values of `name` (e.g. 'train/loss') in `workdir/metrics.jsonl` up to a step."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  values = []
+  with open(path) as f:
+    for line in f:
+      try:
+        entry = json.loads(line)
+      except json.JSONDecodeError:  # a line cut short by kill -9
+        continue
+      if name in entry and entry.get('step', 0) <= up_to_step:
+        values.append(float(entry[name]))
+  return values
+
+
 def side_by_side(*images: np.ndarray) -> np.ndarray:
   """Concatenates `[H, W, C]` images left to right (input | output | target)."""
   height = max(image.shape[0] for image in images)

@@ -1,4 +1,8 @@
-"""The training loop: data -> sharded batches -> jitted step -> logs, evals, checkpoints."""
+"""The training loop: data -> sharded batches -> jitted step -> logs, evals, checkpoints.
+
+Checks that may refuse the run happen before anything compiles: the config (validation.py), a
+resume against the workdir's record (workdir.py), the data's files and fingerprint.
+"""
 
 import functools
 import logging
@@ -9,12 +13,14 @@ from typing import Any
 import jax
 import ml_collections
 
-from unet_jax import checkpoint, data, losses, metrics, parallel
+from unet_jax import checkpoint, data, finetune, guards, losses, metrics, parallel
 from unet_jax import workdir as workdir_lib
+from unet_jax.data import fingerprint
+from unet_jax.guards import TrainingStopped
 from unet_jax.inference import evaluate
 from unet_jax.models import create_model
 from unet_jax.steps import make_train_step
-from unet_jax.summaries import MetricWriter, Progress
+from unet_jax.summaries import MetricWriter, Progress, read_logged
 from unet_jax.train_state import (
   create_optimizer,
   create_train_state,
@@ -44,32 +50,80 @@ class _StopRequest:
       signal.signal(sig, handler)
 
 
+class Interrupted(Exception):
+  """Training stopped on SIGTERM/SIGINT after saving a checkpoint; rerunning resumes it."""
+
+
 def _check_finite(step_metrics: dict[str, Any], step: int) -> None:
   if not bool(step_metrics['finite']):
-    raise FloatingPointError(
-      f'The loss became {float(step_metrics["loss"])} at step {step}. Training stopped; the '
-      'parameters from before that step are kept and the last checkpoint is intact. Lower '
+    raise TrainingStopped(
+      f'The loss or the updated weights became non-finite at step {step} (loss '
+      f'{float(step_metrics["loss"])}). Training stopped; the parameters from before that step '
+      'are kept and no checkpoint holds a non-finite value. Lower '
       'config.optimizer.learning_rate or check the data.'
     )
 
 
+def _log_schedule_change(config: ml_collections.ConfigDict, run: workdir_lib.Run, step: int):
+  if 'num_train_steps' not in run.changes:
+    return
+  old_steps, new_steps = run.changes['num_train_steps']
+  before = ml_collections.ConfigDict(config.to_dict())
+  before.num_train_steps = old_steps
+  # The update of step k + 1 uses the schedule's value at k.
+  old_rate, new_rate = learning_rate_schedule(before)(step), learning_rate_schedule(config)(step)
+  logging.warning(
+    'Training longer: config.num_train_steps %d -> %d. The learning-rate schedule now decays '
+    'over %d steps: step %d uses the rate %.3g (%.3g under the old schedule).',
+    old_steps,
+    new_steps,
+    new_steps,
+    step + 1,
+    float(new_rate),
+    float(old_rate),
+  )
+
+
 def train_and_evaluate(
-  config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | None = None
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  stop_at_step: int | None = None,
+  init_from: str | None = None,
 ) -> dict[str, Any]:
   """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one.
 
   `stop_at_step` saves and returns at that step without finishing the schedule (a later call
-  resumes exactly there). Returns the last eval results (or {} if none ran).
+  resumes exactly there). `init_from` (another run's workdir) starts a new run from that run's
+  weights (finetune.py). A larger `config.num_train_steps` than the workdir's continues the run
+  ("train longer"). Returns the last eval results (or {} if none ran).
+
+  Raises ConfigError / DataError (bad config or files), WorkdirError (a refused resume),
+  TrainingStopped (non-finite state, or divergence with `config.divergence.action='stop'`) and
+  Interrupted (SIGTERM/SIGINT, after saving).
   """
   parallel.initialize_distributed(config)
   validate_config(config)
-  workdir_lib.save_config(config, workdir)
+  if init_from:
+    finetune.check_source(init_from)
+  checkpointer = checkpoint.Checkpointer(workdir, config)
+  try:
+    return _train(config, workdir, checkpointer, stop_at_step=stop_at_step, init_from=init_from)
+  finally:
+    checkpointer.close()
+
+
+def _train(config, workdir, checkpointer, *, stop_at_step, init_from) -> dict[str, Any]:
+  resuming = checkpointer.has_checkpoint()
+  run = workdir_lib.Run(config, workdir, resuming=resuming, init_from=init_from)
 
   mesh = parallel.create_mesh()
   model = create_model(config.model)
   optimizer = create_optimizer(config)
   data_dir = data.tfds_dir(config, workdir)
   logging.info('%s', data.dataset_summary(config, data_dir=data_dir))
+  run.check_data(fingerprint.train_fingerprint(config, data_dir, run.previous_fingerprint))
+  loss_params = losses.load_loss_params(config.loss)
   data_iterator = data.create_train_iterator(
     config,
     process_index=jax.process_index(),
@@ -81,21 +135,36 @@ def train_and_evaluate(
   init = functools.partial(create_train_state, config, model, optimizer)
   state = jax.jit(init, out_shardings=replicated)(jax.random.key(config.seed))
   state_sharding = jax.tree.map(lambda _: replicated, state)
-  checkpointer = checkpoint.Checkpointer(workdir, config)
+  # A fine-tune that has no latest checkpoint yet (none, or only best/) starts from its source.
+  source = init_from or run.started_from
   if checkpointer.latest_step() is not None:
     state = checkpointer.restore_latest(state, data_iterator)
+  elif source:
+    state, origin = finetune.load_weights(source, state)
+    run.set_origin(origin)
   start_step = int(state.step)
+  _log_schedule_change(config, run, start_step)
 
-  loss_params = jax.device_put(losses.load_loss_params(config.loss), replicated)
+  loss_params = jax.device_put(loss_params, replicated)
   lpips_params = metrics.load_lpips_params() if config.task != 'segment' else None
   step_fn = make_train_step(config, model, optimizer, mesh, state_sharding)
   schedule = learning_rate_schedule(config)
   writer = MetricWriter(workdir)
   progress = Progress(config.num_train_steps, config.batch_size, start_step)
+  divergence = guards.DivergenceMonitor(config)
+  divergence.seed(read_logged(workdir, 'train/loss', up_to_step=start_step))
   stop = _StopRequest()
   last_eval: dict[str, Any] = {}
   final_step = min(config.num_train_steps, stop_at_step or config.num_train_steps)
   logging.info('Training steps %d -> %d on %d devices.', start_step, final_step, jax.device_count())
+
+  def save(step_metrics, step, *, best=None):
+    _check_finite(step_metrics, step)
+    run.commit(start_step)
+    if best is None:
+      checkpointer.save(state, data_iterator)
+    else:
+      checkpointer.save_best(state, best)
 
   try:
     previous = None
@@ -108,12 +177,14 @@ def train_and_evaluate(
       previous = (step_metrics, step)
 
       is_last = step == final_step
+      diverged = None
       if step % config.log_every_steps == 0 or is_last:
         _check_finite(step_metrics, step)
         scalars = {k: v for k, v in jax.device_get(step_metrics).items() if k != 'finite'}
         scalars.update(progress.report(step, float(scalars['loss'])))
         scalars['learning_rate'] = float(schedule(step - 1))
         writer.write_scalars(step, scalars, prefix='train/')
+        diverged = divergence.check_loss(step, float(scalars['loss']))
 
       evaluate_now = step % config.eval_every_steps == 0 or step == config.num_train_steps
       if evaluate_now:
@@ -129,17 +200,24 @@ def train_and_evaluate(
           data_dir=data_dir,
           output_dir=output_dir,
         )
-        checkpointer.save_best(state, last_eval['model'])
+        save(step_metrics, step, best=last_eval['model'])
+        diverged = divergence.check_eval(step, last_eval) or diverged
 
-      if step % config.checkpoint_every_steps == 0 or is_last or stop.requested:
-        _check_finite(step_metrics, step)
-        checkpointer.save(state, data_iterator)
+      stopping = diverged is not None and divergence.stops
+      if step % config.checkpoint_every_steps == 0 or is_last or stop.requested or stopping:
+        save(step_metrics, step)
+      if stopping:
+        raise guards.TrainingStopped(
+          f"{diverged} Stopped (config.divergence.action='stop'); the checkpoint of step "
+          f'{step} is saved.'
+        )
       if stop.requested:
-        logging.warning('Stopped at step %d on request; rerun the same command to resume.', step)
-        break
+        raise Interrupted(
+          f'Stopped at step {step} on request (signal); its checkpoint is saved. Rerun the same '
+          'command to resume.'
+        )
   finally:
     checkpointer.wait()
-    checkpointer.close()
     writer.close()
     stop.restore()
   return last_eval

@@ -1,9 +1,13 @@
 """Checks a whole config before anything compiles, naming the option that is wrong."""
 
+import math
+import os
+
 import jax
 import ml_collections
 
 from unet_jax import data, losses
+from unet_jax.guards import DIVERGENCE_ACTIONS
 from unet_jax.inference import photo_writer, tiling
 from unet_jax.models import validate_model_config
 
@@ -26,6 +30,7 @@ def validate_config(
   `training=False` skips what only training needs (batch, crop, schedule); with
   `check_data_files=False` the data folders are not looked at (predict on another machine).
   """
+  _validate_numbers(config)
   if config.task not in TASKS:
     raise ConfigError(f'config.task={config.task!r} is not one of {list(TASKS)}.')
   try:
@@ -47,6 +52,26 @@ def validate_config(
     raise ConfigError(str(error)) from None
 
 
+def _numbers(tree: ml_collections.ConfigDict, prefix: str = 'config'):
+  for key, value in tree.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _numbers(value, f'{prefix}.{key}')
+    elif isinstance(value, (list, tuple)):
+      for index, item in enumerate(value):
+        if isinstance(item, float):
+          yield f'{prefix}.{key}[{index}]', item
+    elif isinstance(value, float):
+      yield f'{prefix}.{key}', value
+
+
+def _validate_numbers(config: ml_collections.ConfigDict) -> None:
+  """No option may be NaN or infinite: every comparison with NaN is False, so a NaN passes
+  range checks and trains garbage (a NaN learning rate gives NaN weights at step 1)."""
+  for name, value in _numbers(config):
+    if not math.isfinite(value):
+      raise ConfigError(f'{name}={value} is not a finite number.')
+
+
 def _validate_loss(config: ml_collections.ConfigDict) -> None:
   terms = losses.SEGMENTATION_TERMS if config.task == 'segment' else losses.IMAGE_TERMS
   try:
@@ -56,6 +81,9 @@ def _validate_loss(config: ml_collections.ConfigDict) -> None:
   for term in losses.LUT_TERMS:
     if config.loss.get(term, 0.0) < 0:
       raise ConfigError(f'config.loss.{term} must be >= 0; got {config.loss[term]}.')
+  path = config.loss.vgg_weights_path
+  if config.task != 'segment' and config.loss.perceptual > 0 and path and not os.path.isfile(path):
+    raise ConfigError(f'config.loss.vgg_weights_path={path!r} is not a file.')
 
 
 def _validate_predict(config: ml_collections.ConfigDict) -> None:
@@ -111,3 +139,17 @@ def _validate_training(config: ml_collections.ConfigDict) -> None:
     )
   if config.keep_checkpoints < 1:
     raise ConfigError(f'config.keep_checkpoints must be >= 1; got {config.keep_checkpoints}.')
+  _validate_divergence(config.divergence)
+
+
+def _validate_divergence(div: ml_collections.ConfigDict) -> None:
+  if div.loss_factor <= 1:
+    raise ConfigError(f'config.divergence.loss_factor must be > 1; got {div.loss_factor}.')
+  if div.patience < 1:
+    raise ConfigError(f'config.divergence.patience must be >= 1; got {div.patience}.')
+  if div.eval_margin_db < 0:
+    raise ConfigError(f'config.divergence.eval_margin_db must be >= 0; got {div.eval_margin_db}.')
+  if div.action not in DIVERGENCE_ACTIONS:
+    raise ConfigError(
+      f'config.divergence.action={div.action!r} is not one of {list(DIVERGENCE_ACTIONS)}.'
+    )

@@ -1,8 +1,21 @@
-"""What a workdir holds and where: the resolved config (written by training, read back by eval
-and predict) and the eval output folders."""
+"""What a workdir holds and records about its run, and which reruns it accepts.
+
+- `config.json`: the config of the run whose checkpoints are in the workdir (eval and predict
+  read it back).
+- `data_fingerprint.json`: the training files' names, sizes and hashes (data/fingerprint.py).
+- `config_history.jsonl`: one line per start, resume with changes, or fine-tune origin.
+
+A workdir is committed to a config only once this run saves its first checkpoint (`Run.commit`
+runs right before every save and writes once): a run that fails before that (bad data, a
+missing weights file, a diverged first step) leaves nothing that blocks the corrected rerun.
+Eval output goes to `eval/step_N/` (`eval_dir`).
+"""
 
 import json
+import logging
+import math
 import os
+import time
 from typing import Any
 
 import jax
@@ -10,11 +23,15 @@ import ml_collections
 from flax import traverse_util
 
 from unet_jax.config import get_base_config
+from unet_jax.data import fingerprint as fingerprint_lib
 
 CONFIG_FILE = 'config.json'
+FINGERPRINT_FILE = 'data_fingerprint.json'
+HISTORY_FILE = 'config_history.jsonl'
 
 # Options that may change when a run resumes; any other change would make the resumed run a
-# different experiment from the one whose checkpoints are in the workdir.
+# different experiment from the one whose checkpoints are in the workdir. `data.dir` may move
+# because the training files themselves are compared by their fingerprint.
 RESUMABLE_CHANGES = (
   'log_every_steps',
   'eval_every_steps',
@@ -28,7 +45,18 @@ RESUMABLE_CHANGES = (
   'data.dir',
   'data.tfds_data_dir',
   'distributed.',
+  'divergence.',
 )
+# May grow on resume ("train longer"); the schedule then follows the new value.
+EXTENDABLE = ('num_train_steps',)
+
+
+class WorkdirError(ValueError):
+  """A workdir that cannot be used as asked; the message names the file, option or flag."""
+
+
+class MissingRunError(WorkdirError, FileNotFoundError):
+  """A workdir (or --init_from folder) without the config or checkpoint of a trained run."""
 
 
 def _flatten(tree: dict[str, Any]) -> dict[str, Any]:
@@ -56,41 +84,190 @@ def _as_plain(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(config.to_json_best_effort())
 
 
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Writes `workdir/config.json`, or checks a resumed run against the one already there."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if os.path.exists(path):
-    with open(path) as f:
-      before = _flatten(_with_later_options(json.load(f)))
-    now = _flatten(_as_plain(config))
-    changed = sorted(
-      key
-      for key in set(before) | set(now)
-      if before.get(key) != now.get(key) and not key.startswith(RESUMABLE_CHANGES)
-    )
-    if changed:
-      details = ', '.join(f'{k}: {before.get(k)!r} -> {now.get(k)!r}' for k in changed)
-      raise ValueError(
-        f'{path} was written by an earlier run with a different config ({details}). '
-        f'Resume with the same config, or start a new --workdir.'
-      )
-    return
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
-    os.replace(tmp, path)
+def _same(a: Any, b: Any) -> bool:
+  """Equality where NaN equals NaN (json writes NaN, so a saved NaN must match itself)."""
+  if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+    return True
+  if isinstance(a, list) and isinstance(b, list):
+    return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+  return a == b
+
+
+def config_changes(before: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+  """Flat keys whose value differs, `{key: (before, now)}`.
+
+  A key the saved config lacks counts as unchanged when the new value is the base default:
+  the workdir was written before that option existed and ran with its default behaviour.
+  """
+  before, now = _flatten(before), _flatten(now)
+  defaults = _flatten(_as_plain(get_base_config()))
+  changes = {}
+  for key in sorted(set(before) | set(now)):
+    old = before.get(key, defaults.get(key))
+    if not _same(old, now.get(key)):
+      changes[key] = (before.get(key), now.get(key))
+  return changes
+
+
+def _refused(key: str, old: Any, new: Any) -> bool:
+  if key.startswith(RESUMABLE_CHANGES):
+    return False
+  if key in EXTENDABLE:
+    return not (isinstance(old, int) and isinstance(new, int) and new > old)
+  return True
+
+
+def _read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+def _write_json(path: str, text: str) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, path)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
-    raise FileNotFoundError(
+    raise MissingRunError(
       f'{path} does not exist: --workdir must be a folder written by --mode=train.'
     )
+  return ml_collections.ConfigDict(_with_later_options(_read_json(path)))
+
+
+def read_history(workdir: str) -> list[dict[str, Any]]:
+  path = os.path.join(workdir, HISTORY_FILE)
+  if not os.path.exists(path):
+    return []
   with open(path) as f:
-    return ml_collections.ConfigDict(_with_later_options(json.load(f)))
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class Run:
+  """This run's view of its workdir: checks a resume, then commits once before the first save.
+
+  `resuming`: the workdir holds a checkpoint, so `config.json` is binding. Refused changes raise
+  WorkdirError naming each option; accepted ones (cadence, a moved data folder, a larger
+  `num_train_steps`) are logged and recorded in the history at commit.
+  """
+
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    resuming: bool,
+    init_from: str | None = None,
+  ):
+    self.config = config
+    self.workdir = workdir
+    self.resuming = resuming
+    self.init_from = os.path.abspath(init_from) if init_from else None
+    self.changes: dict[str, tuple[Any, Any]] = {}
+    self.started_from: str | None = None  # the --init_from of the run being resumed
+    self.previous_fingerprint: dict[str, Any] | None = None
+    self._fingerprint: dict[str, Any] | None = None
+    self._origin: dict[str, Any] | None = None
+    self._committed = False
+    if resuming:
+      self._check_resume()
+
+  def _check_resume(self) -> None:
+    path = os.path.join(self.workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+      raise WorkdirError(
+        f'{self.workdir} holds checkpoints but no {CONFIG_FILE}: it was not written by '
+        '--mode=train of this version. Start a new --workdir.'
+      )
+    changes = config_changes(_read_json(path), _as_plain(self.config))
+    refused = {k: v for k, v in changes.items() if _refused(k, *v)}
+    if refused:
+      details = ', '.join(f'config.{k}: {old!r} -> {new!r}' for k, (old, new) in refused.items())
+      hint = (
+        ' (num_train_steps may only grow: train longer)' if 'num_train_steps' in refused else ''
+      )
+      raise WorkdirError(
+        f'{path} was written by an earlier run with a different config ({details}){hint}. '
+        'Resume with the same config, or start a new --workdir (--init_from=THIS_WORKDIR '
+        'fine-tunes from its weights).'
+      )
+    self.changes = changes
+    starts = [entry for entry in read_history(self.workdir) if entry.get('event') == 'start']
+    started_from = starts[-1].get('init_from') if starts else None
+    self.started_from = started_from
+    if self.init_from and self.init_from != started_from:
+      origin = f'from {started_from}' if started_from else 'from scratch'
+      raise WorkdirError(
+        f'--init_from={self.init_from}: {self.workdir} already holds a run started {origin}; '
+        'rerun without --init_from to resume it, or give a new --workdir to fine-tune.'
+      )
+    fingerprint_path = os.path.join(self.workdir, FINGERPRINT_FILE)
+    if os.path.exists(fingerprint_path):
+      self.previous_fingerprint = _read_json(fingerprint_path)
+    for key, (old, new) in changes.items():
+      logging.info('Resuming with config.%s changed: %r -> %r.', key, old, new)
+
+  def check_data(self, fingerprint: dict[str, Any]) -> None:
+    """Refuses a resume whose training data differs from what the run trained on."""
+    self._fingerprint = fingerprint
+    if not self.resuming:
+      return
+    if self.previous_fingerprint is None:
+      logging.warning(
+        '%s has no %s (written by an older version): the training data cannot be compared; '
+        'recording the current one.',
+        self.workdir,
+        FINGERPRINT_FILE,
+      )
+      return
+    found = fingerprint_lib.differences(self.previous_fingerprint, fingerprint)
+    if found:
+      where = fingerprint.get('root') or self.config.data.name
+      raise WorkdirError(
+        f'The training data in {where} is not what the run in {self.workdir} trained on: '
+        + '; '.join(found)
+        + '. Resume with the original data (config.data.dir may point to a copy of it), or '
+        'start a new --workdir.'
+      )
+
+  def set_origin(self, origin: dict[str, Any]) -> None:
+    """Where a fine-tune's weights came from (`{'init_from', 'checkpoint', 'step'}`)."""
+    self._origin = origin
+
+  def commit(self, start_step: int) -> None:
+    """Writes the config, data fingerprint and history entry; once, before the first save.
+
+    `start_step`: the step this run started from (0, or the step it resumed at).
+    """
+    if self._committed:
+      return
+    self._committed = True
+    if self.resuming and not self.changes and self.previous_fingerprint == self._fingerprint:
+      return
+    if jax.process_index() != 0:
+      return
+    os.makedirs(self.workdir, exist_ok=True)
+    _write_json(os.path.join(self.workdir, CONFIG_FILE), self.config.to_json_best_effort(indent=2))
+    if self._fingerprint is not None:
+      _write_json(os.path.join(self.workdir, FINGERPRINT_FILE), json.dumps(self._fingerprint))
+    entry: dict[str, Any] = {
+      'time': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+      'event': 'resume' if self.resuming else 'start',
+      'step': start_step,
+    }
+    if self.resuming:
+      entry['changes'] = {k: list(v) for k, v in self.changes.items()}
+    else:
+      entry['init_from'] = self.init_from
+      if self._origin:
+        entry.update(self._origin)
+    # A fresh start replaces the history of earlier attempts that never saved a checkpoint.
+    mode = 'a' if self.resuming else 'w'
+    with open(os.path.join(self.workdir, HISTORY_FILE), mode) as f:
+      f.write(json.dumps(entry) + '\n')
 
 
 def eval_dir(workdir: str, step: int, *, fresh: bool = False) -> str:
