@@ -269,7 +269,7 @@ def test_a_workdir_written_before_these_options_loads_and_resumes(tmp_path):
     del plain['model'][key]
   del plain['loss']['lut_smoothness']
   old = workdir.ml_collections.ConfigDict(plain)
-  workdir.save_config(old, str(tmp_path))
+  workdir.Run(old, str(tmp_path), resuming=False).commit(0)
   loaded = workdir.load_config(str(tmp_path))
   assert loaded.model.color_head == 'none' and loaded.model.coords is False
-  workdir.save_config(config, str(tmp_path))  # the resume check accepts today's config
+  workdir.Run(config, str(tmp_path), resuming=True)  # the resume check accepts today's config

@@ -71,7 +71,7 @@ def run(tmp_path_factory):
   root = tmp_path_factory.mktemp('export')
   workdir = str(root / 'run')
   config = data_helpers.tiny_config()
-  workdir_lib.save_config(config, workdir)
+  workdir_lib.Run(config, workdir, resuming=False).commit(0)
   model = create_model(config.model)
   state = create_train_state(config, model, create_optimizer(config), jax.random.key(0))
   state = _randomised(state)

@@ -102,4 +102,7 @@ def test_notebook_trains_shows_and_grades_on_cpu(tmp_path, monkeypatch):
   shown = [p for p in panels if not p.endswith('_graded.png')]
   assert len(shown) >= 1 and images(cell_with(notebook, 'eval_dirs')) == len(shown)
   assert images(cell_with(notebook, 'grade_folder')) == 1
-  assert [p.name for p in (workdir / 'graded').iterdir()] == ['chelsea.png']
+  assert sorted(p.name for p in (workdir / 'graded').iterdir()) == [
+    'chelsea.png',
+    'predict_summary.json',
+  ]

@@ -248,6 +248,22 @@ def test_broken_file_is_reported_and_the_rest_written(identity, tmp_path):
   assert 'b.jpg' in summary['failed'][0]['reason']
 
 
+def test_diverged_weights_write_nothing_and_are_reported(identity, tmp_path):
+  # Finite but huge weights (what a run with a huge learning rate keeps) grade to NaN/Inf.
+  config, model, _ = identity
+  diverged = jax.tree.map(lambda x: np.full_like(x, 1e30), _variables(model))
+  source, out = tmp_path / 'in', tmp_path / 'out'
+  source.mkdir()
+  _save(source / 'a.png', 30, 45)
+
+  summary = files.predict_paths(config, model, diverged, str(source), str(out))
+
+  assert summary['written'] == []
+  assert [os.path.basename(f['input']) for f in summary['failed']] == ['a.png']
+  assert 'diverged' in summary['failed'][0]['reason']
+  assert sorted(os.listdir(out)) == ['predict_summary.json']
+
+
 def test_exif_rotated_jpeg_comes_out_upright(identity, tmp_path):
   config, model, variables = identity
   source, out = tmp_path / 'in', tmp_path / 'out'

@@ -117,7 +117,7 @@ def test_nonfinite_weights_with_a_finite_loss_stop_training_without_a_checkpoint
   jax.tree.map(np.testing.assert_array_equal, after, good)
 
 
-def _write_poisoned_checkpoint(config, workdir, step):
+def _write_poisoned_checkpoint(config, workdir, step, poison=lambda x: x * jnp.nan):
   """Bypasses the guards to put a NaN state at `step` (what an older version could write)."""
   model = create_model(config.model)
   target = jax.eval_shape(
@@ -126,7 +126,7 @@ def _write_poisoned_checkpoint(config, workdir, step):
   iterator = data.create_train_iterator(config, process_index=0, process_count=1)
   saver = checkpoint.Checkpointer(workdir, config)
   state = saver.restore_latest(target, iterator)
-  nan_ema = jax.tree.map(lambda x: x * jnp.nan, state.ema_params)
+  nan_ema = jax.tree.map(poison, state.ema_params)
   poisoned = state.replace(step=jnp.asarray(step, jnp.int32), ema_params=nan_ema)
   saver._latest.save(
     step,
@@ -149,6 +149,17 @@ def test_a_nonfinite_checkpoint_is_refused_by_resume_eval_and_predict(tmp_path):
     train.train_and_evaluate(config, workdir)
   with pytest.raises(checkpoint.CheckpointError, match='checkpoints/3'):
     inference.load_trained_model(workdir)
+
+
+def test_diverged_but_finite_weights_fail_eval_instead_of_scoring_nan(tmp_path):
+  # A huge learning rate can keep weights of ~1e30: finite, so the checkpoint is restored,
+  # but every graded pixel is NaN or Inf. Eval says so (exit status 5) instead of "nan dB".
+  config = tiny_config()
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir, stop_at_step=2)
+  _write_poisoned_checkpoint(config, workdir, 3, poison=lambda x: jnp.full_like(x, 1e30))
+  with pytest.raises(checkpoint.CheckpointError, match='checkpoints/3: the model scores .*psnr'):
+    inference.run_eval(workdir)
 
 
 def test_nan_config_values_are_refused_and_compare_equal():

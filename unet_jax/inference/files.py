@@ -315,6 +315,12 @@ def predict_paths(
       graded = grading.grade_lut_only(model, variables, photo.pixels)
     else:
       graded = grading.grade_image(model, variables, photo.pixels, **tile_settings)
+    if not np.all(np.isfinite(graded)):
+      # Finite but huge weights (a diverged run) can still give NaN or Inf pixels: no file.
+      raise ValueError(
+        f'{path}: the model graded it to NaN or Inf pixels (its weights have diverged); '
+        'nothing was written for it.'
+      )
     spec = photo_writer.output_spec(photo, path, options)
     encoded, clipped = photo_writer.encode_photo(graded, photo, spec, options.jpeg_quality)
     return encoded, {

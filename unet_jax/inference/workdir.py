@@ -1,6 +1,7 @@
 """Eval and predict from a workdir alone: its config, its best (or latest) checkpoint."""
 
 import logging
+import math
 from typing import Any
 
 import jax
@@ -37,7 +38,7 @@ def run_eval(workdir: str) -> dict[str, Any]:
   config, model, variables, path = load_trained_model(workdir, needs_data=True)
   step = int(path.rstrip('/').rsplit('/', 1)[-1])
   lpips_params = metrics.load_lpips_params() if config.task != 'segment' else None
-  return evaluate.evaluate(
+  results = evaluate.evaluate(
     config,
     model,
     variables,
@@ -45,6 +46,15 @@ def run_eval(workdir: str) -> dict[str, Any]:
     data_dir=data.tfds_dir(config, workdir),
     output_dir=workdir_lib.eval_dir(workdir, step, fresh=True),
   )
+  bad = sorted(name for name, value in results['model'].items() if not math.isfinite(value))
+  if bad:
+    # Finite but huge weights (a diverged run) pass the checkpoint's finiteness check and
+    # still grade to NaN or Inf: say so instead of printing "nan dB" as a result.
+    raise checkpoint.CheckpointError(
+      f'{path}: the model scores {", ".join(bad)} as NaN or Inf on the eval photos: its '
+      'weights have diverged. Retrain with a lower config.optimizer.learning_rate.'
+    )
+  return results
 
 
 def run_predict(
