@@ -75,7 +75,7 @@ def evaluate(
     return _evaluate_segmentation(config, model, variables, data_dir, output_dir, max_images)
 
   model_scores, identity_scores = _ImageScores(), _ImageScores()
-  per_image, examples = [], []
+  per_image, examples, nonfinite = [], [], 0
   # The pixels are in the run's working space: tag the PNGs with it (sRGB ones stay untagged).
   space = config.data.working_space
   tag = {} if space == 'srgb' else {'icc_profile': colour_spaces.profile_bytes(space)}
@@ -83,6 +83,7 @@ def evaluate(
     graded = grading.grade_image(
       model, variables, example['input'], **grading.tile_settings(config)
     )
+    nonfinite += int(not np.all(np.isfinite(graded)))
     target = example['target']
     scores = metrics.image_metrics(graded[None], target[None], lpips_params)
     baseline = metrics.image_metrics(example['input'][None], target[None], lpips_params)
@@ -109,6 +110,8 @@ def evaluate(
     'model': model_scores.means(names),
     'identity': identity_scores.means(names),
     'num_images': int(_sum_over_processes(np.array([model_scores.count]))[0]),
+    # Images the model graded to NaN or Inf somewhere (the scores clip them away).
+    'nonfinite_outputs': int(_sum_over_processes(np.array([nonfinite]))[0]),
     'images': per_image,
     'examples': examples,
   }

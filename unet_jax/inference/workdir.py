@@ -47,12 +47,14 @@ def run_eval(workdir: str) -> dict[str, Any]:
     output_dir=workdir_lib.eval_dir(workdir, step, fresh=True),
   )
   bad = sorted(name for name, value in results['model'].items() if not math.isfinite(value))
-  if bad:
+  if bad or results.get('nonfinite_outputs'):
     # Finite but huge weights (a diverged run) pass the checkpoint's finiteness check and
     # still grade to NaN or Inf: say so instead of printing "nan dB" as a result.
     raise checkpoint.CheckpointError(
-      f'{path}: the model scores {", ".join(bad)} as NaN or Inf on the eval photos: its '
-      'weights have diverged. Retrain with a lower config.optimizer.learning_rate.'
+      f'{path}: the model grades {results.get("nonfinite_outputs", 0)} of '
+      f'{results["num_images"]} eval photos to NaN or Inf pixels (non-finite scores: '
+      f'{", ".join(bad) or "none"}): its weights have diverged. Retrain with a lower '
+      'config.optimizer.learning_rate.'
     )
   return results
 
