@@ -192,11 +192,17 @@ def profile_path(name: str) -> str:
   space = check_working_space(name)
   if space.builtin is not None:
     return space.builtin
-  data = profile_bytes(name)
-  path = paths.cache_dir('icc') / f'{name}-{hashlib.sha256(data).hexdigest()[:8]}.icc'
+  return profile_file(profile_bytes(name), name)
+
+
+def profile_file(profile: bytes, stem: str) -> str:
+  """A file in the cache holding `profile`, named by its content (libvips takes profiles by
+  file name); written once, via a temporary file, so readers never see half of it."""
+  digest = hashlib.sha256(profile).hexdigest()[:16]
+  path = paths.cache_dir('icc') / f'{stem}-{digest}.icc'
   if not path.exists():
     tmp = path.with_suffix(f'.{os.getpid()}.tmp')
-    tmp.write_bytes(data)
+    tmp.write_bytes(profile)
     os.replace(tmp, path)
   return str(path)
 

@@ -15,7 +15,6 @@ Colours outside the output profile are clipped and counted.
 """
 
 import dataclasses
-import hashlib
 import os
 
 import ml_collections
@@ -23,7 +22,6 @@ import numpy as np
 import pyvips
 from PIL import Image
 
-from unet_jax import paths
 from unet_jax.data import colour_spaces, tiff_exif
 from unet_jax.data.images import Photo, _clipped
 
@@ -114,16 +112,6 @@ def output_spec(photo: Photo, input_path: str, predict: ml_collections.ConfigDic
   return OutputSpec(container, bits, profile, planned_extension(input_path, predict))
 
 
-def _profile_file(profile: bytes) -> str:
-  """A file holding `profile` (libvips takes output profiles by file name), cached by content."""
-  path = paths.cache_dir('icc') / f'embedded-{hashlib.sha256(profile).hexdigest()[:16]}.icc'
-  if not path.exists():
-    tmp = path.with_suffix(f'.{os.getpid()}.tmp')
-    tmp.write_bytes(profile)
-    os.replace(tmp, path)
-  return str(path)
-
-
 def _upright_exif(exif: bytes | None) -> bytes | None:
   """The EXIF block with its orientation set to 1 (libvips sets it too; this covers TIFF)."""
   if not exif:
@@ -155,7 +143,7 @@ def encode_photo(
   else:
     source = np.round(pixels * 65535.0).astype(np.uint16)
     image = _vips_rgb(source).icc_transform(
-      _profile_file(target) if target is not None else 'srgb',
+      colour_spaces.profile_file(target, 'embedded') if target is not None else 'srgb',
       input_profile=colour_spaces.profile_path(photo.working_space),
       intent='relative',
       depth=spec.bits,
