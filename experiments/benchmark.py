@@ -59,7 +59,7 @@ from unet_jax import losses, parallel  # noqa: E402
 from unet_jax.inference import grading  # noqa: E402
 from unet_jax.models import count_params, create_model  # noqa: E402
 from unet_jax.steps import make_train_step  # noqa: E402
-from unet_jax.train_state import create_optimizer, create_train_state  # noqa: E402
+from unet_jax.train_state import create_optimizer, init_train_state  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config', 'configs/res256.py', 'Model, optimiser, data and predict config.'
@@ -262,10 +262,7 @@ class JaxStep:
     model = create_model(config.model)
     optimizer = create_optimizer(config)
     replicated = parallel.replicated(mesh)
-    init = jax.jit(
-      lambda rng: create_train_state(config, model, optimizer, rng), out_shardings=replicated
-    )
-    self.state = init(jax.random.key(config.seed))
+    self.state = init_train_state(config, model, optimizer, jax.random.key(config.seed), replicated)
     self.num_params = count_params(self.state.params)
     state_sharding = jax.tree.map(lambda _: replicated, self.state)
     self.loss_params = jax.device_put(losses.load_loss_params(config.loss), replicated)

@@ -24,7 +24,7 @@ from unet_jax import workdir as workdir_lib
 from unet_jax.data import DataError
 from unet_jax.inference import workdir as inference
 from unet_jax.models import create_model
-from unet_jax.train_state import create_optimizer, create_train_state
+from unet_jax.train_state import create_optimizer, create_train_state, init_train_state
 from unet_jax.validation import ConfigError, validate_config
 
 
@@ -55,9 +55,7 @@ def test_ema_is_the_bias_corrected_average_of_trained_weights():
   model = create_model(config.model)
   optimizer = create_optimizer(config)
   replicated = parallel.replicated(mesh)
-  state = jax.jit(
-    lambda rng: create_train_state(config, model, optimizer, rng), out_shardings=replicated
-  )(jax.random.key(0))
+  state = init_train_state(config, model, optimizer, jax.random.key(0), replicated)
   initial = jax.device_get(state.params)
   sharding = jax.tree.map(lambda _: replicated, state)
   step_fn = steps.make_train_step(config, model, optimizer, mesh, sharding)

@@ -4,7 +4,6 @@ Checks that may refuse the run happen before anything compiles: the config (vali
 resume against the workdir's record (workdir.py), the data's files and fingerprint.
 """
 
-import functools
 import logging
 import signal
 import threading
@@ -23,8 +22,8 @@ from unet_jax.steps import make_train_step
 from unet_jax.summaries import MetricWriter, Progress, read_logged
 from unet_jax.train_state import (
   create_optimizer,
-  create_train_state,
   inference_variables,
+  init_train_state,
   learning_rate_schedule,
 )
 from unet_jax.validation import validate_config
@@ -132,8 +131,7 @@ def _train(config, workdir, checkpointer, *, stop_at_step, init_from) -> dict[st
   )
 
   replicated = parallel.replicated(mesh)
-  init = functools.partial(create_train_state, config, model, optimizer)
-  state = jax.jit(init, out_shardings=replicated)(jax.random.key(config.seed))
+  state = init_train_state(config, model, optimizer, jax.random.key(config.seed), replicated)
   state_sharding = jax.tree.map(lambda _: replicated, state)
   # A fine-tune that has no latest checkpoint yet (none, or only best/) starts from its source.
   source = init_from or run.started_from

@@ -1,5 +1,6 @@
 """The training state (a pytree) and the optimiser that updates it."""
 
+import functools
 import json
 from typing import Any
 
@@ -88,6 +89,28 @@ def create_train_state(
     opt_state=optimizer.init(params),
     ema_params=params,
   )
+
+
+def init_train_state(
+  config: ml_collections.ConfigDict,
+  model: UNet,
+  optimizer: optax.GradientTransformation,
+  rng: jax.Array,
+  sharding: jax.sharding.Sharding,
+) -> TrainState:
+  """`create_train_state` compiled once and placed with `sharding` (replicated for training).
+
+  On CPU the initialiser is compiled without backend optimisation: XLA:CPU spends ~15 s
+  optimising the random-number code of even a tiny U-Net's init (measured, 0.2 M parameters)
+  against ~2 s unoptimised, for a program that runs once. The weights differ from the optimised
+  build by at most one float32 ulp (an FMA in the truncated-normal's inverse erf), and a run
+  always initialises the same way, so resume and reproducibility are untouched.
+  """
+  init = functools.partial(create_train_state, config, model, optimizer)
+  lowered = jax.jit(init, out_shardings=sharding).lower(rng)
+  platform = jax.devices()[0].platform
+  options = {'xla_backend_optimization_level': 0} if platform == 'cpu' else None
+  return lowered.compile(options)(rng)
 
 
 def inference_variables(state: TrainState, *, use_ema: bool = True) -> dict[str, Any]:
