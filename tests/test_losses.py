@@ -88,6 +88,35 @@ def test_perceptual_layer_weights(images, vgg_params):
     losses.perceptual(pred, target, vgg_params, layer_weights=(1, 1))
 
 
+def _saved_for_backward(fn, pred):
+  """Elements the gradient of `fn` at `pred` keeps from the forward pass (traced, not run)."""
+  vjp = jax.eval_shape(lambda p: jax.vjp(fn, p)[1], pred)
+  return sum(leaf.size for leaf in jax.tree.leaves(vjp))
+
+
+def test_perceptual_keeps_no_target_activations_and_remat_keeps_block_outputs(images, vgg_params):
+  pred, target = images
+  loss = lambda p, remat=False: losses.perceptual(p, target, vgg_params, remat=remat)
+  value, grad = jax.jit(jax.value_and_grad(loss))(pred)
+  value_r, grad_r = jax.jit(jax.value_and_grad(lambda p: loss(p, remat=True)))(pred)
+  np.testing.assert_allclose(value_r, value, rtol=1e-6)
+  np.testing.assert_allclose(grad_r, grad, rtol=1e-4, atol=1e-9)
+
+  def one_call(p):  # predictions and targets through one VGG call, as before
+    features = vgg.VGG16().apply({'params': vgg_params}, jnp.concatenate([p, target]))
+    return sum(jnp.mean(jnp.abs(f[:2] - f[2:])) for f in features.values()) / len(features)
+
+  np.testing.assert_allclose(one_call(pred), value, rtol=1e-5)
+  # What each gradient keeps from the forward pass, less the frozen weights every variant keeps.
+  weights = sum(leaf.size for leaf in jax.tree.leaves(vgg_params))
+  kept = {
+    name: _saved_for_backward(fn, pred) - weights
+    for name, fn in {'one_call': one_call, 'split': loss, 'remat': lambda p: loss(p, True)}.items()
+  }
+  assert kept['split'] < 0.55 * kept['one_call']  # nothing of the targets' pass is kept
+  assert kept['remat'] < 0.5 * kept['split']  # block outputs only
+
+
 def test_combined_default_is_the_seed_recipe(images):
   pred, target = images
   config = get_base_config().loss

@@ -81,25 +81,35 @@ def perceptual(
   *,
   network: str = 'vgg16',
   layer_weights: Sequence[float] | None = None,
+  remat: bool = False,
 ) -> jax.Array:
   """Weighted mean absolute difference of VGG activations (relu1_2 ... relu5_x).
 
   `vgg_params` from `pretrained.load_vgg_params(network)`, passed as a jit argument.
   `layer_weights` go shallow to deep; None averages the layers. The VGG is frozen: gradients
-  reach `pred` only.
+  reach `pred` only. `remat` keeps only each VGG block's output for the backward pass and
+  recomputes the convolutions inside the blocks (about a third more VGG compute for a fraction of
+  its saved activations; `model.remat` turns it on with the U-Net's).
   """
   weights = _layer_weights(network, layer_weights)
   pred, target = _f32(pred, target)
-  batch = pred.shape[0]
-  # One pass over both halves: a single VGG call compiles once and batches better.
-  features = vgg.create_vgg(network).apply(
-    {'params': vgg_params}, jnp.concatenate([pred, target], axis=0)
-  )
+  network_module = vgg.create_vgg(network)
+
+  def features_of(images):
+    return network_module.apply({'params': vgg_params}, images)
+
+  # The targets' features need no gradient: a call of their own keeps nothing of them for the
+  # backward pass (one call on predictions and targets together would keep both).
+  target_features = jax.lax.stop_gradient(features_of(target))
+  if remat:
+    features_of = jax.checkpoint(
+      features_of, policy=jax.checkpoint_policies.save_only_these_names(vgg.BLOCK_OUTPUT)
+    )
+  pred_features = features_of(pred)
   total = jnp.zeros((), jnp.float32)
   for weight, layer in zip(weights, vgg.LAYERS[network], strict=True):
     if weight:
-      f = features[layer]
-      total += weight * jnp.mean(jnp.abs(f[:batch] - f[batch:]))
+      total += weight * jnp.mean(jnp.abs(pred_features[layer] - target_features[layer]))
   return total
 
 
@@ -141,11 +151,14 @@ def combined(
   target: jax.Array,
   loss_config: ml_collections.ConfigDict,
   loss_params: dict[str, Any],
+  *,
+  remat: bool = False,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """`(total, terms)`: the weighted sum of the image losses whose `config.loss` weight is > 0.
 
   `terms` holds each unweighted term (`'ssim'` is `1 - SSIM`) for logging. `loss_params` comes from
-  `load_loss_params(loss_config)`. Computed in float32 even for bfloat16 `pred`.
+  `load_loss_params(loss_config)`. Computed in float32 even for bfloat16 `pred`. `remat`: see
+  `perceptual`.
   """
   weights = active_weights(loss_config, IMAGE_TERMS)
   pred, target = _f32(pred, target)
@@ -166,6 +179,7 @@ def combined(
         loss_params['vgg'],
         network=loss_config.perceptual_network,
         layer_weights=layer_weights,
+        remat=remat,
       )
     else:
       terms[name] = _IMAGE_LOSSES[name](pred, target)

@@ -26,7 +26,9 @@ def compute_loss(
   """The configured loss: image losses against `target`, or segmentation losses on `mask`."""
   if config.task == 'segment':
     return losses.segmentation_combined(predictions, batch['mask'], config.loss)
-  return losses.combined(predictions, batch['target'], config.loss, loss_params)
+  return losses.combined(
+    predictions, batch['target'], config.loss, loss_params, remat=config.model.remat
+  )
 
 
 def model_inputs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:

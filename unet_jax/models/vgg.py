@@ -11,6 +11,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -21,6 +22,8 @@ LAYERS = {
   network: tuple(f'relu{block + 1}_{depth}' for block, depth in enumerate(depths))
   for network, depths in BLOCK_DEPTHS.items()
 }
+# Each block's output is tagged with this name, for `jax.checkpoint` policies that keep only them.
+BLOCK_OUTPUT = 'vgg_block_output'
 
 
 class _FrozenConv3x3(nn.Module):
@@ -71,6 +74,7 @@ class VGG(nn.Module):
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
       for layer in range(1, depth + 1):
         x = nn.relu(_FrozenConv3x3(width, dtype=self.dtype, name=f'conv{block}_{layer}')(x))
+      x = checkpoint_name(x, BLOCK_OUTPUT)
       features[f'relu{block}_{depth}'] = x
     return features
 
