@@ -7,7 +7,10 @@ import os
 import sys
 
 workdir, num_processes, process_id, port, local_devices = sys.argv[1:6]
-os.environ['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={local_devices}'
+# Unoptimised backend code as in the rest of the suite (tests/conftest.py), own device count.
+os.environ['XLA_FLAGS'] = (
+  f'--xla_force_host_platform_device_count={local_devices} --xla_backend_optimization_level=0'
+)
 os.environ['JAX_PLATFORMS'] = 'cpu'
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -95,7 +95,7 @@ def _saved_for_backward(fn, pred):
 
 
 def test_perceptual_keeps_no_target_activations_and_remat_keeps_block_outputs(images, vgg_params):
-  pred, target = images
+  pred, target = (image[:, :16, :16] for image in images)  # the smallest size VGG's pools allow
   loss = lambda p, remat=False: losses.perceptual(p, target, vgg_params, remat=remat)
   value, grad = jax.jit(jax.value_and_grad(loss))(pred)
   value_r, grad_r = jax.jit(jax.value_and_grad(lambda p: loss(p, remat=True)))(pred)

@@ -232,3 +232,27 @@ def test_bad_model_options_are_named(overrides, message):
   config.update(overrides)
   with pytest.raises(ValueError, match=message):
     validate_model_config(config)
+
+
+def test_max_pool_matches_flax_in_value_and_gradient_and_shares_ties():
+  x = jnp.asarray(np.random.default_rng(0).random((2, 9, 7, 3), np.float32))
+  ours = lambda x: layers.max_pool_2x2(x)
+  theirs = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(ours(x), theirs(x))
+  cotangent = jnp.asarray(np.random.default_rng(1).random((2, 4, 3, 3), np.float32))
+  grad = lambda f: jax.vjp(f, x)[1](cotangent)[0]
+  np.testing.assert_array_equal(grad(ours), grad(theirs))
+  tie = jnp.ones((1, 2, 2, 1))
+  np.testing.assert_allclose(jax.grad(lambda x: layers.max_pool_2x2(x).sum())(tie), 0.25)
+
+
+def test_max_pool_gradient_is_never_nan_when_the_max_was_computed_apart():
+  # XLA may compute the pooled tensor twice (in the max's fusion and in the gradient's), and
+  # the copies can differ in the last bit: then no entry equals the max the forward pass saw.
+  blocks = jnp.asarray(np.random.default_rng(0).random((1, 2, 2, 2, 2, 1), np.float32))
+  pooled = blocks.max(axis=(2, 4))
+  off_by_an_ulp = pooled.at[0, 0, 0, 0].set(jnp.nextafter(pooled[0, 0, 0, 0], 2.0))
+  (grad,) = layers.block_max_backward((blocks, off_by_an_ulp), jnp.ones_like(pooled))
+  assert bool(jnp.all(jnp.isfinite(grad)))
+  assert float(grad[0, 0, :, 0, :, 0].sum()) == 0.0  # that block gets nothing
+  np.testing.assert_allclose(grad.sum(axis=(2, 4))[0, :, :, 0], [[0, 1], [1, 1]])

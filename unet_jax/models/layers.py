@@ -104,7 +104,37 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
   """
   b, h, w, c = x.shape
   x = x[:, : h - h % 2, : w - w % 2]
-  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+  return _block_max(x.reshape(b, h // 2, 2, w // 2, 2, c))
+
+
+@jax.custom_vjp
+def _block_max(blocks: jax.Array) -> jax.Array:
+  """Max over axes 2 and 4 of `[B, H/2, 2, W/2, 2, C]`."""
+  return blocks.max(axis=(2, 4))
+
+
+def _block_max_forward(blocks):
+  pooled = _block_max(blocks)
+  return pooled, (blocks, pooled)
+
+
+def block_max_backward(residuals, cotangent):
+  """The gradient to each block's maxima, shared among ties; never NaN.
+
+  jnp.max's own gradient divides by the number of entries equal to the max. XLA may compute the
+  pooled tensor's producer (a normalisation and activation) twice, in the reduction's fusion
+  and in the comparison's, and two such copies can differ in the last bit (contracted into an
+  FMA in one, not the other): then no entry equals the max and 0 / 0 made the whole gradient
+  NaN (seen with XLA:CPU's unoptimised build). Here such a block gets no gradient instead.
+  """
+  blocks, pooled = residuals
+  expand = lambda a: a[:, :, None, :, None, :]
+  at_max = blocks == expand(pooled)
+  count = jnp.maximum(jnp.sum(at_max, axis=(2, 4), dtype=cotangent.dtype), 1)
+  return (jnp.where(at_max, expand(cotangent / count), 0).astype(blocks.dtype),)
+
+
+_block_max.defvjp(_block_max_forward, block_max_backward)
 
 
 def _upsample_axis_2x(x: jax.Array, axis: int) -> jax.Array:
