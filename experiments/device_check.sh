@@ -100,7 +100,8 @@ fi
 nvidia-smi >>"$LOG" 2>&1 || true
 
 # The suite's conftest asks for 8 CPU devices; JAX_PLATFORMS above puts these tests on the GPU.
-run_step tests "$LIMIT_TESTS" "$PYTHON" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
+# One process (`-o addopts=` drops pyproject's `-n auto`: one GPU, and no pytest-xdist installed).
+run_step tests "$LIMIT_TESTS" "$PYTHON" -m pytest -q -o addopts= -p no:cacheprovider "${TESTS[@]}"
 run_step benchmark "$LIMIT_BENCHMARK" "$PYTHON" experiments/benchmark.py --config="$CONFIG_BENCH" \
   "${BENCH_ARGS[@]}" --compare-torch --predict-size=0 --pipeline-seconds=0 \
   --json-out="$WORK/benchmark.json"
