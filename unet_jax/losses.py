@@ -88,8 +88,8 @@ def perceptual(
   `vgg_params` from `pretrained.load_vgg_params(network)`, passed as a jit argument.
   `layer_weights` go shallow to deep; None averages the layers. The VGG is frozen: gradients
   reach `pred` only. `remat` keeps only each VGG block's output for the backward pass and
-  recomputes the convolutions inside the blocks (about a third more VGG compute for a fraction of
-  its saved activations; `model.remat` turns it on with the U-Net's).
+  recomputes the convolutions inside the blocks (one more VGG forward pass on the predictions
+  for a fraction of its saved activations; `model.remat` turns it on with the U-Net's).
   """
   weights = _layer_weights(network, layer_weights)
   pred, target = _f32(pred, target)
