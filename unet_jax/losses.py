@@ -102,10 +102,10 @@ def perceptual(
   # backward pass (one call on predictions and targets together would keep both).
   target_features = jax.lax.stop_gradient(features_of(target))
   if remat:
-    features_of = jax.checkpoint(
-      features_of, policy=jax.checkpoint_policies.save_only_these_names(vgg.BLOCK_OUTPUT)
-    )
-  pred_features = features_of(pred)
+    keep_block_outputs = jax.checkpoint_policies.save_only_these_names(vgg.BLOCK_OUTPUT)
+    pred_features = jax.checkpoint(features_of, policy=keep_block_outputs)(pred)
+  else:
+    pred_features = features_of(pred)
   total = jnp.zeros((), jnp.float32)
   for weight, layer in zip(weights, vgg.LAYERS[network], strict=True):
     if weight:

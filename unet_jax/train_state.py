@@ -108,8 +108,8 @@ def init_train_state(
   """
   init = functools.partial(create_train_state, config, model, optimizer)
   lowered = jax.jit(init, out_shardings=sharding).lower(rng)
-  platform = jax.devices()[0].platform
-  options = {'xla_backend_optimization_level': 0} if platform == 'cpu' else None
+  # Decided as `parallel.train_compiler_options` decides: by the default backend.
+  options = {'xla_backend_optimization_level': 0} if jax.default_backend() == 'cpu' else None
   return lowered.compile(options)(rng)
 
 
