@@ -55,6 +55,19 @@ def check_restored(state: TrainState, path: str) -> TrainState:
   return state
 
 
+def _save_whole_arrays_on_cpu() -> None:
+  """On the CPU backend, saves each array from one device instead of Orbax's replica-parallel
+  default, where every one of N replicas copies 1/N of every array to the host through an XLA
+  slice of its own: CPU devices already live in host memory, so the slices only add dispatches
+  (the tiny config on 8 CPU devices: 5,148 slices and ~0.8 s per save). Orbax makes the same
+  choice for GPUs. Nothing in a train state is a typed PRNG key, the one thing the handler's
+  array-metadata store (left out here) is read back for."""
+  if jax.default_backend() == 'cpu':
+    ocp.type_handlers.register_type_handler(
+      jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True
+    )
+
+
 def _barrier_prefix(name: str) -> ocp.options.MultiprocessingOptions:
   # Orbax names its multi-process barriers after the step folder; two managers saving the same
   # step would wait on one barrier name and deadlock unless each has a prefix of its own.
@@ -65,6 +78,7 @@ class Checkpointer:
   """Saves and restores training; every call is collective across processes."""
 
   def __init__(self, workdir: str, config: ml_collections.ConfigDict):
+    _save_whole_arrays_on_cpu()
     self._latest = ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), LATEST_DIR),
       item_names=('state', 'data'),
