@@ -77,6 +77,7 @@ flags.DEFINE_list('rows', list(ROWS), 'Rows to train, in order.')
 flags.DEFINE_float('budget_minutes', 45.0, 'No new run starts after this much wall clock.')
 flags.DEFINE_string('runs_dir', None, 'Default: $UNET_JAX_CACHE/color_head.')
 flags.DEFINE_string('output_dir', os.path.join(ROOT, 'experiments', 'results'), 'Report folder.')
+flags.DEFINE_string('report_name', 'color_head', 'Report files: <output_dir>/<name>.md and .json.')
 flags.DEFINE_bool('report_only', False, 'Rebuild the report from finished runs.')
 flags.DEFINE_bool('baseline_lpips', True, 'Score the baselines with LPIPS too (slow on CPU).')
 
@@ -244,17 +245,18 @@ def write_report(results: list[dict], base: dict, command: str) -> str:
       lines.append(f'- {look}: not run')
       continue
     delta = summary[look]['recipe'] - base[look]['best_fit_lut']['psnr']
-    extra = ''
+    joint = summary[look]['recipe'] - base[look]['best_fit_lut_joint']['psnr']
+    extra = f'; vs one LUT fitted to all three {joint:+.2f} dB'
     if look == 'auto_exposure' and 'unet' in summary[look]:
       over_unet = summary[look]['recipe'] - summary[look]['unet']
-      extra = f'; vs the U-Net alone {over_unet:+.2f} dB'
+      extra += f'; vs the U-Net alone {over_unet:+.2f} dB'
     verdict = 'holds' if holds(delta) else 'does not hold'
     lines.append(f'- {look}: recipe {wanted} the LUT? {delta:+.2f} dB: {verdict}{extra}')
   os.makedirs(FLAGS.output_dir, exist_ok=True)
-  path = os.path.join(FLAGS.output_dir, 'color_head.md')
+  path = os.path.join(FLAGS.output_dir, f'{FLAGS.report_name}.md')
   with open(path, 'w') as f:
     f.write('\n'.join(lines) + '\n')
-  with open(os.path.join(FLAGS.output_dir, 'color_head.json'), 'w') as f:
+  with open(os.path.join(FLAGS.output_dir, f'{FLAGS.report_name}.json'), 'w') as f:
     json.dump({'runs': results, 'baselines': base}, f, indent=1)
   return path
 
