@@ -5,6 +5,7 @@
 No checkpoint is written from a state holding NaN or Inf, and none is restored from one.
 """
 
+import functools
 import logging
 import math
 import os
@@ -55,6 +56,7 @@ def check_restored(state: TrainState, path: str) -> TrainState:
   return state
 
 
+@functools.cache  # Orbax's handler registry is global: register once per process
 def _save_whole_arrays_on_cpu() -> None:
   """On the CPU backend, saves each array from one device instead of Orbax's replica-parallel
   default, where every one of N replicas copies 1/N of every array to the host through an XLA
