@@ -24,7 +24,9 @@ def get_config():
   config.optimizer.learning_rate = 1e-3
   config.optimizer.warmup_steps = 50
   config.optimizer.ema_decay = 0.99
+  config.optimizer.global_grade_lr_factor = 10.0
   config.loss.perceptual = 0.0  # costs more than the U-Net at this size
+  config.loss.global_grade = 1.0
   config.log_every_steps = 50
   config.predict.tile_size = 256
   config.predict.tile_overlap = 32
@@ -33,7 +35,9 @@ def get_config():
   config.model.lut_bases = 3
   config.model.thumbnail_context = True
   config.model.global_context = True
+  config.model.thumbnail_stats = True
   config.model.coords = True
+  config.model.frame_gain = 9
   config.num_train_steps = 2000
   config.eval_every_steps = 1000
   config.checkpoint_every_steps = 500

@@ -10,12 +10,20 @@ import pytest
 
 from tests.test_predict import SIZE, _photo, _psnr, _variables
 from unet_jax import losses, steps, workdir
+from unet_jax import train_state as train_state_lib
 from unet_jax.config import get_base_config
 from unet_jax.data.transforms import AddWholePhoto, PairedAugment, make_thumbnail
 from unet_jax.inference import grading, tiling
 from unet_jax.models import UNet, create_model
 from unet_jax.models import lut as lut_lib
-from unet_jax.models.color_head import ENCODER_CHANNELS, ColorHead, photo_coords
+from unet_jax.models.color_head import (
+  ENCODER_CHANNELS,
+  ColorHead,
+  FrameGain,
+  photo_coords,
+  photo_statistics,
+  sample_frame_field,
+)
 from unet_jax.train_state import TrainState
 from unet_jax.validation import ConfigError, validate_config
 
@@ -189,6 +197,7 @@ def test_training_crop_coordinates_are_its_place_in_the_photo():
   [
     dict(color_head='adaptive_lut', global_context=True, thumbnail_context=True, coords=True),
     dict(color_head='lut', coords=True, unet_input='lut'),
+    dict(color_head='adaptive_lut', thumbnail_context=True, thumbnail_stats=True, frame_gain=5),
   ],
 )
 def test_tiled_predict_with_colour_head_and_coords_is_seam_free(overrides):
@@ -203,8 +212,9 @@ def test_tiled_predict_with_colour_head_and_coords_is_seam_free(overrides):
   assert _psnr(tiled, whole) >= 50.0
 
 
-def test_lut_only_predict_is_the_colour_head_of_the_full_model():
-  model = _model(color_head='adaptive_lut', thumbnail_context=True)
+@pytest.mark.parametrize('frame_gain', [0, 5])
+def test_lut_only_predict_is_the_global_grade_of_the_full_model(frame_gain):
+  model = _model(color_head='adaptive_lut', thumbnail_context=True, frame_gain=frame_gain)
   variables = _variables(model)
   image = _photo(*SIZE, seed=8)
   thumbnail = grading.photo_thumbnail(model, image)
@@ -216,12 +226,53 @@ def test_lut_only_predict_is_the_colour_head_of_the_full_model():
     grading.grade_lut_only(_model(), _variables(_model()), image)
 
 
+def test_frame_gain_is_one_at_init_and_bilinear_over_the_frame():
+  coords = jnp.asarray(photo_coords(range(40), range(60), 40, 60))[None]
+  colours = jnp.full((1, 40, 60, 3), 0.5)
+  gain = FrameGain(5)
+  variables = jax.jit(gain.init)(jax.random.key(0), colours, coords)
+  np.testing.assert_array_equal(jax.jit(gain.apply)(variables, colours, coords), colours)
+  # A field that is affine in (y, x) at the lattice points is affine everywhere between them.
+  axis = np.linspace(-1, 1, 5, dtype=np.float32)
+  ys, xs = np.meshgrid(axis, axis, indexing='ij')
+  ramp = np.stack([0.3 * ys, -0.2 * xs, 0.1 * ys + 0.1 * xs], axis=-1)
+  sampled = np.asarray(sample_frame_field(jnp.asarray(ramp), coords))[0]
+  y, x = np.asarray(coords[0, ..., 0]), np.asarray(coords[0, ..., 1])
+  np.testing.assert_allclose(sampled[..., 0], 0.3 * y, atol=1e-6)
+  np.testing.assert_allclose(sampled[..., 1], -0.2 * x, atol=1e-6)
+  np.testing.assert_allclose(sampled[..., 2], 0.1 * y + 0.1 * x, atol=1e-6)
+  # The corner lattice points are the frame's corners.
+  corners = jnp.asarray([[[-1.0, -1.0], [1.0, 1.0]]])
+  at_corners = sample_frame_field(jnp.asarray(ramp), corners)[0]
+  np.testing.assert_allclose(at_corners, ramp[[0, 4], [0, 4]])
+
+
+def test_photo_statistics_meter_the_key_and_colour_cast():
+  rng = np.random.default_rng(10)
+  dark = rng.uniform(0.05, 0.4, (16, 16, 3)).astype(np.float32)
+  bright = np.clip(dark * 2.0, 0, 1)
+  figures = np.asarray(jax.jit(photo_statistics)(jnp.asarray(np.stack([dark, bright]))))
+  assert figures.shape == (2, 8)
+  luma = (dark**2.2) @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+  log_luma = np.log(1e-3 + luma)
+  np.testing.assert_allclose(figures[0, 0], log_luma.mean(), rtol=1e-5)
+  np.testing.assert_allclose(figures[0, 1], log_luma.std(), rtol=1e-4)
+  np.testing.assert_allclose(figures[0, 2:5], np.percentile(log_luma, [10, 50, 90]), rtol=1e-4)
+  cast = np.log(1e-3 + (dark**2.2).mean(axis=(0, 1)))
+  np.testing.assert_allclose(figures[0, 5:], cast, rtol=1e-5)
+  # Twice as bright in the encoded values is about 2**2.2 in linear light: the key follows.
+  assert figures[1, 0] - figures[0, 0] == pytest.approx(2.2 * np.log(2.0), abs=0.1)
+  # One photo's figures do not depend on what it is batched with.
+  alone = np.asarray(jax.jit(photo_statistics)(jnp.asarray(dark[None])))
+  np.testing.assert_allclose(alone[0], figures[0], rtol=1e-6)
+
+
 def test_train_step_learns_through_the_head_with_its_regularisers():
   config = get_base_config()
   config.model.update(
     levels=2, base_channels=8, lut_size=S, color_head='adaptive_lut', thumbnail_context=True
   )
-  config.loss.update(perceptual=0.0, ssim=0.0)
+  config.loss.update(perceptual=0.0, ssim=0.0, global_grade=0.5)
   model = create_model(config.model)
   optimizer = optax.adam(2e-3)
   image = _photo(32, 32, seed=9)
@@ -241,9 +292,13 @@ def test_train_step_learns_through_the_head_with_its_regularisers():
   first = None
   for _ in range(10):
     state, metrics = step(state, batch)
-    first = first if first is not None else float(metrics['loss_l1'])
-  assert {'loss_lut_smoothness', 'loss_lut_monotonicity'} <= set(metrics)
-  assert float(metrics['loss_l1']) < 0.4 * first
+    if first is None:
+      first = {k: float(v) for k, v in metrics.items()}
+      # At init the grade is the identity and the U-Net's edit zero: both terms are equal.
+      assert first['loss_global_grade'] == pytest.approx(first['loss_l1'], rel=1e-5)
+  assert {'loss_lut_smoothness', 'loss_lut_monotonicity', 'loss_global_grade'} <= set(metrics)
+  assert float(metrics['loss_l1']) < 0.4 * first['loss_l1']
+  assert float(metrics['loss_global_grade']) < 0.4 * first['loss_global_grade']
   assert float(jnp.abs(state.params['color_head']['basis']).max()) > 0
 
 
@@ -260,16 +315,60 @@ def test_bad_colour_head_options_are_named():
   config.predict.lut_only = True
   with pytest.raises(ConfigError, match='config.predict.lut_only'):
     validate_config(config, training=False, check_data_files=False)
+  config.predict.lut_only = False
+  config.model.thumbnail_stats = True
+  with pytest.raises(ConfigError, match='config.model.thumbnail_stats'):
+    validate_config(config, training=False, check_data_files=False)
+  config.model.thumbnail_stats = False
+  config.model.frame_gain = 1
+  with pytest.raises(ConfigError, match='config.model.frame_gain'):
+    validate_config(config, training=False, check_data_files=False)
+  config.model.update(frame_gain=9, residual=False)
+  with pytest.raises(ConfigError, match='config.model.frame_gain.*residual=True'):
+    validate_config(config, training=False, check_data_files=False)
+  config.model.update(frame_gain=9, residual=True)
+  config.loss.global_grade = -1.0
+  with pytest.raises(ConfigError, match='config.loss.global_grade'):
+    validate_config(config, training=True, check_data_files=False)
+  config.loss.global_grade = 1.0
+  config.optimizer.global_grade_lr_factor = 0.0
+  with pytest.raises(ConfigError, match='config.optimizer.global_grade_lr_factor'):
+    validate_config(config, training=True, check_data_files=False)
 
 
 def test_a_workdir_written_before_these_options_loads_and_resumes(tmp_path):
   config = get_base_config()
   plain = config.to_dict()
-  for key in ('color_head', 'lut_size', 'coords', 'thumbnail_context'):
+  for key in ('color_head', 'lut_size', 'coords', 'thumbnail_context', 'frame_gain'):
     del plain['model'][key]
   del plain['loss']['lut_smoothness']
   old = workdir.ml_collections.ConfigDict(plain)
   workdir.Run(old, str(tmp_path), resuming=False).commit(0)
   loaded = workdir.load_config(str(tmp_path))
   assert loaded.model.color_head == 'none' and loaded.model.coords is False
+  assert loaded.model.frame_gain == 0
   workdir.Run(config, str(tmp_path), resuming=True)  # the resume check accepts today's config
+
+
+def test_global_grade_lr_factor_scales_only_the_colour_head_and_frame_gain_steps():
+  params = {
+    'color_head': {'basis': jnp.ones((2, 3))},
+    'frame_gain': {'gain': jnp.ones((2, 2, 3))},
+    'encoder_0': {'kernel': jnp.ones((3, 3))},
+  }
+  grads = jax.tree.map(lambda p: 0.5 * p, params)
+  config = get_base_config()
+  config.optimizer.update(warmup_steps=0, grad_clip_norm=1e9)
+  plain = train_state_lib._build_optimizer(config)
+  config.optimizer.global_grade_lr_factor = 10.0
+  faster = train_state_lib._build_optimizer(config)
+  step = {}
+  for name, optimizer in (('plain', plain), ('faster', faster)):
+    updates, _ = jax.jit(optimizer.update)(grads, optimizer.init(params), params)
+    step[name] = updates
+  faster, plain = step['faster'], step['plain']
+  for module in ('color_head', 'frame_gain'):
+    for a, b in zip(jax.tree.leaves(faster[module]), jax.tree.leaves(plain[module]), strict=True):
+      np.testing.assert_allclose(a, 10.0 * b, rtol=1e-6)
+      assert float(jnp.abs(b).max()) > 0
+  np.testing.assert_allclose(faster['encoder_0']['kernel'], plain['encoder_0']['kernel'])

@@ -50,7 +50,13 @@ def get_base_config() -> ml_collections.ConfigDict:
   # thumbnail of the whole photo (True), or of the training crop itself (False).
   model.thumbnail_context = False
   model.thumbnail_size = 64
+  # The thumbnail's metering figures (log-luminance key, spread, percentiles, colour cast)
+  # join the context vector: exposure-adaptive edits (color_head_lib.photo_statistics).
+  model.thumbnail_stats = False
   model.coords = False  # (y, x) whole-photo coordinates as two extra input channels
+  # A learned per-channel gain over the frame, frame_gain^2 lattice points (0: off), on the
+  # colour head's grade: vignettes and graduated filters, the same in crops and tiles.
+  model.frame_gain = 0
 
   config.loss = loss = ml_collections.ConfigDict()
   # Weights of the combined loss; 0 switches a term off. The seed's best practice:
@@ -69,6 +75,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # On the colour head's 3D LUT (Zeng et al.): total variation and monotonicity.
   loss.lut_smoothness = 1e-4
   loss.lut_monotonicity = 10.0
+  # L1 of the global grade alone (colour head, frame gain; before the U-Net's edit) against
+  # the target: the grade then takes every global part of the edit, the U-Net the local rest.
+  loss.global_grade = 0.0
   # Segmentation.
   loss.cross_entropy = 1.0
   loss.dice = 0.0
@@ -108,6 +117,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   opt.b2 = 0.99
   opt.grad_clip_norm = 1.0
   opt.ema_decay = 0.999  # 0 disables EMA
+  # Step size of the global grade's parameters (colour head tables, frame gain) relative to the
+  # rest: few parameters that every pixel informs, so they can move faster than conv kernels.
+  opt.global_grade_lr_factor = 1.0
 
   # What counts as a diverging run (guards.DivergenceMonitor): a logged loss above loss_factor
   # times its lowest so far for `patience` logs in a row, or an eval PSNR more than

@@ -36,13 +36,13 @@ def model_inputs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
   return {key: batch[key] for key in ('thumbnail', 'coords') if key in batch}
 
 
-def _sown_luts(intermediates: Any) -> list[tuple[str, jax.Array]]:
-  """The (path, table) pairs the colour head sowed as `lut`."""
+def _sown(intermediates: Any, name: str) -> list[jax.Array]:
+  """The arrays the model sowed as `name`: `lut` (each table the colour head applied),
+  `global_grade` (the colour head and frame gain's output, under the U-Net's edit)."""
   found = []
   for path, value in jax.tree_util.tree_flatten_with_path(intermediates)[0]:
-    keys = [getattr(k, 'key', None) for k in path]
-    if 'lut' in keys:
-      found.append(('/'.join(str(k) for k in keys), value))
+    if name in [getattr(k, 'key', None) for k in path]:
+      found.append(value)
   return found
 
 
@@ -83,11 +83,19 @@ def train_step(
       mutable=['batch_stats', 'intermediates'],
     )
     loss, terms = compute_loss(predictions, batch, config, loss_params)
-    tables = [t for _, t in _sown_luts(updates.get('intermediates', {}))]
+    sown = updates.get('intermediates', {})
+    tables = _sown(sown, 'lut')
     if tables:
       regularisation, lut_terms = losses.lut_regularisers(tables, config.loss)
       loss = loss + regularisation
       terms = {**terms, **lut_terms}
+    grade_weight = float(config.loss.get('global_grade', 0.0) or 0.0)
+    grades = _sown(sown, 'global_grade')
+    if grades and grade_weight > 0:
+      # The global grade on its own is fitted to the target too, so it takes all of the edit
+      # that a global grade can do and the U-Net is left the local rest.
+      terms = {**terms, 'global_grade': losses.l1(grades[0], batch['target'])}
+      loss = loss + grade_weight * terms['global_grade']
     return loss, (terms, updates.get('batch_stats', state.batch_stats))
 
   (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -57,9 +57,19 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
   return _OPTIMIZERS[key]
 
 
+# The modules whose parameters make the global grade (models/color_head.py).
+GLOBAL_GRADE_MODULES = ('color_head', 'frame_gain')
+
+
+def _global_grade_mask(params: Any) -> Any:
+  return jax.tree_util.tree_map_with_path(
+    lambda path, _: any(getattr(p, 'key', None) in GLOBAL_GRADE_MODULES for p in path), params
+  )
+
+
 def _build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   opt = config.optimizer
-  return optax.chain(
+  parts = [
     optax.clip_by_global_norm(opt.grad_clip_norm),
     optax.adamw(
       learning_rate_schedule(config),
@@ -68,7 +78,12 @@ def _build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
       weight_decay=opt.weight_decay,
       mask=_decay_mask,
     ),
-  )
+  ]
+  factor = opt.get('global_grade_lr_factor', 1.0)
+  if factor != 1.0:
+    # Only when set: the optimizer state of earlier runs keeps its structure.
+    parts.append(optax.masked(optax.scale(factor), _global_grade_mask))
+  return optax.chain(*parts)
 
 
 def create_train_state(

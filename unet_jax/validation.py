@@ -78,7 +78,7 @@ def _validate_loss(config: ml_collections.ConfigDict) -> None:
     losses.active_weights(config.loss, terms)
   except ValueError as error:
     raise ConfigError(f'{error} (task {config.task!r})') from None
-  for term in losses.LUT_TERMS:
+  for term in (*losses.LUT_TERMS, 'global_grade'):
     if config.loss.get(term, 0.0) < 0:
       raise ConfigError(f'config.loss.{term} must be >= 0; got {config.loss[term]}.')
   path = config.loss.vgg_weights_path
@@ -96,10 +96,15 @@ def _validate_predict(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
       f'config.predict.batch_tiles={config.predict.batch_tiles} must be >= 0 (0: automatic).'
     )
-  if config.predict.get('lut_only') and config.model.get('color_head', 'none') == 'none':
+  if (
+    config.predict.get('lut_only')
+    and config.model.get('color_head', 'none') == 'none'
+    and not config.model.get('frame_gain', 0)
+  ):
     raise ConfigError(
-      'config.predict.lut_only=True grades with the colour head alone, and '
-      "config.model.color_head='none' has none: set color_head to 'lut' or 'adaptive_lut'."
+      'config.predict.lut_only=True grades with the global grade alone (colour head, frame '
+      "gain), and this model has neither: set config.model.color_head to 'lut' or "
+      "'adaptive_lut'."
     )
 
 
@@ -131,6 +136,10 @@ def _validate_training(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'config.optimizer.ema_decay must be in [0, 1); got {opt.ema_decay}.')
   if opt.warmup_steps < 0:
     raise ConfigError(f'config.optimizer.warmup_steps must be >= 0; got {opt.warmup_steps}.')
+  if opt.get('global_grade_lr_factor', 1.0) <= 0:
+    raise ConfigError(
+      f'config.optimizer.global_grade_lr_factor must be > 0; got {opt.global_grade_lr_factor}.'
+    )
   metrics = EVAL_METRICS['segment' if config.task == 'segment' else 'image']
   if config.best_metric not in metrics:
     raise ConfigError(

@@ -47,7 +47,7 @@ def _whole_photo(config: ml_collections.ConfigDict) -> AddWholePhoto:
   model = config.model
   return AddWholePhoto(
     thumbnail_size=int(model.thumbnail_size) if model.get('thumbnail_context') else None,
-    coords=bool(model.get('coords', False)),
+    coords=bool(model.get('coords', False) or model.get('frame_gain', 0)),
   )
 
 

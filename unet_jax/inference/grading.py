@@ -67,9 +67,15 @@ def _grade_tiles(
 
 @functools.partial(jax.jit, static_argnums=0)
 def _grade_lut_only(
-  model: nn.Module, variables: Any, rows: jax.Array, thumbnail: jax.Array | None
+  model: nn.Module,
+  variables: Any,
+  rows: jax.Array,
+  thumbnail: jax.Array | None,
+  coords: jax.Array | None = None,
 ) -> jax.Array:
-  return model.apply(variables, rows, train=False, thumbnail=thumbnail, lut_only=True)
+  return model.apply(
+    variables, rows, train=False, thumbnail=thumbnail, coords=coords, lut_only=True
+  )
 
 
 def _is_bottleneck(module: nn.Module, method_name: str) -> bool:
@@ -259,7 +265,7 @@ def grade_image(
       coords[k] = photo_coords(ys, xs, height, width)
     return jnp.asarray(coords)
 
-  extra = tile_coords if getattr(model, 'coords', False) else None
+  extra = tile_coords if getattr(model, 'reads_coords', False) else None
   for (top, left), graded in batches.run(positions, compute, extra=extra):
     wy, wx = row_weights[top], col_weights[left]
     bottom, right = top + wy.shape[0], left + wx.shape[0]
@@ -280,15 +286,16 @@ def photo_thumbnail(model: nn.Module, image: np.ndarray) -> jax.Array | None:
 def grade_lut_only(
   model: nn.Module, variables: Any, image: np.ndarray, *, rows_per_call: int = 256
 ) -> np.ndarray:
-  """`[H, W, 3]` float32: the colour head's grade alone (`config.predict.lut_only`), no U-Net.
+  """`[H, W, 3]` float32: the global grade alone (`config.predict.lut_only`: the colour head,
+  and the frame gain where the model has one), no U-Net.
 
   The head is per pixel, so the photo goes through in bands of `rows_per_call` rows (the last
   one padded: one compile per photo width) and the result equals the full model's colour head.
   """
-  if getattr(model, 'color_head', 'none') == 'none':
+  if getattr(model, 'color_head', 'none') == 'none' and not getattr(model, 'frame_gain', 0):
     raise ValueError(
-      'config.predict.lut_only=True needs a colour head; this model has '
-      "config.model.color_head='none'."
+      'config.predict.lut_only=True needs a colour head or a frame gain; this model has '
+      "config.model.color_head='none' and config.model.frame_gain=0."
     )
   image = _check_image(model, image)
   height, width = image.shape[:2]
@@ -300,7 +307,12 @@ def grade_lut_only(
     rows = np.zeros((1, band, width, 3), np.float32)
     stop = min(top + band, height)
     rows[0, : stop - top] = image[top:stop]
-    result = _grade_lut_only(model, variables, jnp.asarray(rows), thumbnail)
+    coords = None
+    if getattr(model, 'frame_gain', 0):
+      # The band's pixels at their place in the whole photo (padding rows repeat the last).
+      ys = np.minimum(np.arange(top, top + band), height - 1)
+      coords = jnp.asarray(photo_coords(ys, np.arange(width), height, width)[None])
+    result = _grade_lut_only(model, variables, jnp.asarray(rows), thumbnail, coords)
     if pending is not None:
       output[pending[0] : pending[1]] = np.asarray(pending[2])[0, : pending[1] - pending[0]]
     pending = (top, stop, result)

@@ -7,6 +7,10 @@
 
 Both start as the identity table: an untrained head leaves colours as they are, so with the
 U-Net's zero-initialised residual the whole model starts as the identity.
+
+Beside them, `FrameGain` (`model.frame_gain`): one learned per-channel gain over the frame, read
+at each pixel's whole-photo coordinates (vignettes, graduated filters), 1 everywhere at init;
+and `photo_statistics`, the metering figures of the thumbnail that join the context vector.
 """
 
 from typing import Any
@@ -24,14 +28,43 @@ UNET_INPUTS = ('input', 'lut')
 ENCODER_CHANNELS = (16, 32, 64, 128)
 
 
+# Rec. 709 luma weights and the display gamma the metering figures decode with.
+_LUMA = (0.2126, 0.7152, 0.0722)
+_GAMMA = 2.2
+_LOG_FLOOR = 1e-3
+_PERCENTILES = (10.0, 50.0, 90.0)
+
+
+def photo_statistics(thumbnail: jax.Array) -> jax.Array:
+  """`[B, T, T, 3]` thumbnail -> `[B, 8]` metering figures of the whole photo.
+
+  The log of the (approximately linear) luminance: its mean (the photo's key, as Reinhard's
+  operator and camera metering use it), spread and 10th / 50th / 90th percentiles, and the log
+  mean of each linear channel (the colour cast). The CNN below normalises its features, so
+  without these an exposure edit would have to be inferred from texture alone.
+  """
+  linear = jnp.clip(thumbnail.astype(jnp.float32), 0.0, 1.0) ** _GAMMA
+  log_luma = jnp.log(_LOG_FLOOR + linear @ jnp.asarray(_LUMA, jnp.float32))
+  log_luma = log_luma.reshape(log_luma.shape[0], -1)
+  figures = [
+    jnp.mean(log_luma, axis=1, keepdims=True),
+    jnp.std(log_luma, axis=1, keepdims=True),
+    jnp.percentile(log_luma, jnp.asarray(_PERCENTILES), axis=1).T,
+    jnp.log(_LOG_FLOOR + jnp.mean(linear, axis=(1, 2))),
+  ]
+  return jnp.concatenate(figures, axis=1)
+
+
 class ThumbnailEncoder(nn.Module):
-  """`[B, T, T, 3]` thumbnail -> `[B, C]` context vector: stride-2 3x3 convs, then the mean.
+  """`[B, T, T, 3]` thumbnail -> `[B, C]` context vector: stride-2 3x3 convs, then the mean,
+  and with `statistics` the thumbnail's `photo_statistics` after them.
 
   No batch statistics, so a photo's vector is the same whatever it is batched with, and the
   same in training and at predict time.
   """
 
   channels: tuple[int, ...] = ENCODER_CHANNELS
+  statistics: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -44,7 +77,10 @@ class ThumbnailEncoder(nn.Module):
       features = nn.leaky_relu(features, 0.2)
       if i > 0:
         features = nn.LayerNorm(dtype=self.dtype, name=f'norm_{i}')(features)
-    return jnp.mean(features.astype(jnp.float32), axis=(1, 2))
+    context = jnp.mean(features.astype(jnp.float32), axis=(1, 2))
+    if self.statistics:
+      context = jnp.concatenate([context, photo_statistics(thumbnail)], axis=1)
+    return context
 
 
 class ColorHead(nn.Module):
@@ -74,6 +110,43 @@ class ColorHead(nn.Module):
       table = identity + jnp.einsum('bk,k...->b...', weights.astype(jnp.float32), basis)
     self.sow('intermediates', 'lut', table)
     return lut_lib.apply_lut(table, images, self.method)
+
+
+class FrameGain(nn.Module):
+  """Multiplies `[B, H, W, 3]` colours by a per-channel gain that depends on where each pixel
+  sits in its whole photo: a `[size, size, 3]` lattice over the frame's `coords` in [-1, 1],
+  bilinear between lattice points, 1 everywhere at init.
+
+  One gain field for every photo, learned from the pairs: what a vignette or a graduated filter
+  does. It reads whole-photo coordinates, so training crops, predict tiles and the whole image
+  get the same gain at the same pixel.
+  """
+
+  size: int = 9
+
+  @nn.compact
+  def __call__(self, images: jax.Array, coords: jax.Array) -> jax.Array:
+    offset = self.param('gain', nn.initializers.zeros, (self.size, self.size, images.shape[-1]))
+    return images * (1.0 + sample_frame_field(offset, coords))
+
+
+def sample_frame_field(field: jax.Array, coords: jax.Array) -> jax.Array:
+  """`field [S, S, C]` over the frame, `coords [..., 2]` (y, x) in [-1, 1] -> `[..., C]`,
+  bilinear between the 4 lattice points around each position."""
+  size = field.shape[0]
+  position = (jnp.clip(coords.astype(jnp.float32), -1.0, 1.0) + 1.0) * (0.5 * (size - 1))
+  lower = jnp.clip(jnp.floor(position), 0, size - 2)
+  frac = position - lower
+  index = lower.astype(jnp.int32)
+  flat = field.reshape(size * size, field.shape[-1]).astype(jnp.float32)
+  out = 0.0
+  for dy in (0, 1):
+    wy = frac[..., 0] if dy else 1.0 - frac[..., 0]
+    for dx in (0, 1):
+      wx = frac[..., 1] if dx else 1.0 - frac[..., 1]
+      corner = (index[..., 0] + dy) * size + index[..., 1] + dx
+      out = out + (wy * wx)[..., None] * jnp.take(flat, corner, axis=0)
+  return out
 
 
 def resize_thumbnail(images: jax.Array, size: int) -> jax.Array:

@@ -56,12 +56,19 @@ class UNet(nn.Module):
   unet_input: str = 'input'
   thumbnail_context: bool = False
   thumbnail_size: int = 64
+  thumbnail_stats: bool = False
   coords: bool = False
+  frame_gain: int = 0
 
   @property
   def reads_thumbnail(self) -> bool:
     """Whether a thumbnail feeds the global branch (the LUT weights, the global context)."""
     return self.color_head == 'adaptive_lut' or (self.global_context and self.thumbnail_context)
+
+  @property
+  def reads_coords(self) -> bool:
+    """Whether the net reads whole-photo pixel coordinates (U-Net input, or the frame gain)."""
+    return self.coords or self.frame_gain > 0
 
   @property
   def pools_bottleneck(self) -> bool:
@@ -104,12 +111,13 @@ class UNet(nn.Module):
       train: BatchNorm uses batch statistics (and updates `batch_stats`) when True.
       thumbnail: `[B, T, T, 3]` thumbnails of the whole photos `x` was cut from
         (`thumbnail_size` T), read by the global branch; None: a thumbnail of `x` itself.
-      coords: `[B, H, W, 2]` (y, x) of every pixel in [-1, 1] over its whole photo (`coords`
-        nets); None: the coordinates of `x` as a whole photo.
+      coords: `[B, H, W, 2]` (y, x) of every pixel in [-1, 1] over its whole photo (nets that
+        `reads_coords`); None: the coordinates of `x` as a whole photo.
       pooled_context: `[B, C]` pooled bottleneck features to use instead of this input's own
         (bottleneck global context only); tiled inference passes the whole image's here.
       return_pooled_context: stop after the bottleneck and return its pooled features `[B, C]`.
-      lut_only: return the colour head's output alone, without running the U-Net.
+      lut_only: return the global grade alone (colour head, then frame gain), without
+        running the U-Net.
     """
     self._check_input(x)
     height, width = x.shape[1:3]
@@ -117,23 +125,28 @@ class UNet(nn.Module):
     if self.reads_thumbnail:
       if thumbnail is None:
         thumbnail = color_head_lib.resize_thumbnail(x, self.thumbnail_size)
-      context = color_head_lib.ThumbnailEncoder(dtype=self.dtype, name='thumbnail_encoder')(
-        thumbnail
+      encoder = color_head_lib.ThumbnailEncoder(
+        statistics=self.thumbnail_stats, dtype=self.dtype, name='thumbnail_encoder'
       )
+      context = encoder(thumbnail)
+    if self.reads_coords and coords is None:
+      grid = color_head_lib.photo_coords(range(height), range(width), height, width)
+      coords = jnp.broadcast_to(jnp.asarray(grid), (x.shape[0], height, width, 2))
     base = x.astype(jnp.float32)
     if self.color_head != 'none':
       head = color_head_lib.ColorHead(
         self.color_head, self.lut_size, self.lut_bases, self.lut_method, name='color_head'
       )
       base = head(x, context)
-      if lut_only:
-        return base
-      if self.unet_input == 'lut':
-        x = base
+    if self.frame_gain:
+      base = color_head_lib.FrameGain(self.frame_gain, name='frame_gain')(base, coords)
+    if self.color_head != 'none' or self.frame_gain:
+      self.sow('intermediates', 'global_grade', base)
+    if lut_only:
+      return base
+    if self.unet_input == 'lut':
+      x = base
     if self.coords:
-      if coords is None:
-        grid = color_head_lib.photo_coords(range(height), range(width), height, width)
-        coords = jnp.broadcast_to(jnp.asarray(grid), (x.shape[0], height, width, 2))
       x = jnp.concatenate([x, coords.astype(x.dtype)], axis=-1)
 
     multiple = 2**self.levels
@@ -270,7 +283,26 @@ def _validate_color_head(model_config: ml_collections.ConfigDict) -> None:
       f'config.model.thumbnail_size must be >= {2**stages} (the thumbnail encoder halves it '
       f'{stages} times); got {model_config.thumbnail_size}.'
     )
-  if model_config.color_head == 'none':
+  if model_config.get('thumbnail_stats', False) and not (
+    model_config.color_head == 'adaptive_lut' or model_config.thumbnail_context
+  ):
+    raise ValueError(
+      "config.model.thumbnail_stats=True adds the thumbnail's figures to the context, and "
+      "this model reads no thumbnail: set config.model.color_head='adaptive_lut' or "
+      'config.model.thumbnail_context=True (with global_context).'
+    )
+  frame_gain = int(model_config.get('frame_gain', 0))
+  if frame_gain == 1 or frame_gain < 0:
+    raise ValueError(
+      f'config.model.frame_gain must be 0 (off) or >= 2 lattice points a side; got {frame_gain}.'
+    )
+  # The global grade (colour head, frame gain) sits under the U-Net's residual edit.
+  grade = [
+    f'{option}={model_config[option]!r}'
+    for option in ('color_head', 'frame_gain')
+    if model_config.get(option, 0) not in ('none', 0)
+  ]
+  if not grade:
     if model_config.unet_input != 'input':
       raise ValueError(
         f'config.model.unet_input={model_config.unet_input!r} needs a colour head; set '
@@ -279,15 +311,16 @@ def _validate_color_head(model_config: ml_collections.ConfigDict) -> None:
     return
   if model_config.head != 'image' or not model_config.residual:
     raise ValueError(
-      f"config.model.color_head={model_config.color_head!r} grades colours under the U-Net's "
-      'residual edit: it needs config.model.head=image and config.model.residual=True.'
+      f"config.model.{grade[0]} grades colours under the U-Net's residual edit: it needs "
+      'config.model.head=image and config.model.residual=True.'
     )
   if model_config.in_channels != 3 or model_config.out_channels != 3:
     raise ValueError(
-      f'config.model.color_head={model_config.color_head!r} maps RGB to RGB: it needs '
-      f'in_channels=3 and out_channels=3; got {model_config.in_channels} and '
-      f'{model_config.out_channels}.'
+      f'config.model.{grade[0]} maps RGB to RGB: it needs in_channels=3 and out_channels=3; '
+      f'got {model_config.in_channels} and {model_config.out_channels}.'
     )
+  if model_config.color_head == 'none':
+    return
   if model_config.lut_size < 2:
     raise ValueError(f'config.model.lut_size must be >= 2; got {model_config.lut_size}.')
   if model_config.lut_bases < 1:
