@@ -7,9 +7,11 @@ Rows (each a short run of `configs/photo.py` with options changed, through
 - `lut`: one learned 3D LUT under the U-Net;
 - `adaptive_lut`: image-adaptive LUT whose weights read a thumbnail of the training crop;
 - `adaptive_lut_thumb`: ... of the whole photo (and the U-Net's global context reads it too);
-- `recipe`: `adaptive_lut_thumb` plus the thumbnail's metering statistics, coordinates, the
-  frame gain, a 10x step for the global grade and the global grade's own L1 term
-  (`configs/photo.py`); each `recipe_no_*` row takes one of those away.
+- `recipe`: `adaptive_lut_thumb` plus the photo's metering statistics, the exposure stage,
+  coordinates, the frame gain, a 10x step for the global grade, the global grade's own L1 term
+  and a strong LUT smoothness term (`configs/photo.py`); each `recipe_no_*` row takes one of
+  those away, `recipe_grade_first` holds the U-Net still for the first 200 steps, and
+  `grade_only` never trains it (what the global grade alone learns).
 
 and rows that need no training: `identity` (the input itself), `best_fit_lut_joint`, one 17^3
 LUT fitted by least squares to the held-out photos' own targets (the best any single global
@@ -42,11 +44,22 @@ from unet_jax.models import lut as lut_lib  # noqa: E402
 
 LOOKS = ('warm_film', 'local_contrast', 'vignette', 'auto_exposure')
 # What the rows before the recipe's later additions switch off, so each keeps its meaning.
-_WITHOUT_ADDITIONS = {'model.thumbnail_stats': False, 'model.frame_gain': 0}
+_WITHOUT_ADDITIONS = {
+  'model.thumbnail_stats': False,
+  'model.frame_gain': 0,
+  'model.exposure': False,
+  'loss.lut_smoothness': 1e-4,
+}
 ROWS = {
   'recipe': (
-    'adaptive LUT + thumbnail context and statistics + coords + frame gain (configs/photo.py)',
+    'exposure + adaptive LUT + frame gain, thumbnail context and statistics, coords '
+    '(configs/photo.py)',
     {},
+  ),
+  'recipe_no_exposure': ('recipe without the exposure stage', {'model.exposure': False}),
+  'recipe_lut_smoothness_1e-4': (
+    "recipe with the LUT smoothness weight of Zeng et al. (1e-4, the base config's)",
+    {'loss.lut_smoothness': 1e-4},
   ),
   'recipe_no_frame_gain': ('recipe without the frame gain', {'model.frame_gain': 0}),
   'recipe_no_stats': ('recipe without the thumbnail statistics', {'model.thumbnail_stats': False}),
@@ -57,6 +70,15 @@ ROWS = {
   'recipe_no_grade_loss_lr1': (
     'recipe without the global grade loss, the global grade at the base learning rate',
     {'loss.global_grade': 0.0, 'optimizer.global_grade_lr_factor': 1.0},
+  ),
+  'recipe_grade_first': (
+    'recipe, the U-Net held still for the first 200 steps',
+    {'optimizer.grade_first_steps': 200},
+  ),
+  'recipe_lut_smoothness_10': ('recipe, LUT smoothness weight 10', {'loss.lut_smoothness': 10.0}),
+  'grade_only': (
+    "the recipe's global grade alone (the U-Net never learns)",
+    {'optimizer.grade_first_steps': 10**9},
   ),
   'unet': (
     'U-Net alone (default model)',

@@ -19,6 +19,7 @@ from unet_jax.models import lut as lut_lib
 from unet_jax.models.color_head import (
   ENCODER_CHANNELS,
   ColorHead,
+  Exposure,
   FrameGain,
   photo_coords,
   photo_statistics,
@@ -198,14 +199,18 @@ def test_training_crop_coordinates_are_its_place_in_the_photo():
     dict(color_head='adaptive_lut', global_context=True, thumbnail_context=True, coords=True),
     dict(color_head='lut', coords=True, unet_input='lut'),
     dict(color_head='adaptive_lut', thumbnail_context=True, thumbnail_stats=True, frame_gain=5),
+    dict(color_head='adaptive_lut', thumbnail_context=True, exposure=True),
   ],
 )
 def test_tiled_predict_with_colour_head_and_coords_is_seam_free(overrides):
   model = _model(**overrides)
   variables = _variables(model)
   image = _photo(*SIZE, seed=7)
-  thumbnail = grading.photo_thumbnail(model, image)
-  whole = np.asarray(jax.jit(model.apply)(variables, image[None], thumbnail=thumbnail))[0]
+  side = dict(
+    thumbnail=grading.photo_thumbnail(model, image),
+    statistics=grading.photo_metering(model, image),
+  )
+  whole = np.asarray(jax.jit(model.apply)(variables, image[None], **side))[0]
   assert np.std(whole - image) > 0.02
   tiled = grading.grade_image(model, variables, image, tile_size=48, tile_overlap=16)
   print(f'tiled vs whole: {_psnr(tiled, whole):.1f} dB')
@@ -214,11 +219,15 @@ def test_tiled_predict_with_colour_head_and_coords_is_seam_free(overrides):
 
 @pytest.mark.parametrize('frame_gain', [0, 5])
 def test_lut_only_predict_is_the_global_grade_of_the_full_model(frame_gain):
-  model = _model(color_head='adaptive_lut', thumbnail_context=True, frame_gain=frame_gain)
+  model = _model(
+    color_head='adaptive_lut', thumbnail_context=True, frame_gain=frame_gain, exposure=True
+  )
   variables = _variables(model)
   image = _photo(*SIZE, seed=8)
   thumbnail = grading.photo_thumbnail(model, image)
-  head = grading._grade_lut_only(model, variables, jnp.asarray(image)[None], thumbnail)[0]
+  statistics = grading.photo_metering(model, image)
+  rows = jnp.asarray(image)[None]
+  head = grading._grade_lut_only(model, variables, rows, thumbnail, None, statistics)[0]
   graded = grading.grade_lut_only(model, variables, image, rows_per_call=40)
   np.testing.assert_allclose(graded, head, atol=1e-6)
   assert np.abs(graded - image).max() > 0.01
@@ -247,6 +256,34 @@ def test_frame_gain_is_one_at_init_and_bilinear_over_the_frame():
   np.testing.assert_allclose(at_corners, ramp[[0, 4], [0, 4]])
 
 
+def test_exposure_is_the_identity_at_init_and_a_stop_gain_with_roll_off():
+  rng = np.random.default_rng(11)
+  colours = jnp.asarray(rng.uniform(0.0, 1.0, (2, 8, 8, 3)).astype(np.float32))
+  statistics = photo_statistics(colours)
+  exposure = Exposure(range_ev=2.0)
+  variables = jax.jit(exposure.init)(jax.random.key(0), colours, statistics)
+  same = jax.jit(exposure.apply)(variables, colours, statistics)
+  np.testing.assert_allclose(same, colours, atol=2e-6)
+  # One stop up for every photo (the bias alone), white point 2: the photo is brightened in
+  # linear light and its highlights come back under 1 instead of clipping.
+  variables = {'params': {'stops': {'kernel': jnp.zeros((8, 1)), 'bias': jnp.ones((1,))}}}
+  variables['params']['log_white_sq'] = jnp.log(4.0)
+  out = np.asarray(jax.jit(exposure.apply)(variables, colours, statistics))
+  linear = 2.0 * np.asarray(colours) ** 2.2
+  expected = np.clip(linear * (1 + linear / 4.0) / (1 + linear), 0, 1) ** (1 / 2.2)
+  np.testing.assert_allclose(out, expected, atol=1e-5)
+  assert out.max() < 1.0 and (linear > 1.0).any()
+  # The stops stop at +-range_ev.
+  variables['params']['stops']['bias'] = jnp.full((1,), 3.0)
+  brightest = jax.jit(exposure.apply)(variables, colours, statistics)
+  variables['params']['stops']['bias'] = jnp.full((1,), 2.0)
+  np.testing.assert_array_equal(brightest, jax.jit(exposure.apply)(variables, colours, statistics))
+  # Gradients are finite even at black pixels (where x ** (1 / 2.2) has an infinite slope).
+  black = jnp.zeros((1, 8, 8, 3))
+  grads = jax.grad(lambda v: exposure.apply(v, black + 0.0, statistics[:1]).sum())(variables)
+  assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
+
+
 def test_photo_statistics_meter_the_key_and_colour_cast():
   rng = np.random.default_rng(10)
   dark = rng.uniform(0.05, 0.4, (16, 16, 3)).astype(np.float32)
@@ -254,17 +291,29 @@ def test_photo_statistics_meter_the_key_and_colour_cast():
   figures = np.asarray(jax.jit(photo_statistics)(jnp.asarray(np.stack([dark, bright]))))
   assert figures.shape == (2, 8)
   luma = (dark**2.2) @ np.array([0.2126, 0.7152, 0.0722], np.float32)
-  log_luma = np.log(1e-3 + luma)
+  log_luma = np.log(1e-4 + luma) - np.log(0.18)  # relative to middle grey
   np.testing.assert_allclose(figures[0, 0], log_luma.mean(), rtol=1e-5)
   np.testing.assert_allclose(figures[0, 1], log_luma.std(), rtol=1e-4)
   np.testing.assert_allclose(figures[0, 2:5], np.percentile(log_luma, [10, 50, 90]), rtol=1e-4)
-  cast = np.log(1e-3 + (dark**2.2).mean(axis=(0, 1)))
+  cast = np.log(1e-4 + (dark**2.2).mean(axis=(0, 1))) - np.log(0.18)
   np.testing.assert_allclose(figures[0, 5:], cast, rtol=1e-5)
   # Twice as bright in the encoded values is about 2**2.2 in linear light: the key follows.
   assert figures[1, 0] - figures[0, 0] == pytest.approx(2.2 * np.log(2.0), abs=0.1)
   # One photo's figures do not depend on what it is batched with.
   alone = np.asarray(jax.jit(photo_statistics)(jnp.asarray(dark[None])))
   np.testing.assert_allclose(alone[0], figures[0], rtol=1e-6)
+  # The data pipeline meters with numpy, the model's fallback with jax: the same figures.
+  np.testing.assert_allclose(photo_statistics(dark, np), figures[0], rtol=1e-5, atol=1e-6)
+
+
+def test_training_crops_and_predict_get_the_whole_photos_metering():
+  image = _photo(96, 128, seed=12)
+  example = AddWholePhoto(thumbnail_size=16, statistics=True).map({'input': image, 'target': image})
+  augment = PairedAugment(crop_size=32, hflip=True, rot90=True)
+  crop = augment.random_map(example, np.random.default_rng(4))
+  model = _model(color_head='adaptive_lut', thumbnail_context=True, exposure=True)
+  np.testing.assert_array_equal(crop['statistics'], photo_statistics(image, np))
+  np.testing.assert_array_equal(grading.photo_metering(model, image)[0], crop['statistics'])
 
 
 def test_train_step_learns_through_the_head_with_its_regularisers():
@@ -334,6 +383,16 @@ def test_bad_colour_head_options_are_named():
   config.optimizer.global_grade_lr_factor = 0.0
   with pytest.raises(ConfigError, match='config.optimizer.global_grade_lr_factor'):
     validate_config(config, training=True, check_data_files=False)
+  config.optimizer.update(global_grade_lr_factor=1.0, grade_first_steps=-1)
+  with pytest.raises(ConfigError, match='config.optimizer.grade_first_steps'):
+    validate_config(config, training=True, check_data_files=False)
+  config.optimizer.grade_first_steps = 0
+  config.model.exposure = True
+  with pytest.raises(ConfigError, match='config.model.exposure.*thumbnail_context=True'):
+    validate_config(config, training=False, check_data_files=False)
+  config.model.update(thumbnail_context=True, global_context=True, exposure_range_ev=0.0)
+  with pytest.raises(ConfigError, match='config.model.exposure_range_ev'):
+    validate_config(config, training=False, check_data_files=False)
 
 
 def test_a_workdir_written_before_these_options_loads_and_resumes(tmp_path):
@@ -372,3 +431,27 @@ def test_global_grade_lr_factor_scales_only_the_colour_head_and_frame_gain_steps
       np.testing.assert_allclose(a, 10.0 * b, rtol=1e-6)
       assert float(jnp.abs(b).max()) > 0
   np.testing.assert_allclose(faster['encoder_0']['kernel'], plain['encoder_0']['kernel'])
+
+
+def test_grade_first_steps_hold_the_unet_still_while_the_global_branch_learns():
+  params = {
+    'color_head': {'basis': jnp.ones((2, 3))},
+    'thumbnail_encoder': {'conv_0': {'kernel': jnp.ones((3, 3))}},
+    'exposure': {'log_white_sq': jnp.ones(())},
+    'encoder_0': {'kernel': jnp.ones((3, 3))},
+  }
+  grads = jax.tree.map(lambda p: 0.5 * p, params)
+  config = get_base_config()
+  config.optimizer.update(warmup_steps=0, grad_clip_norm=1e9, grade_first_steps=2)
+  optimizer = train_state_lib._build_optimizer(config)
+  update = jax.jit(optimizer.update)
+  opt_state = optimizer.init(params)
+  moved = []
+  for _ in range(3):
+    updates, opt_state = update(grads, opt_state, params)
+    moved.append({name: float(optax.global_norm(tree)) for name, tree in updates.items()})
+  for step in moved:
+    for name in ('color_head', 'thumbnail_encoder', 'exposure'):
+      assert step[name] > 0
+  assert moved[0]['encoder_0'] == 0 and moved[1]['encoder_0'] == 0
+  assert moved[2]['encoder_0'] > 0

@@ -57,6 +57,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # A learned per-channel gain over the frame, frame_gain^2 lattice points (0: off), on the
   # colour head's grade: vignettes and graduated filters, the same in crops and tiles.
   model.frame_gain = 0
+  # A per-photo exposure in linear light (stops read off the thumbnail's metering figures,
+  # clipped to +-exposure_range_ev, then a learned highlight roll-off) before the colour head.
+  # Needs thumbnail_context.
+  model.exposure = False
+  model.exposure_range_ev = 2.0
 
   config.loss = loss = ml_collections.ConfigDict()
   # Weights of the combined loss; 0 switches a term off. The seed's best practice:
@@ -120,6 +125,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Step size of the global grade's parameters (colour head tables, frame gain) relative to the
   # rest: few parameters that every pixel informs, so they can move faster than conv kernels.
   opt.global_grade_lr_factor = 1.0
+  # Steps at the start in which only the global branch (exposure, colour head, frame gain and
+  # the thumbnail encoder) learns and the U-Net holds still, so the U-Net learns only what the
+  # global grade cannot do (0: all learn from the start).
+  opt.grade_first_steps = 0
 
   # What counts as a diverging run (guards.DivergenceMonitor): a logged loss above loss_factor
   # times its lowest so far for `patience` logs in a row, or an eval PSNR more than

@@ -32,8 +32,9 @@ def compute_loss(
 
 
 def model_inputs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-  """The whole-photo side inputs a batch carries (`thumbnail`, `coords`), as model keywords."""
-  return {key: batch[key] for key in ('thumbnail', 'coords') if key in batch}
+  """The whole-photo side inputs a batch carries (`thumbnail`, `statistics`, `coords`), as
+  model keywords."""
+  return {key: batch[key] for key in ('thumbnail', 'statistics', 'coords') if key in batch}
 
 
 def _sown(intermediates: Any, name: str) -> list[jax.Array]:

@@ -58,12 +58,15 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
 
 
 # The modules whose parameters make the global grade (models/color_head.py).
-GLOBAL_GRADE_MODULES = ('color_head', 'frame_gain')
+GLOBAL_GRADE_MODULES = ('exposure', 'color_head', 'frame_gain')
+# ... and with the thumbnail encoder that mixes the LUT bases, the global branch.
+GLOBAL_BRANCH_MODULES = (*GLOBAL_GRADE_MODULES, 'thumbnail_encoder')
 
 
-def _global_grade_mask(params: Any) -> Any:
+def _module_mask(params: Any, modules: tuple[str, ...], inside: bool = True) -> Any:
+  """True at the parameters under one of `modules` (`inside`), or at all the others."""
   return jax.tree_util.tree_map_with_path(
-    lambda path, _: any(getattr(p, 'key', None) in GLOBAL_GRADE_MODULES for p in path), params
+    lambda path, _: any(getattr(p, 'key', None) in modules for p in path) == inside, params
   )
 
 
@@ -79,10 +82,17 @@ def _build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
       mask=_decay_mask,
     ),
   ]
+  # Each only when set: the optimizer state of earlier runs keeps its structure.
   factor = opt.get('global_grade_lr_factor', 1.0)
   if factor != 1.0:
-    # Only when set: the optimizer state of earlier runs keeps its structure.
-    parts.append(optax.masked(optax.scale(factor), _global_grade_mask))
+    grade = functools.partial(_module_mask, modules=GLOBAL_GRADE_MODULES)
+    parts.append(optax.masked(optax.scale(factor), grade))
+  grade_first = int(opt.get('grade_first_steps', 0))
+  if grade_first > 0:
+    # The U-Net holds still while the global branch learns the grade, then joins in.
+    unet = functools.partial(_module_mask, modules=GLOBAL_BRANCH_MODULES, inside=False)
+    waiting = optax.scale_by_schedule(lambda count: (count >= grade_first).astype(jnp.float32))
+    parts.append(optax.masked(waiting, unet))
   return optax.chain(*parts)
 
 

@@ -9,7 +9,7 @@ import ml_collections
 from unet_jax import data, losses
 from unet_jax.guards import DIVERGENCE_ACTIONS
 from unet_jax.inference import photo_writer, tiling
-from unet_jax.models import validate_model_config
+from unet_jax.models import has_global_grade, validate_model_config
 
 TASKS = ('enhance', 'denoise', 'segment')
 EVAL_METRICS = {
@@ -96,14 +96,10 @@ def _validate_predict(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
       f'config.predict.batch_tiles={config.predict.batch_tiles} must be >= 0 (0: automatic).'
     )
-  if (
-    config.predict.get('lut_only')
-    and config.model.get('color_head', 'none') == 'none'
-    and not config.model.get('frame_gain', 0)
-  ):
+  if config.predict.get('lut_only') and not has_global_grade(config.model):
     raise ConfigError(
-      'config.predict.lut_only=True grades with the global grade alone (colour head, frame '
-      "gain), and this model has neither: set config.model.color_head to 'lut' or "
+      'config.predict.lut_only=True grades with the global grade alone (exposure, colour '
+      "head, frame gain), and this model has none: set config.model.color_head to 'lut' or "
       "'adaptive_lut'."
     )
 
@@ -136,6 +132,10 @@ def _validate_training(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'config.optimizer.ema_decay must be in [0, 1); got {opt.ema_decay}.')
   if opt.warmup_steps < 0:
     raise ConfigError(f'config.optimizer.warmup_steps must be >= 0; got {opt.warmup_steps}.')
+  if opt.get('grade_first_steps', 0) < 0:
+    raise ConfigError(
+      f'config.optimizer.grade_first_steps must be >= 0; got {opt.grade_first_steps}.'
+    )
   if opt.get('global_grade_lr_factor', 1.0) <= 0:
     raise ConfigError(
       f'config.optimizer.global_grade_lr_factor must be > 0; got {opt.global_grade_lr_factor}.'

@@ -15,12 +15,14 @@ import numpy as np
 from PIL import Image
 
 from unet_jax.data.images import DEFAULT_WORKING_SPACE, decode_image
-from unet_jax.models.color_head import photo_coords
+from unet_jax.models.color_head import photo_coords, photo_statistics
 
 SAMPLINGS = ('crop', 'resize', 'mixed')
 _IMAGE_KEYS = ('input', 'target', 'coords')
 # Arrays of the whole photo that are flipped with the crop but never cropped or resized.
 _WHOLE_PHOTO_KEYS = ('thumbnail',)
+# Figures of the whole photo that no geometry changes.
+_PHOTO_FIGURE_KEYS = ('statistics',)
 EVAL_NOISE_SEED = 20_240_601
 
 
@@ -75,11 +77,14 @@ class AddWholePhoto(grain.transforms.Map):
   """Adds what the crop cannot see of its photo, before the geometry is drawn.
 
   `thumbnail_size`: `'thumbnail'` `[T, T, 3]` of the whole input photo (flipped and turned
-  with the crop later, never cropped). `coords`: `'coords'` `[H, W, 2]`, each pixel's position
-  in the photo, which the crop, rotation and flips then carry along like the image.
+  with the crop later, never cropped). `statistics`: `'statistics'` `[8]`, the photo's metering
+  figures at full resolution (`photo_statistics`). `coords`: `'coords'` `[H, W, 2]`, each
+  pixel's position in the photo, which the crop, rotation and flips then carry along like the
+  image.
   """
 
   thumbnail_size: int | None = None
+  statistics: bool = False
   coords: bool = False
 
   def map(self, example: dict[str, Any]) -> dict[str, Any]:
@@ -88,6 +93,8 @@ class AddWholePhoto(grain.transforms.Map):
     height, width = source.shape[:2]
     if self.thumbnail_size:
       example['thumbnail'] = make_thumbnail(source, self.thumbnail_size)
+    if self.statistics:
+      example['statistics'] = photo_statistics(source, np)
     if self.coords:
       example['coords'] = photo_coords(np.arange(height), np.arange(width), height, width)
     return example
@@ -177,6 +184,7 @@ class PairedAugment(grain.transforms.RandomMap):
   def random_map(self, example: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     example = {k: v for k, v in example.items() if k != 'name'}
     whole = {k: example.pop(k) for k in _WHOLE_PHOTO_KEYS if k in example}
+    figures = {k: example.pop(k) for k in _PHOTO_FIGURE_KEYS if k in example}
     # Every draw happens whatever the branch, so a record's geometry depends on its rng only.
     use_resize = self.sampling == 'resize' or (self.sampling == 'mixed' and rng.random() < 0.5)
     angle = math.radians(rng.uniform(-1.0, 1.0) * self.max_rotation_degrees)
@@ -199,6 +207,7 @@ class PairedAugment(grain.transforms.RandomMap):
       example[key] = np.ascontiguousarray(value)
     if self.noise_sigma is not None:
       example['input'] = add_noise(example['target'], self.noise_sigma, rng)
+    example.update(figures)
     return example
 
   def _crop(self, example: dict[str, Any], angle: float, position: np.ndarray) -> dict[str, Any]:

@@ -6,7 +6,8 @@ Tile layout and blending weights are in `tiling.py`. Here:
   and columns of such an image.
 - The whole-photo inputs are made once per image: the thumbnail that the colour head and the
   thumbnail global context read (`model.thumbnail_context`; the same `make_thumbnail` as in
-  training), and for `model.coords` each tile's pixel coordinates in the whole photo.
+  training), the photo's metering figures (`thumbnail_stats`, `exposure`; the same
+  `photo_statistics`), and for `model.coords` each tile's pixel coordinates in the whole photo.
 - The bottleneck global context (`model.global_context` without `thumbnail_context`) is computed
   once per image and shared by all tiles.
   A first pass sums each tile's bottleneck features over the cells that tile owns (its core,
@@ -36,7 +37,8 @@ import numpy as np
 from unet_jax import parallel
 from unet_jax.data.transforms import make_thumbnail
 from unet_jax.inference import tiling
-from unet_jax.models.color_head import photo_coords
+from unet_jax.models.color_head import photo_coords, photo_statistics
+from unet_jax.models.unet import has_global_grade
 
 _BOTTLENECK = 'bottleneck'
 
@@ -54,6 +56,7 @@ def _grade_tiles(
   pooled_context: jax.Array | None,
   thumbnail: jax.Array | None = None,
   coords: jax.Array | None = None,
+  statistics: jax.Array | None = None,
 ) -> jax.Array:
   return model.apply(
     variables,
@@ -61,6 +64,7 @@ def _grade_tiles(
     train=False,
     pooled_context=pooled_context,
     thumbnail=thumbnail,
+    statistics=statistics,
     coords=coords,
   )
 
@@ -72,9 +76,16 @@ def _grade_lut_only(
   rows: jax.Array,
   thumbnail: jax.Array | None,
   coords: jax.Array | None = None,
+  statistics: jax.Array | None = None,
 ) -> jax.Array:
   return model.apply(
-    variables, rows, train=False, thumbnail=thumbnail, coords=coords, lut_only=True
+    variables,
+    rows,
+    train=False,
+    thumbnail=thumbnail,
+    statistics=statistics,
+    coords=coords,
+    lut_only=True,
   )
 
 
@@ -237,6 +248,7 @@ def grade_image(
   batches = _TileBatches(image, tile, batch_tiles)
 
   thumbnail = photo_thumbnail(model, image)
+  statistics = photo_metering(model, image)
   pooled_context = None
   if getattr(model, 'pools_bottleneck', getattr(model, 'global_context', False)):
     pooled_context = _global_context(
@@ -249,12 +261,14 @@ def grade_image(
   col_weights = dict(zip(cols, tiling.axis_weights(cols, tile, width), strict=True))
 
   def compute(tiles, coords=None):
-    context, thumbnails = None, None
+    context, thumbnails, figures = None, None, None
     if pooled_context is not None:
       context = jnp.broadcast_to(pooled_context, (tiles.shape[0], pooled_context.shape[-1]))
     if thumbnail is not None:
       thumbnails = jnp.broadcast_to(thumbnail, (tiles.shape[0], *thumbnail.shape[1:]))
-    return _grade_tiles(model, variables, tiles, context, thumbnails, coords)
+    if statistics is not None:
+      figures = jnp.broadcast_to(statistics, (tiles.shape[0], statistics.shape[-1]))
+    return _grade_tiles(model, variables, tiles, context, thumbnails, coords, figures)
 
   def tile_coords(chunk):
     coords = np.zeros((batch_tiles, tile, tile, 2), np.float32)
@@ -283,23 +297,32 @@ def photo_thumbnail(model: nn.Module, image: np.ndarray) -> jax.Array | None:
   return jnp.asarray(make_thumbnail(image, model.thumbnail_size)[None])
 
 
+def photo_metering(model: nn.Module, image: np.ndarray) -> jax.Array | None:
+  """`[1, 8]` metering figures of the whole photo for a model that reads them (the same
+  `photo_statistics` the training pipeline takes of each photo), else None."""
+  if not getattr(model, 'reads_statistics', False):
+    return None
+  return jnp.asarray(photo_statistics(image, np)[None])
+
+
 def grade_lut_only(
   model: nn.Module, variables: Any, image: np.ndarray, *, rows_per_call: int = 256
 ) -> np.ndarray:
-  """`[H, W, 3]` float32: the global grade alone (`config.predict.lut_only`: the colour head,
-  and the frame gain where the model has one), no U-Net.
+  """`[H, W, 3]` float32: the global grade alone (`config.predict.lut_only`: the exposure,
+  colour head and frame gain, those the model has), no U-Net.
 
   The head is per pixel, so the photo goes through in bands of `rows_per_call` rows (the last
   one padded: one compile per photo width) and the result equals the full model's colour head.
   """
-  if getattr(model, 'color_head', 'none') == 'none' and not getattr(model, 'frame_gain', 0):
+  if not has_global_grade(model):
     raise ValueError(
-      'config.predict.lut_only=True needs a colour head or a frame gain; this model has '
-      "config.model.color_head='none' and config.model.frame_gain=0."
+      'config.predict.lut_only=True needs a global grade (config.model.color_head, '
+      'frame_gain or exposure); this model has none.'
     )
   image = _check_image(model, image)
   height, width = image.shape[:2]
   thumbnail = photo_thumbnail(model, image)
+  statistics = photo_metering(model, image)
   band = min(rows_per_call, height)
   output = np.empty((height, width, 3), np.float32)
   pending = None
@@ -312,7 +335,7 @@ def grade_lut_only(
       # The band's pixels at their place in the whole photo (padding rows repeat the last).
       ys = np.minimum(np.arange(top, top + band), height - 1)
       coords = jnp.asarray(photo_coords(ys, np.arange(width), height, width)[None])
-    result = _grade_lut_only(model, variables, jnp.asarray(rows), thumbnail, coords)
+    result = _grade_lut_only(model, variables, jnp.asarray(rows), thumbnail, coords, statistics)
     if pending is not None:
       output[pending[0] : pending[1]] = np.asarray(pending[2])[0, : pending[1] - pending[0]]
     pending = (top, stop, result)

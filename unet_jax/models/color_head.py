@@ -10,7 +10,9 @@ U-Net's zero-initialised residual the whole model starts as the identity.
 
 Beside them, `FrameGain` (`model.frame_gain`): one learned per-channel gain over the frame, read
 at each pixel's whole-photo coordinates (vignettes, graduated filters), 1 everywhere at init;
-and `photo_statistics`, the metering figures of the thumbnail that join the context vector.
+`photo_statistics`, the metering figures of the thumbnail that join the context vector; and
+`Exposure` (`model.exposure`): a per-photo exposure shift in linear light that a linear map
+reads off those figures, with a highlight roll-off, before the colour head.
 """
 
 from typing import Any
@@ -31,44 +33,50 @@ ENCODER_CHANNELS = (16, 32, 64, 128)
 # Rec. 709 luma weights and the display gamma the metering figures decode with.
 _LUMA = (0.2126, 0.7152, 0.0722)
 _GAMMA = 2.2
-_LOG_FLOOR = 1e-3
+# The floor under the log of the luminance, as in Reinhard's log-average key (delta = 1e-4).
+_LOG_FLOOR = 1e-4
+# Metering is relative to middle grey: a photo whose key is 18 % grey reads 0.
+_MIDDLE_GREY = 0.18
 _PERCENTILES = (10.0, 50.0, 90.0)
 
 
-def photo_statistics(thumbnail: jax.Array) -> jax.Array:
-  """`[B, T, T, 3]` thumbnail -> `[B, 8]` metering figures of the whole photo.
+def photo_statistics(images: Any, xp: Any = jnp) -> Any:
+  """`[..., H, W, 3]` photos -> `[..., 8]` metering figures of each, with `xp` numpy or jax.numpy.
 
-  The log of the (approximately linear) luminance: its mean (the photo's key, as Reinhard's
-  operator and camera metering use it), spread and 10th / 50th / 90th percentiles, and the log
-  mean of each linear channel (the colour cast). The CNN below normalises its features, so
-  without these an exposure edit would have to be inferred from texture alone.
+  The log of the (approximately linear) luminance relative to middle grey: its mean (the photo's
+  key, as Reinhard's operator and camera metering use it), spread and 10th / 50th / 90th
+  percentiles, and the log mean of each linear channel (the colour cast). The data pipeline
+  meters each whole photo at full resolution (numpy) and predict does the same, so a crop, a
+  tile and the whole image get the same figures; a thumbnail would not do, as its averaged
+  pixels read brighter than the photo (the log of a mean exceeds the mean of the logs).
   """
-  linear = jnp.clip(thumbnail.astype(jnp.float32), 0.0, 1.0) ** _GAMMA
-  log_luma = jnp.log(_LOG_FLOOR + linear @ jnp.asarray(_LUMA, jnp.float32))
-  log_luma = log_luma.reshape(log_luma.shape[0], -1)
+  linear = xp.clip(xp.asarray(images, xp.float32), 0.0, 1.0) ** _GAMMA
+  log_grey = float(np.log(_MIDDLE_GREY))
+  log_luma = xp.log(_LOG_FLOOR + linear @ xp.asarray(_LUMA, xp.float32)) - log_grey
+  log_luma = log_luma.reshape(*log_luma.shape[:-2], -1)
+  percentiles = xp.percentile(log_luma, xp.asarray(_PERCENTILES), axis=-1)
   figures = [
-    jnp.mean(log_luma, axis=1, keepdims=True),
-    jnp.std(log_luma, axis=1, keepdims=True),
-    jnp.percentile(log_luma, jnp.asarray(_PERCENTILES), axis=1).T,
-    jnp.log(_LOG_FLOOR + jnp.mean(linear, axis=(1, 2))),
+    xp.mean(log_luma, axis=-1, keepdims=True),
+    xp.std(log_luma, axis=-1, keepdims=True),
+    xp.moveaxis(percentiles, 0, -1),
+    xp.log(_LOG_FLOOR + xp.mean(linear, axis=(-3, -2))) - log_grey,
   ]
-  return jnp.concatenate(figures, axis=1)
+  return xp.concatenate(figures, axis=-1).astype(xp.float32)
 
 
 class ThumbnailEncoder(nn.Module):
   """`[B, T, T, 3]` thumbnail -> `[B, C]` context vector: stride-2 3x3 convs, then the mean,
-  and with `statistics` the thumbnail's `photo_statistics` after them.
+  and `statistics [B, 8]` (the photo's `photo_statistics`) after them when given.
 
   No batch statistics, so a photo's vector is the same whatever it is batched with, and the
   same in training and at predict time.
   """
 
   channels: tuple[int, ...] = ENCODER_CHANNELS
-  statistics: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, thumbnail: jax.Array) -> jax.Array:
+  def __call__(self, thumbnail: jax.Array, statistics: jax.Array | None = None) -> jax.Array:
     features = thumbnail.astype(self.dtype)
     for i, channels in enumerate(self.channels):
       features = nn.Conv(channels, (3, 3), strides=(2, 2), dtype=self.dtype, name=f'conv_{i}')(
@@ -78,8 +86,8 @@ class ThumbnailEncoder(nn.Module):
       if i > 0:
         features = nn.LayerNorm(dtype=self.dtype, name=f'norm_{i}')(features)
     context = jnp.mean(features.astype(jnp.float32), axis=(1, 2))
-    if self.statistics:
-      context = jnp.concatenate([context, photo_statistics(thumbnail)], axis=1)
+    if statistics is not None:
+      context = jnp.concatenate([context, statistics.astype(jnp.float32)], axis=1)
     return context
 
 
@@ -147,6 +155,38 @@ def sample_frame_field(field: jax.Array, coords: jax.Array) -> jax.Array:
       corner = (index[..., 0] + dy) * size + index[..., 1] + dx
       out = out + (wy * wx)[..., None] * jnp.take(flat, corner, axis=0)
   return out
+
+
+class Exposure(nn.Module):
+  """Re-exposes `[B, H, W, 3]` photos in linear light by `ev [B]` stops read off each whole
+  photo's `statistics [B, 8]` (`photo_statistics`), then rolls the highlights off.
+
+  The stops are a linear function of the metering figures (the way a camera's auto-exposure
+  meters), clipped to +-`range_ev`; a linear map, rather than the CNN, because the
+  photos a user trains on are few and the key of a photo is one number. The roll-off is
+  Reinhard's extended operator `v (1 + v / w^2) / (1 + v)` with a learned white point `w`: at
+  `w = 1` it is the identity, at `w > 1` it brings up to `w` back under 1, so a brightened photo
+  keeps its highlights instead of clipping them. Zero stops and `w = 1` at init: the identity.
+  """
+
+  range_ev: float = 2.0
+
+  @nn.compact
+  def __call__(self, images: jax.Array, statistics: jax.Array) -> jax.Array:
+    raw = nn.Dense(1, kernel_init=nn.initializers.zeros, name='stops')(statistics)[:, 0]
+    ev = jnp.clip(raw, -self.range_ev, self.range_ev)
+    self.sow('intermediates', 'exposure_ev', ev)
+    white_sq = jnp.exp(self.param('log_white_sq', nn.initializers.zeros, ()))
+    linear = jnp.clip(images.astype(jnp.float32), 0.0, 1.0) ** _GAMMA
+    linear = linear * jnp.exp2(ev)[:, None, None, None]
+    linear = jnp.clip(linear * (1.0 + linear / white_sq) / (1.0 + linear), 0.0, 1.0)
+    return _encode(linear)
+
+
+def _encode(linear: jax.Array) -> jax.Array:
+  """`linear ** (1 / gamma)` with a finite gradient at 0 (where the power's is infinite)."""
+  positive = linear > 1e-12
+  return jnp.where(positive, jnp.where(positive, linear, 1.0) ** (1.0 / _GAMMA), 0.0)
 
 
 def resize_thumbnail(images: jax.Array, size: int) -> jax.Array:

@@ -59,11 +59,27 @@ class UNet(nn.Module):
   thumbnail_stats: bool = False
   coords: bool = False
   frame_gain: int = 0
+  exposure: bool = False
+  exposure_range_ev: float = 2.0
 
   @property
   def reads_thumbnail(self) -> bool:
-    """Whether a thumbnail feeds the global branch (the LUT weights, the global context)."""
-    return self.color_head == 'adaptive_lut' or (self.global_context and self.thumbnail_context)
+    """Whether a thumbnail feeds the global branch (exposure, LUT weights, global context)."""
+    return (
+      self.color_head == 'adaptive_lut'
+      or self.exposure
+      or (self.global_context and self.thumbnail_context)
+    )
+
+  @property
+  def reads_statistics(self) -> bool:
+    """Whether the whole photo's metering figures feed the context or the exposure."""
+    return self.thumbnail_stats or self.exposure
+
+  @property
+  def has_global_grade(self) -> bool:
+    """Whether a global grade (exposure, colour head, frame gain) sits under the U-Net."""
+    return has_global_grade(self)
 
   @property
   def reads_coords(self) -> bool:
@@ -99,6 +115,7 @@ class UNet(nn.Module):
     *,
     train: bool = False,
     thumbnail: jax.Array | None = None,
+    statistics: jax.Array | None = None,
     coords: jax.Array | None = None,
     pooled_context: jax.Array | None = None,
     return_pooled_context: bool = False,
@@ -111,36 +128,41 @@ class UNet(nn.Module):
       train: BatchNorm uses batch statistics (and updates `batch_stats`) when True.
       thumbnail: `[B, T, T, 3]` thumbnails of the whole photos `x` was cut from
         (`thumbnail_size` T), read by the global branch; None: a thumbnail of `x` itself.
+      statistics: `[B, 8]` metering figures of those whole photos (`photo_statistics`), read
+        by nets with `thumbnail_stats` or `exposure`; None: the figures of `x` itself.
       coords: `[B, H, W, 2]` (y, x) of every pixel in [-1, 1] over its whole photo (nets that
         `reads_coords`); None: the coordinates of `x` as a whole photo.
       pooled_context: `[B, C]` pooled bottleneck features to use instead of this input's own
         (bottleneck global context only); tiled inference passes the whole image's here.
       return_pooled_context: stop after the bottleneck and return its pooled features `[B, C]`.
-      lut_only: return the global grade alone (colour head, then frame gain), without
-        running the U-Net.
+      lut_only: return the global grade alone (exposure, colour head, then frame gain),
+        without running the U-Net.
     """
     self._check_input(x)
     height, width = x.shape[1:3]
     context = None
-    if self.reads_thumbnail:
-      if thumbnail is None:
-        thumbnail = color_head_lib.resize_thumbnail(x, self.thumbnail_size)
-      encoder = color_head_lib.ThumbnailEncoder(
-        statistics=self.thumbnail_stats, dtype=self.dtype, name='thumbnail_encoder'
-      )
-      context = encoder(thumbnail)
+    if self.reads_thumbnail and thumbnail is None:
+      thumbnail = color_head_lib.resize_thumbnail(x, self.thumbnail_size)
+    if self.reads_statistics and statistics is None:
+      statistics = color_head_lib.photo_statistics(x)
+    if self.color_head == 'adaptive_lut' or (self.global_context and self.thumbnail_context):
+      encoder = color_head_lib.ThumbnailEncoder(dtype=self.dtype, name='thumbnail_encoder')
+      context = encoder(thumbnail, statistics if self.thumbnail_stats else None)
     if self.reads_coords and coords is None:
       grid = color_head_lib.photo_coords(range(height), range(width), height, width)
       coords = jnp.broadcast_to(jnp.asarray(grid), (x.shape[0], height, width, 2))
     base = x.astype(jnp.float32)
+    if self.exposure:
+      exposure = color_head_lib.Exposure(self.exposure_range_ev, name='exposure')
+      base = exposure(base, statistics)
     if self.color_head != 'none':
       head = color_head_lib.ColorHead(
         self.color_head, self.lut_size, self.lut_bases, self.lut_method, name='color_head'
       )
-      base = head(x, context)
+      base = head(base, context)
     if self.frame_gain:
       base = color_head_lib.FrameGain(self.frame_gain, name='frame_gain')(base, coords)
-    if self.color_head != 'none' or self.frame_gain:
+    if self.has_global_grade:
       self.sow('intermediates', 'global_grade', base)
     if lut_only:
       return base
@@ -296,27 +318,37 @@ def _validate_color_head(model_config: ml_collections.ConfigDict) -> None:
     raise ValueError(
       f'config.model.frame_gain must be 0 (off) or >= 2 lattice points a side; got {frame_gain}.'
     )
-  # The global grade (colour head, frame gain) sits under the U-Net's residual edit.
-  grade = [
-    f'{option}={model_config[option]!r}'
-    for option in ('color_head', 'frame_gain')
-    if model_config.get(option, 0) not in ('none', 0)
-  ]
-  if not grade:
+  if model_config.get('exposure', False):
+    if not model_config.thumbnail_context:
+      raise ValueError(
+        "config.model.exposure=True meters the whole photo's thumbnail: it needs "
+        'config.model.thumbnail_context=True.'
+      )
+    if not model_config.get('exposure_range_ev', 2.0) > 0:
+      raise ValueError(
+        f'config.model.exposure_range_ev must be > 0; got {model_config.exposure_range_ev}.'
+      )
+  if not has_global_grade(model_config):
     if model_config.unet_input != 'input':
       raise ValueError(
         f'config.model.unet_input={model_config.unet_input!r} needs a colour head; set '
         "config.model.color_head to 'lut' or 'adaptive_lut'."
       )
     return
+  # The global grade sits under the U-Net's residual edit.
+  grade = (
+    f'color_head={model_config.color_head!r}'
+    if model_config.color_head != 'none'
+    else ('frame_gain' if model_config.get('frame_gain', 0) else 'exposure')
+  )
   if model_config.head != 'image' or not model_config.residual:
     raise ValueError(
-      f"config.model.{grade[0]} grades colours under the U-Net's residual edit: it needs "
+      f"config.model.{grade} grades colours under the U-Net's residual edit: it needs "
       'config.model.head=image and config.model.residual=True.'
     )
   if model_config.in_channels != 3 or model_config.out_channels != 3:
     raise ValueError(
-      f'config.model.{grade[0]} maps RGB to RGB: it needs in_channels=3 and out_channels=3; '
+      f'config.model.{grade} maps RGB to RGB: it needs in_channels=3 and out_channels=3; '
       f'got {model_config.in_channels} and {model_config.out_channels}.'
     )
   if model_config.color_head == 'none':
@@ -325,6 +357,22 @@ def _validate_color_head(model_config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'config.model.lut_size must be >= 2; got {model_config.lut_size}.')
   if model_config.lut_bases < 1:
     raise ValueError(f'config.model.lut_bases must be >= 1; got {model_config.lut_bases}.')
+
+
+def has_global_grade(model: Any) -> bool:
+  """Whether `model` (a `UNet` or its `config.model`) puts a global grade under the U-Net:
+  an exposure, a colour head or a frame gain."""
+
+  def option(name: str, default: Any) -> Any:
+    if isinstance(model, ml_collections.ConfigDict):
+      return model.get(name, default)
+    return getattr(model, name, default)
+
+  return (
+    option('color_head', 'none') != 'none'
+    or bool(option('frame_gain', 0))
+    or bool(option('exposure', False))
+  )
 
 
 def create_model(model_config: ml_collections.ConfigDict) -> UNet:
