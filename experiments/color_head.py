@@ -7,11 +7,13 @@ Rows (each a short run of `configs/photo.py` with options changed, through
 - `lut`: one learned 3D LUT under the U-Net;
 - `adaptive_lut`: image-adaptive LUT whose weights read a thumbnail of the training crop;
 - `adaptive_lut_thumb`: ... of the whole photo (and the U-Net's global context reads it too);
-- `recipe`: `adaptive_lut_thumb` plus the photo's metering statistics, the exposure stage,
-  coordinates, the frame gain, a 10x step for the global grade, the global grade's own L1 term
-  and a strong LUT smoothness term (`configs/photo.py`); each `recipe_no_*` row takes one of
-  those away, `recipe_grade_first` holds the U-Net still for the first 200 steps, and
-  `grade_only` never trains it (what the global grade alone learns).
+- `recipe` (`configs/photo.py`): one learned LUT (not adaptive), the thumbnail driving the
+  U-Net's global context, the photo's metering statistics, the exposure stage, coordinates, the
+  frame gain, a 10x step for the global grade, the global grade's own L1 term and a strong LUT
+  smoothness term; `recipe_adaptive_lut` mixes its LUT per photo instead (the recipe until
+  2026-12-03), each `recipe_no_*` row takes one addition away, `recipe_grade_first` holds the
+  U-Net still for the first 200 steps, and `grade_only` / `grade_only_adaptive_lut` never train
+  it (what the global grade alone learns).
 
 and rows that need no training: `identity` (the input itself), `best_fit_lut_joint`, one 17^3
 LUT fitted by least squares to the held-out photos' own targets (the best any single global
@@ -45,6 +47,7 @@ from unet_jax.models import lut as lut_lib  # noqa: E402
 LOOKS = ('warm_film', 'local_contrast', 'vignette', 'auto_exposure')
 # What the rows before the recipe's later additions switch off, so each keeps its meaning.
 _WITHOUT_ADDITIONS = {
+  'model.color_head': 'adaptive_lut',
   'model.thumbnail_stats': False,
   'model.frame_gain': 0,
   'model.exposure': False,
@@ -52,9 +55,12 @@ _WITHOUT_ADDITIONS = {
 }
 ROWS = {
   'recipe': (
-    'exposure + adaptive LUT + frame gain, thumbnail context and statistics, coords '
-    '(configs/photo.py)',
+    'exposure + one LUT + frame gain, thumbnail context and statistics, coords (configs/photo.py)',
     {},
+  ),
+  'recipe_adaptive_lut': (
+    'recipe with an image-adaptive LUT (3 bases mixed per photo)',
+    {'model.color_head': 'adaptive_lut'},
   ),
   'recipe_no_exposure': ('recipe without the exposure stage', {'model.exposure': False}),
   'recipe_lut_smoothness_1e-4': (
@@ -79,6 +85,10 @@ ROWS = {
   'grade_only': (
     "the recipe's global grade alone (the U-Net never learns)",
     {'optimizer.grade_first_steps': 10**9},
+  ),
+  'grade_only_adaptive_lut': (
+    'the global grade alone with an image-adaptive LUT',
+    {'optimizer.grade_first_steps': 10**9, 'model.color_head': 'adaptive_lut'},
   ),
   'unet': (
     'U-Net alone (default model)',

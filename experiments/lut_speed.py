@@ -67,6 +67,7 @@ def race_methods(megapixels: float, size: int, repeats: int) -> dict:
 
 def lut_only_predict(megapixels: float) -> dict:
   config = configs.photo.get_config()
+  config.model.color_head = 'adaptive_lut'  # the costlier head: its CNN reads the thumbnail
   model = create_model(config.model)
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
   rng = np.random.default_rng(0)

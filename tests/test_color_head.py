@@ -266,7 +266,7 @@ def test_exposure_is_the_identity_at_init_and_a_stop_gain_with_roll_off():
   np.testing.assert_allclose(same, colours, atol=2e-6)
   # One stop up for every photo (the bias alone), white point 2: the photo is brightened in
   # linear light and its highlights come back under 1 instead of clipping.
-  variables = {'params': {'stops': {'kernel': jnp.zeros((8, 1)), 'bias': jnp.ones((1,))}}}
+  variables = {'params': {'stops': {'kernel': jnp.zeros((1, 1)), 'bias': jnp.ones((1,))}}}
   variables['params']['log_white_sq'] = jnp.log(4.0)
   out = np.asarray(jax.jit(exposure.apply)(variables, colours, statistics))
   linear = 2.0 * np.asarray(colours) ** 2.2
@@ -278,6 +278,12 @@ def test_exposure_is_the_identity_at_init_and_a_stop_gain_with_roll_off():
   brightest = jax.jit(exposure.apply)(variables, colours, statistics)
   variables['params']['stops']['bias'] = jnp.full((1,), 2.0)
   np.testing.assert_array_equal(brightest, jax.jit(exposure.apply)(variables, colours, statistics))
+  # The stops read the key alone: a kernel of -1 / ln 2 brings every photo's key to middle
+  # grey, whatever its other figures.
+  variables['params']['stops'] = {'kernel': jnp.full((1, 1), -1 / np.log(2)), 'bias': jnp.zeros(1)}
+  _, sown = exposure.apply(variables, colours, statistics, mutable='intermediates')
+  expected_ev = np.clip(-np.asarray(statistics[:, 0]) / np.log(2), -2, 2)
+  np.testing.assert_allclose(sown['intermediates']['exposure_ev'][0], expected_ev, rtol=1e-5)
   # Gradients are finite even at black pixels (where x ** (1 / 2.2) has an infinite slope).
   black = jnp.zeros((1, 8, 8, 3))
   grads = jax.grad(lambda v: exposure.apply(v, black + 0.0, statistics[:1]).sum())(variables)
