@@ -39,6 +39,8 @@ _LOG_FLOOR = 1e-4
 # Metering is relative to middle grey: a photo whose key is 18 % grey reads 0.
 _MIDDLE_GREY = 0.18
 _PERCENTILES = (10.0, 50.0, 90.0)
+# Where `photo_statistics` puts the key (the mean log luminance) among its figures.
+_KEY_FIGURE = 0
 
 
 def photo_statistics(images: Any, xp: Any = jnp) -> Any:
@@ -57,7 +59,7 @@ def photo_statistics(images: Any, xp: Any = jnp) -> Any:
   log_luma = log_luma.reshape(*log_luma.shape[:-2], -1)
   percentiles = xp.percentile(log_luma, xp.asarray(_PERCENTILES), axis=-1)
   figures = [
-    xp.mean(log_luma, axis=-1, keepdims=True),
+    xp.mean(log_luma, axis=-1, keepdims=True),  # the key: _KEY_FIGURE
     xp.std(log_luma, axis=-1, keepdims=True),
     xp.moveaxis(percentiles, 0, -1),
     xp.log(_LOG_FLOOR + xp.mean(linear, axis=(-3, -2))) - log_grey,
@@ -177,7 +179,7 @@ class Exposure(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array, statistics: jax.Array) -> jax.Array:
-    key = statistics[:, :1]
+    key = statistics[:, _KEY_FIGURE : _KEY_FIGURE + 1]
     raw = nn.Dense(1, kernel_init=nn.initializers.zeros, name='stops')(key)[:, 0]
     ev = jnp.clip(raw, -self.range_ev, self.range_ev)
     self.sow('intermediates', 'exposure_ev', ev)
