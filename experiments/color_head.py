@@ -8,10 +8,12 @@ Rows (each a short run of `configs/photo.py` with options changed, through
 - `adaptive_lut`: image-adaptive LUT whose weights read a thumbnail of the training crop;
 - `adaptive_lut_thumb`: ... of the whole photo (and the U-Net's global context reads it too);
 - `recipe` (`configs/photo.py`): one learned LUT (not adaptive), the thumbnail driving the
-  U-Net's global context, the photo's metering statistics, the exposure stage, coordinates, the
-  frame gain, a 10x step for the global grade, the global grade's own L1 term and a strong LUT
-  smoothness term; `recipe_adaptive_lut` mixes its LUT per photo instead (the recipe until
-  2026-12-03), each `recipe_no_*` row takes one addition away, `recipe_grade_first` holds the
+  U-Net's global context, the photo's metering statistics, the exposure stage, the frame gain, a
+  10x step for the global grade (100x for the exposure), the global grade's own L1 term (0.1)
+  and a strong LUT smoothness term; `recipe_adaptive_lut` mixes its LUT per photo instead (the
+  recipe until 2026-12-03), `recipe_coords` adds the coordinates to the U-Net's input,
+  `recipe_exposure_lr10` steps the exposure like the rest of the grade (the recipe until
+  2026-12-04), each `recipe_no_*` row takes one addition away, `recipe_grade_first` holds the
   U-Net still for the first 200 steps, and `grade_only` / `grade_only_adaptive_lut` never train
   it (what the global grade alone learns).
 
@@ -55,13 +57,19 @@ _WITHOUT_ADDITIONS = {
 }
 ROWS = {
   'recipe': (
-    'exposure + one LUT + frame gain, thumbnail context and statistics, coords (configs/photo.py)',
+    'exposure + one LUT + frame gain, thumbnail context and statistics (configs/photo.py)',
     {},
   ),
   'recipe_adaptive_lut': (
     'recipe with an image-adaptive LUT (3 bases mixed per photo)',
     {'model.color_head': 'adaptive_lut'},
   ),
+  'recipe_coords': ('recipe, the coordinates also as U-Net input', {'model.coords': True}),
+  'recipe_exposure_lr10': (
+    "recipe, the exposure at the global grade's 10x step",
+    {'optimizer.exposure_lr_factor': 1.0},
+  ),
+  'recipe_grade_loss_1': ('recipe, global grade loss weight 1', {'loss.global_grade': 1.0}),
   'recipe_no_exposure': ('recipe without the exposure stage', {'model.exposure': False}),
   'recipe_lut_smoothness_1e-4': (
     "recipe with the LUT smoothness weight of Zeng et al. (1e-4, the base config's)",
@@ -75,7 +83,11 @@ ROWS = {
   ),
   'recipe_no_grade_loss_lr1': (
     'recipe without the global grade loss, the global grade at the base learning rate',
-    {'loss.global_grade': 0.0, 'optimizer.global_grade_lr_factor': 1.0},
+    {
+      'loss.global_grade': 0.0,
+      'optimizer.global_grade_lr_factor': 1.0,
+      'optimizer.exposure_lr_factor': 1.0,
+    },
   ),
   'recipe_grade_first': (
     'recipe, the U-Net held still for the first 200 steps',

@@ -258,31 +258,38 @@ def test_frame_gain_is_one_at_init_and_bilinear_over_the_frame():
 
 def test_exposure_is_the_identity_at_init_and_a_stop_gain_with_roll_off():
   rng = np.random.default_rng(11)
-  colours = jnp.asarray(rng.uniform(0.0, 1.0, (2, 8, 8, 3)).astype(np.float32))
+  # A dark photo and a normal one: keys well away from middle grey and from each other.
+  colours = rng.uniform(0.0, 1.0, (2, 8, 8, 3)) * np.array([0.8, 1.0])[:, None, None, None]
+  colours = jnp.asarray(colours.astype(np.float32))
   statistics = photo_statistics(colours)
   exposure = Exposure(range_ev=2.0)
   variables = jax.jit(exposure.init)(jax.random.key(0), colours, statistics)
   same = jax.jit(exposure.apply)(variables, colours, statistics)
   np.testing.assert_allclose(same, colours, atol=2e-6)
-  # One stop up for every photo (the bias alone), white point 2: the photo is brightened in
-  # linear light and its highlights come back under 1 instead of clipping.
-  variables = {'params': {'stops': {'kernel': jnp.zeros((1, 1)), 'bias': jnp.ones((1,))}}}
-  variables['params']['log_white_sq'] = jnp.log(4.0)
+  # Stops in proportion to each photo's key (1.5 stops up for the first photo), white point 2:
+  # each photo is brightened in linear light and its highlights come back under 1 instead of
+  # clipping.
+  key = np.asarray(statistics[:, 0])
+  assert abs(key[0]) > 0.05 and not np.isclose(key[0], key[1])
+  variables = {'params': {'stops': {'kernel': jnp.full((1, 1), 1.5 / key[0])}}}
+  variables['params']['white'] = jnp.sqrt(jnp.log(4.0))
   out = np.asarray(jax.jit(exposure.apply)(variables, colours, statistics))
-  linear = 2.0 * np.asarray(colours) ** 2.2
+  linear = 2.0 ** (1.5 * key / key[0])[:, None, None, None] * np.asarray(colours) ** 2.2
   expected = np.clip(linear * (1 + linear / 4.0) / (1 + linear), 0, 1) ** (1 / 2.2)
   np.testing.assert_allclose(out, expected, atol=1e-5)
   assert out.max() < 1.0 and (linear > 1.0).any()
+  # The white point cannot go under 1 (where the curve would clip the highlights).
+  variables['params']['white'] = jnp.asarray(-np.sqrt(np.log(4.0)))
+  np.testing.assert_allclose(jax.jit(exposure.apply)(variables, colours, statistics), out)
   # The stops stop at +-range_ev.
-  variables['params']['stops']['bias'] = jnp.full((1,), 3.0)
+  variables['params']['stops']['kernel'] = jnp.full((1, 1), 3.0 / np.abs(key).min())
   brightest = jax.jit(exposure.apply)(variables, colours, statistics)
-  variables['params']['stops']['bias'] = jnp.full((1,), 2.0)
+  variables['params']['stops']['kernel'] = jnp.full((1, 1), 30.0 / np.abs(key).min())
   np.testing.assert_array_equal(brightest, jax.jit(exposure.apply)(variables, colours, statistics))
-  # The stops read the key alone: a kernel of -1 / ln 2 brings every photo's key to middle
-  # grey, whatever its other figures.
-  variables['params']['stops'] = {'kernel': jnp.full((1, 1), -1 / np.log(2)), 'bias': jnp.zeros(1)}
+  # A kernel of -1 / ln 2 brings every photo's key to middle grey, whatever its other figures.
+  variables['params']['stops'] = {'kernel': jnp.full((1, 1), -1 / np.log(2))}
   _, sown = exposure.apply(variables, colours, statistics, mutable='intermediates')
-  expected_ev = np.clip(-np.asarray(statistics[:, 0]) / np.log(2), -2, 2)
+  expected_ev = np.clip(-key / np.log(2), -2, 2)
   np.testing.assert_allclose(sown['intermediates']['exposure_ev'][0], expected_ev, rtol=1e-5)
   # Gradients are finite even at black pixels (where x ** (1 / 2.2) has an infinite slope).
   black = jnp.zeros((1, 8, 8, 3))
@@ -389,7 +396,10 @@ def test_bad_colour_head_options_are_named():
   config.optimizer.global_grade_lr_factor = 0.0
   with pytest.raises(ConfigError, match='config.optimizer.global_grade_lr_factor'):
     validate_config(config, training=True, check_data_files=False)
-  config.optimizer.update(global_grade_lr_factor=1.0, grade_first_steps=-1)
+  config.optimizer.update(global_grade_lr_factor=1.0, exposure_lr_factor=-1.0)
+  with pytest.raises(ConfigError, match='config.optimizer.exposure_lr_factor'):
+    validate_config(config, training=True, check_data_files=False)
+  config.optimizer.update(exposure_lr_factor=1.0, grade_first_steps=-1)
   with pytest.raises(ConfigError, match='config.optimizer.grade_first_steps'):
     validate_config(config, training=True, check_data_files=False)
   config.optimizer.grade_first_steps = 0
@@ -415,26 +425,27 @@ def test_a_workdir_written_before_these_options_loads_and_resumes(tmp_path):
   workdir.Run(config, str(tmp_path), resuming=True)  # the resume check accepts today's config
 
 
-def test_global_grade_lr_factor_scales_only_the_colour_head_and_frame_gain_steps():
+def test_lr_factors_scale_only_the_global_grade_and_on_top_the_exposure_steps():
   params = {
     'color_head': {'basis': jnp.ones((2, 3))},
     'frame_gain': {'gain': jnp.ones((2, 2, 3))},
+    'exposure': {'stops': {'kernel': jnp.ones((1, 1))}, 'white': jnp.ones(())},
     'encoder_0': {'kernel': jnp.ones((3, 3))},
   }
   grads = jax.tree.map(lambda p: 0.5 * p, params)
   config = get_base_config()
   config.optimizer.update(warmup_steps=0, grad_clip_norm=1e9)
   plain = train_state_lib._build_optimizer(config)
-  config.optimizer.global_grade_lr_factor = 10.0
+  config.optimizer.update(global_grade_lr_factor=10.0, exposure_lr_factor=3.0)
   faster = train_state_lib._build_optimizer(config)
   step = {}
   for name, optimizer in (('plain', plain), ('faster', faster)):
     updates, _ = jax.jit(optimizer.update)(grads, optimizer.init(params), params)
     step[name] = updates
   faster, plain = step['faster'], step['plain']
-  for module in ('color_head', 'frame_gain'):
+  for module, factor in (('color_head', 10.0), ('frame_gain', 10.0), ('exposure', 30.0)):
     for a, b in zip(jax.tree.leaves(faster[module]), jax.tree.leaves(plain[module]), strict=True):
-      np.testing.assert_allclose(a, 10.0 * b, rtol=1e-6)
+      np.testing.assert_allclose(a, factor * b, rtol=1e-6)
       assert float(jnp.abs(b).max()) > 0
   np.testing.assert_allclose(faster['encoder_0']['kernel'], plain['encoder_0']['kernel'])
 
@@ -443,7 +454,7 @@ def test_grade_first_steps_hold_the_unet_still_while_the_global_branch_learns():
   params = {
     'color_head': {'basis': jnp.ones((2, 3))},
     'thumbnail_encoder': {'conv_0': {'kernel': jnp.ones((3, 3))}},
-    'exposure': {'log_white_sq': jnp.ones(())},
+    'exposure': {'white': jnp.ones(())},
     'encoder_0': {'kernel': jnp.ones((3, 3))},
   }
   grads = jax.tree.map(lambda p: 0.5 * p, params)

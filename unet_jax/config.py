@@ -125,6 +125,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Step size of the global grade's parameters (colour head tables, frame gain) relative to the
   # rest: few parameters that every pixel informs, so they can move faster than conv kernels.
   opt.global_grade_lr_factor = 1.0
+  # ... and of the exposure stage's two parameters on top of that: numbers that must travel far
+  # (about -1.44 stops per stop of key to undo a meter) on noisy gradients.
+  opt.exposure_lr_factor = 1.0
   # Steps at the start in which only the global branch (exposure, colour head, frame gain and
   # the thumbnail encoder) learns and the U-Net holds still, so the U-Net learns only what the
   # global grade cannot do (0: all learn from the start).

@@ -87,6 +87,10 @@ def _build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
   if factor != 1.0:
     grade = functools.partial(_module_mask, modules=GLOBAL_GRADE_MODULES)
     parts.append(optax.masked(optax.scale(factor), grade))
+  exposure_factor = opt.get('exposure_lr_factor', 1.0)
+  if exposure_factor != 1.0:
+    exposure = functools.partial(_module_mask, modules=('exposure',))
+    parts.append(optax.masked(optax.scale(exposure_factor), exposure))
   grade_first = int(opt.get('grade_first_steps', 0))
   if grade_first > 0:
     # The U-Net holds still while the global branch learns the grade, then joins in.

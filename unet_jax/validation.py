@@ -136,10 +136,9 @@ def _validate_training(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
       f'config.optimizer.grade_first_steps must be >= 0; got {opt.grade_first_steps}.'
     )
-  if opt.get('global_grade_lr_factor', 1.0) <= 0:
-    raise ConfigError(
-      f'config.optimizer.global_grade_lr_factor must be > 0; got {opt.global_grade_lr_factor}.'
-    )
+  for factor in ('global_grade_lr_factor', 'exposure_lr_factor'):
+    if opt.get(factor, 1.0) <= 0:
+      raise ConfigError(f'config.optimizer.{factor} must be > 0; got {opt[factor]}.')
   metrics = EVAL_METRICS['segment' if config.task == 'segment' else 'image']
   if config.best_metric not in metrics:
     raise ConfigError(

@@ -293,11 +293,14 @@ def _validate_color_head(model_config: ml_collections.ConfigDict) -> None:
   _check_choice('lut_method', model_config.lut_method, lut.METHODS)
   _check_choice('unet_input', model_config.unet_input, color_head_lib.UNET_INPUTS)
   if model_config.thumbnail_context and not (
-    model_config.color_head == 'adaptive_lut' or model_config.global_context
+    model_config.color_head == 'adaptive_lut'
+    or model_config.global_context
+    or model_config.get('exposure', False)
   ):
     raise ValueError(
       'config.model.thumbnail_context=True feeds the global branch, and this model has none: '
-      "set config.model.color_head='adaptive_lut' or config.model.global_context=True."
+      "set config.model.color_head='adaptive_lut', config.model.global_context=True or "
+      'config.model.exposure=True.'
     )
   stages = len(color_head_lib.ENCODER_CHANNELS)
   if model_config.thumbnail_size < 2**stages:
