@@ -409,6 +409,12 @@ def test_bad_colour_head_options_are_named():
   config.model.update(thumbnail_context=True, global_context=True, exposure_range_ev=0.0)
   with pytest.raises(ConfigError, match='config.model.exposure_range_ev'):
     validate_config(config, training=False, check_data_files=False)
+  # The exposure alone may read the whole photo (its metering), without the global context.
+  config.model.update(global_context=False, exposure_range_ev=2.0, color_head='lut')
+  validate_config(config, training=False, check_data_files=False)
+  config.model.exposure = False
+  with pytest.raises(ConfigError, match='config.model.thumbnail_context=True feeds'):
+    validate_config(config, training=False, check_data_files=False)
 
 
 def test_a_workdir_written_before_these_options_loads_and_resumes(tmp_path):
