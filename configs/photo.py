@@ -10,12 +10,12 @@ The grade's own L1 term has weight 0.1: at 1.0 it held local_contrast back (600 
 29.11 dB, 31.08 dB without it, 31.34 dB at 0.1) for 0.6 dB on warm_film (56.36 against 55.76 dB).
 A 64 px thumbnail of the whole photo drives the U-Net's global context; the pixel coordinates stay
 out of the U-Net's input (local_contrast 28.67 dB with them, 29.11 dB without, seed 0), as the
-frame gain reads them for vignettes and graduated filters. One LUT rather
-than an image-adaptive one: from a dozen training photos the per-photo mixing weights fit the
-training photos and grade held-out ones worse (built-in warm_film, the global grade alone without
-the exposure stage, 600 steps, seed 0: 57.44 dB with one LUT and no frame gain, 53.00 dB adaptive
-with it). The default config's size otherwise (3 levels, 16 base channels), 64 px crops: 1300
-steps take about 15 minutes on 2 CPU cores. Figures (600-step runs of this recipe):
+frame gain reads them for vignettes and graduated filters. One LUT rather than an image-adaptive
+one: from a dozen training photos the per-photo mixing weights fit the training photos and grade
+held-out ones worse (built-in warm_film, the global grade alone without the exposure stage, 600
+steps, seed 0: 57.44 dB with one LUT and no frame gain, 53.00 dB adaptive with it). The default
+config's size otherwise (3 levels, 16 base channels), 64 px crops: 1300 steps take about 15
+minutes on 2 CPU cores. Figures (600-step runs of this recipe):
 experiments/results/color_head_600.md.
 
   python -m unet_jax.main --config=configs/photo.py --workdir=runs/photo \

@@ -61,6 +61,12 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
 GLOBAL_GRADE_MODULES = ('exposure', 'color_head', 'frame_gain')
 # ... and with the thumbnail encoder that mixes the LUT bases, the global branch.
 GLOBAL_BRANCH_MODULES = (*GLOBAL_GRADE_MODULES, 'thumbnail_encoder')
+# Each `config.optimizer` step factor and the modules it scales, applied one after the other
+# (the exposure's factor multiplies the global grade's).
+LR_FACTOR_MODULES = {
+  'global_grade_lr_factor': GLOBAL_GRADE_MODULES,
+  'exposure_lr_factor': ('exposure',),
+}
 
 
 def _module_mask(params: Any, modules: tuple[str, ...], inside: bool = True) -> Any:
@@ -83,14 +89,11 @@ def _build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
     ),
   ]
   # Each only when set: the optimizer state of earlier runs keeps its structure.
-  factor = opt.get('global_grade_lr_factor', 1.0)
-  if factor != 1.0:
-    grade = functools.partial(_module_mask, modules=GLOBAL_GRADE_MODULES)
-    parts.append(optax.masked(optax.scale(factor), grade))
-  exposure_factor = opt.get('exposure_lr_factor', 1.0)
-  if exposure_factor != 1.0:
-    exposure = functools.partial(_module_mask, modules=('exposure',))
-    parts.append(optax.masked(optax.scale(exposure_factor), exposure))
+  for name, modules in LR_FACTOR_MODULES.items():
+    factor = opt.get(name, 1.0)
+    if factor != 1.0:
+      mask = functools.partial(_module_mask, modules=modules)
+      parts.append(optax.masked(optax.scale(factor), mask))
   grade_first = int(opt.get('grade_first_steps', 0))
   if grade_first > 0:
     # The U-Net holds still while the global branch learns the grade, then joins in.

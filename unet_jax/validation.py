@@ -10,6 +10,7 @@ from unet_jax import data, losses
 from unet_jax.guards import DIVERGENCE_ACTIONS
 from unet_jax.inference import photo_writer, tiling
 from unet_jax.models import has_global_grade, validate_model_config
+from unet_jax.train_state import LR_FACTOR_MODULES
 
 TASKS = ('enhance', 'denoise', 'segment')
 EVAL_METRICS = {
@@ -136,7 +137,7 @@ def _validate_training(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
       f'config.optimizer.grade_first_steps must be >= 0; got {opt.grade_first_steps}.'
     )
-  for factor in ('global_grade_lr_factor', 'exposure_lr_factor'):
+  for factor in LR_FACTOR_MODULES:
     if opt.get(factor, 1.0) <= 0:
       raise ConfigError(f'config.optimizer.{factor} must be > 0; got {opt[factor]}.')
   metrics = EVAL_METRICS['segment' if config.task == 'segment' else 'image']

@@ -175,11 +175,11 @@ class Exposure(nn.Module):
   grade loss 1, 600 steps, seed 0: 55.55 dB with it, 56.36 dB without). A map from all eight
   figures also fitted the training photos' spread, percentiles and cast, and picked the wrong
   stops for held-out photos (built-in `auto_exposure`, adaptive LUT, 600 steps, seed 0: 29.97 dB
-  with all eight, 37.87 dB with the key). The roll-off is Reinhard's
-  extended operator `v (1 + v / w^2) / (1 + v)` with a learned white point `w >= 1`: at `w = 1`
-  it is the identity, at `w > 1` it brings up to `w` back under 1, so a brightened photo keeps
-  its highlights instead of clipping them. Zero stops and `w = 1` at init: the identity. Its
-  two numbers must travel far from there (-1.44 stops per stop of key undoes a meter) on noisy
+  with all eight, 37.87 dB with the key). The roll-off is Reinhard's extended operator
+  `v (1 + v / w^2) / (1 + v)` with a learned white point `w >= 1`: at `w = 1` it is the
+  identity, at `w > 1` it brings up to `w` back under 1, so a brightened photo keeps its
+  highlights instead of clipping them. Zero stops and `w = 1` at init: the identity. Its two
+  numbers must travel far from there (-1.44 stops per stop of key undoes a meter) on noisy
   gradients: `optimizer.exposure_lr_factor` gives them a larger step.
   """
 
