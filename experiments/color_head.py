@@ -7,20 +7,26 @@ Rows (each a short run of `configs/photo.py` with options changed, through
 - `lut`: one learned 3D LUT under the U-Net;
 - `adaptive_lut`: image-adaptive LUT whose weights read a thumbnail of the training crop;
 - `adaptive_lut_thumb`: ... of the whole photo (and the U-Net's global context reads it too);
-- `recipe` (`configs/photo.py`): one learned LUT (not adaptive), the thumbnail driving the
-  U-Net's global context, the photo's metering statistics, the exposure stage, the frame gain, a
-  10x step for the global grade (100x for the exposure), the global grade's own L1 term (0.1)
-  and a strong LUT smoothness term; `recipe_adaptive_lut` mixes its LUT per photo instead (the
-  recipe until 2026-12-03), `recipe_coords` adds the coordinates to the U-Net's input,
-  `recipe_exposure_lr10` steps the exposure like the rest of the grade (the recipe until
-  2026-12-04), each `recipe_no_*` row takes one addition away, `recipe_grade_first` holds the
-  U-Net still for the first 200 steps, and `grade_only` / `grade_only_adaptive_lut` never train
-  it (what the global grade alone learns).
+- `recipe` (`configs/photo.py`): one learned 33^3 LUT (not adaptive) under the curvature
+  prior, the thumbnail driving the U-Net's global context, the photo's metering statistics, the
+  exposure stage, the frame gain (its curvature term too), a 10x step for the global grade
+  (100x for the exposure) and the global grade's own L1 term (0.1); `recipe_adaptive_lut` mixes
+  its LUT per photo instead (the recipe until 2026-12-03), `recipe_coords` adds the coordinates
+  to the U-Net's input, `recipe_exposure_lr10` steps the exposure like the rest of the grade
+  (its step before 2026-12-04), `recipe_lut_17` is the recipe of color_head_600_lut17.md (a
+  17^3 LUT under total variation, no curvature terms; its frame gain now centred), each
+  `recipe_no_*` row takes one
+  addition away, `recipe_grade_first` holds the U-Net still for the first 200 steps, and
+  `grade_only` / `grade_only_adaptive_lut` never train it (what the global grade alone learns).
 
-and rows that need no training: `identity` (the input itself), `best_fit_lut_joint`, one 17^3
-LUT fitted by least squares to the held-out photos' own targets (the best any single global
-grade does on them: what the acceptance compares with), and `best_fit_lut`, one such LUT per
-held-out photo (an oracle that knows each photo's target). Runs resume: a finished run's
+and rows that need no training (least-squares LUTs, `FITS`): `identity` (the input itself),
+`best_fit_lut_joint`, one 17^3 LUT fitted to the held-out photos' own targets (the best any
+single global grade of that size does on them: what the acceptance compares with),
+`best_fit_lut_joint_33`, the same with 33^3 points (the recipe's size), `best_fit_lut`, one
+17^3 LUT per held-out photo (an oracle that knows each photo's target), and `train_fit_lut` /
+`train_fit_lut_33_curvature`, fitted to the training photos instead, with the weak pull towards
+the identity or with the curvature prior: what a LUT learned from the training photos can do
+on photos it has not seen. Runs resume: a finished run's
 `result.json` is reused.
 
   nice -n 10 python experiments/color_head.py --steps=300 --seeds=0 --budget_minutes=45
@@ -54,10 +60,13 @@ _WITHOUT_ADDITIONS = {
   'model.frame_gain': 0,
   'model.exposure': False,
   'loss.lut_smoothness': 1e-4,
+  'loss.lut_curvature': 0.0,
+  'loss.frame_gain_curvature': 0.0,
+  'model.lut_size': 17,
 }
 ROWS = {
   'recipe': (
-    'exposure + one LUT + frame gain, thumbnail context and statistics (configs/photo.py)',
+    'exposure + one 33^3 LUT + frame gain, thumbnail context and statistics (configs/photo.py)',
     {},
   ),
   'recipe_adaptive_lut': (
@@ -71,8 +80,25 @@ ROWS = {
   ),
   'recipe_grade_loss_1': ('recipe, global grade loss weight 1', {'loss.global_grade': 1.0}),
   'recipe_no_exposure': ('recipe without the exposure stage', {'model.exposure': False}),
+  'recipe_lut_17': (
+    'recipe with a 17^3 LUT under total variation 1.0, no curvature terms (as before 2026-12-04)',
+    {
+      'model.lut_size': 17,
+      'loss.lut_smoothness': 1.0,
+      'loss.lut_curvature': 0.0,
+      'loss.frame_gain_curvature': 0.0,
+    },
+  ),
+  'recipe_no_lut_curvature': (
+    'recipe, total variation 1.0 in place of the LUT curvature',
+    {'loss.lut_smoothness': 1.0, 'loss.lut_curvature': 0.0},
+  ),
+  'recipe_no_frame_gain_curvature': (
+    "recipe without the frame gain's curvature term",
+    {'loss.frame_gain_curvature': 0.0},
+  ),
   'recipe_lut_smoothness_1e-4': (
-    "recipe with the LUT smoothness weight of Zeng et al. (1e-4, the base config's)",
+    'recipe plus the LUT total variation of Zeng et al. (1e-4, the base config)',
     {'loss.lut_smoothness': 1e-4},
   ),
   'recipe_no_frame_gain': ('recipe without the frame gain', {'model.frame_gain': 0}),
@@ -93,7 +119,7 @@ ROWS = {
     'recipe, the U-Net held still for the first 200 steps',
     {'optimizer.grade_first_steps': 200},
   ),
-  'recipe_lut_smoothness_10': ('recipe, LUT smoothness weight 10', {'loss.lut_smoothness': 10.0}),
+  'recipe_lut_curvature_100': ('recipe, LUT curvature weight 100', {'loss.lut_curvature': 100.0}),
   'grade_only': (
     "the recipe's global grade alone (the U-Net never learns)",
     {'optimizer.grade_first_steps': 10**9},
@@ -137,6 +163,8 @@ ROWS = {
   ),
 }
 METRIC_NAMES = ('psnr', 'ssim', 'delta_e2000', 'lpips')
+# The curvature weight of the least-squares LUT fitted to the training photos (`FITS`).
+TRAIN_FIT_CURVATURE = 0.01
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('steps', 300, 'Training steps per run.')
@@ -198,9 +226,29 @@ def run_one(runs_dir: str, look: str, row: str, seed: int) -> dict:
   return result
 
 
-def fit_lut(inputs: list[np.ndarray], targets: list[np.ndarray], size: int = 17) -> np.ndarray:
-  """Least-squares `[S, S, S, 3]` table mapping `inputs` to `targets` through trilinear lookup,
-  pulled weakly (1e-3) towards the identity where few pixels fall."""
+def _second_differences(size: int) -> scipy.sparse.csr_matrix:
+  """The `[3 (S - 2) S^2, S^3]` operator of a table's second differences along r, g and b."""
+  line = scipy.sparse.diags(
+    [np.ones(size - 2), -2 * np.ones(size - 2), np.ones(size - 2)], [0, 1, 2], (size - 2, size)
+  )
+  eye = scipy.sparse.identity(size)
+  along = (
+    scipy.sparse.kron(scipy.sparse.kron(line, eye), eye),
+    scipy.sparse.kron(scipy.sparse.kron(eye, line), eye),
+    scipy.sparse.kron(scipy.sparse.kron(eye, eye), line),
+  )
+  return scipy.sparse.vstack(along).tocsr()
+
+
+def fit_lut(
+  inputs: list[np.ndarray], targets: list[np.ndarray], size: int = 17, curvature: float = 0.0
+) -> np.ndarray:
+  """Least-squares `[S, S, S, 3]` table mapping `inputs` to `targets` through trilinear lookup.
+
+  Where few pixels fall, the table is pulled weakly (1e-3) towards the identity, or with
+  `curvature > 0` towards the straight continuation of its neighbours (second differences, as
+  `loss.lut_curvature` does in training), with that weight instead.
+  """
   pixels = np.concatenate([i.reshape(-1, 3) for i in inputs]).astype(np.float64)
   wanted = np.concatenate([t.reshape(-1, 3) for t in targets]).astype(np.float64)
   scaled = np.clip(pixels, 0, 1) * (size - 1)
@@ -225,32 +273,51 @@ def fit_lut(inputs: list[np.ndarray], targets: list[np.ndarray], size: int = 17)
     shape=(len(pixels), size**3),
   )
   identity = np.asarray(lut_lib.identity_lut(size), np.float64).reshape(-1, 3)
-  damping = 1e-3 * len(pixels) / size**3
-  normal = (a.T @ a + damping * scipy.sparse.identity(size**3)).tocsc()
-  solve = scipy.sparse.linalg.factorized(normal)
-  rhs = a.T @ wanted + damping * identity
+  scale = len(pixels) / size**3
+  if curvature > 0:
+    second = _second_differences(size)
+    prior = curvature * scale * (second.T @ second)
+    # A trace of the identity pull keeps the system regular where no pixel and no bend decides.
+    prior = prior + 1e-9 * scale * scipy.sparse.identity(size**3)
+  else:
+    prior = 1e-3 * scale * scipy.sparse.identity(size**3)
+  solve = scipy.sparse.linalg.factorized((a.T @ a + prior).tocsc())
+  # The identity is affine: its second differences are 0, so both priors pull towards it alike.
+  rhs = a.T @ wanted + prior @ identity
   table = np.stack([solve(rhs[:, c]) for c in range(3)], axis=-1)
   return table.reshape(size, size, size, 3).astype(np.float32)
 
 
+# The fits without training (`baselines`): name -> (fitted on, lattice points, curvature).
+FITS = {
+  'best_fit_lut_joint': ('test', 17, 0.0),
+  'best_fit_lut_joint_33': ('test', 33, 0.0),
+  'train_fit_lut': ('train', 17, 0.0),
+  'train_fit_lut_33_curvature': ('train', 33, TRAIN_FIT_CURVATURE),
+}
+BASELINES = ('identity', 'best_fit_lut', *FITS)
+
+
 def baselines(look: str) -> dict:
-  """identity and best-fit LUT (per photo, and one for all held-out photos) scores."""
+  """Scores of the rows that need no training (`BASELINES`) on the held-out photos."""
   config = make_config(look, 'recipe', 0, FLAGS.steps, FLAGS.crop_size)
-  examples = list(data.create_eval_iterator(config))
+  photos = {}
+  for split in ('test', 'train'):
+    config.data.eval_split = split
+    examples = list(data.create_eval_iterator(config))
+    photos[split] = ([e['input'] for e in examples], [e['target'] for e in examples])
   lpips_params = metrics.load_lpips_params() if FLAGS.baseline_lpips else None
-  inputs = [e['input'] for e in examples]
-  targets = [e['target'] for e in examples]
-  joint = fit_lut(inputs, targets)
-  scores = {'identity': [], 'best_fit_lut': [], 'best_fit_lut_joint': []}
-  for image, target in zip(inputs, targets, strict=True):
-    own = fit_lut([image], [target])
-    graded = {
-      'identity': image,
-      'best_fit_lut': np.asarray(lut_lib.apply_lut(own, image[None], 'gather'))[0],
-      'best_fit_lut_joint': np.asarray(lut_lib.apply_lut(joint, image[None], 'gather'))[0],
-    }
-    for name, output in graded.items():
-      values = metrics.image_metrics(output[None], target[None], lpips_params)
+  tables = {
+    name: fit_lut(*photos[split], size, curvature)
+    for name, (split, size, curvature) in FITS.items()
+  }
+  scores = {name: [] for name in BASELINES}
+  for image, target in zip(*photos['test'], strict=True):
+    graded = {'identity': image, 'best_fit_lut': fit_lut([image], [target])}
+    graded.update(tables)
+    for name, table in graded.items():
+      output = table if name == 'identity' else lut_lib.apply_lut(table, image[None], 'gather')[0]
+      values = metrics.image_metrics(np.asarray(output)[None], target[None], lpips_params)
       scores[name].append({k: float(np.asarray(v).reshape(())) for k, v in values.items()})
   return {
     name: {m: float(np.mean([s[m] for s in rows])) for m in METRIC_NAMES if m in rows[0]}
@@ -272,9 +339,11 @@ def write_report(results: list[dict], base: dict, command: str) -> str:
     f'{FLAGS.steps} steps of {FLAGS.crop_size} px crops, batch 8, seeds '
     f'{sorted({r["seed"] for r in results})}; scored on chelsea, coffee and china (the 3 '
     'held-out photos) graded whole by tiled predict. A 2-core CPU: short runs, not '
-    'converged. `best_fit_lut_joint`: one LUT fitted to the three held-out targets (the best '
-    'single global grade, what the acceptance compares with); `best_fit_lut`: one per photo '
-    '(an oracle that knows each target).',
+    'converged. `best_fit_lut_joint`: one 17^3 LUT fitted to the three held-out targets (the '
+    'best single global grade, what the acceptance compares with; `_33`: 33^3 points); '
+    '`best_fit_lut`: one per photo (an oracle that knows each target); `train_fit_lut`: '
+    'fitted to the training photos (`_33_curvature`: 33^3 points under the curvature prior), '
+    'the most a LUT learned from them does on the held-out photos.',
     '',
   ]
   summary = {}
@@ -285,8 +354,8 @@ def write_report(results: list[dict], base: dict, command: str) -> str:
       '| row | PSNR dB | SSIM | ΔE2000 | LPIPS | runs |',
       '|---|---|---|---|---|---|',
     ]
-    for name in ('identity', 'best_fit_lut', 'best_fit_lut_joint'):
-      if look in base:
+    for name in BASELINES:
+      if name in base.get(look, {}):
         s = base[look][name]
         lpips = f'{s["lpips"]:.4f}' if 'lpips' in s else '-'
         lines.append(
@@ -319,6 +388,9 @@ def write_report(results: list[dict], base: dict, command: str) -> str:
     delta = recipe - base[look]['best_fit_lut_joint']['psnr']
     verdict = 'holds' if holds(delta) else 'does not hold'
     extra = f'; vs the per-photo oracle LUT {recipe - base[look]["best_fit_lut"]["psnr"]:+.2f} dB'
+    if 'best_fit_lut_joint_33' in base[look]:
+      finer = recipe - base[look]['best_fit_lut_joint_33']['psnr']
+      extra += f'; vs the 33^3 LUT fitted on the held-out photos {finer:+.2f} dB'
     if 'unet' in summary[look]:
       extra += f'; vs the U-Net alone (default config) {recipe - summary[look]["unet"]:+.2f} dB'
     lines.append(f'- {look}: recipe {wanted} the LUT? {delta:+.2f} dB: {verdict}{extra}')

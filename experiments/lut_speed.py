@@ -33,7 +33,7 @@ flags.DEFINE_float('method_megapixels', 1.0, 'Image size for the gather vs matmu
 flags.DEFINE_float('megapixels', 24.0, 'Photo size for LUT-only predict (0 skips it).')
 flags.DEFINE_list('methods', list(lut_lib.METHODS[1:]), 'LUT methods to race.')
 flags.DEFINE_integer('repeats', 3, 'Timed calls per method (best counts).')
-flags.DEFINE_integer('lut_size', 17, 'Lattice points per axis.')
+flags.DEFINE_integer('lut_size', 33, 'Lattice points per axis (configs/photo.py: 33).')
 
 
 def _best(fn, repeats: int) -> float:

@@ -21,6 +21,7 @@ from unet_jax.models.color_head import (
   ColorHead,
   Exposure,
   FrameGain,
+  frame_curvature,
   photo_coords,
   photo_statistics,
   sample_frame_field,
@@ -82,6 +83,38 @@ def test_regularisers_are_zero_for_the_identity_and_punish_inversions():
   assert set(terms) == {'lut_smoothness', 'lut_monotonicity'}
   expected = sum(config[name] * value for name, value in terms.items())
   np.testing.assert_allclose(total, expected, rtol=1e-6)
+
+
+def test_curvature_leaves_affine_grades_alone_and_punishes_bends():
+  identity = np.asarray(lut_lib.identity_lut(S))
+  matrix = np.array([[1.06, 0.02, 0.0], [0.01, 0.97, 0.0], [0.0, 0.03, 0.9]], np.float32)
+  affine = identity @ matrix.T + np.array([0.04, 0.0, -0.02], np.float32)
+  bent = identity * identity * (3.0 - 2.0 * identity)  # an S-curve on every channel
+  both = jax.jit(lambda t: (lut_lib.curvature(t), lut_lib.smoothness(t)))
+  curvature, smoothness = (float(v) for v in both(affine))
+  assert curvature < 1e-10 and smoothness > 1e-5
+  assert float(both(bent)[0]) > 1e-4
+  config = get_base_config().loss
+  config.lut_curvature = 2.0
+  total, terms = jax.jit(lambda t: losses.lut_regularisers([t], config))(bent)
+  np.testing.assert_allclose(terms['lut_curvature'], lut_lib.curvature(bent), rtol=1e-6)
+  expected = sum(config[name] * value for name, value in terms.items())
+  np.testing.assert_allclose(total, expected, rtol=1e-6)
+
+
+def test_frame_curvature_leaves_even_and_graded_gains_alone():
+  rows, cols = np.meshgrid(np.linspace(-1, 1, 9), np.linspace(-1, 1, 9), indexing='ij')
+  graded = np.stack([0.1 * rows, -0.2 * cols + 0.05, 0.3 * rows + 0.1 * cols], -1)
+  bowl = -0.45 * (rows**2 + cols**2)[..., None] / 2  # a vignette
+  corner = np.zeros_like(graded)
+  corner[0, -1] = 0.04  # one lattice point left behind
+  curvature = jax.jit(jax.value_and_grad(frame_curvature))
+  assert float(curvature(graded)[0]) < 1e-12
+  assert float(curvature(bowl)[0]) > 1e-4
+  # A lattice point left behind is pulled back towards the line through its neighbours.
+  pull = np.asarray(curvature(corner)[1])
+  assert np.unravel_index(np.argmax(pull[..., 0]), (9, 9)) == (0, 8)
+  assert pull[0, -1, 0] > 0 and pull[0, -1, 0] >= np.abs(pull).max()
 
 
 def _model(**overrides) -> UNet:
@@ -235,12 +268,16 @@ def test_lut_only_predict_is_the_global_grade_of_the_full_model(frame_gain):
     grading.grade_lut_only(_model(), _variables(_model()), image)
 
 
-def test_frame_gain_is_one_at_init_and_bilinear_over_the_frame():
+def test_frame_gain_is_one_at_init_without_a_uniform_part_and_bilinear_over_the_frame():
   coords = jnp.asarray(photo_coords(range(40), range(60), 40, 60))[None]
   colours = jnp.full((1, 40, 60, 3), 0.5)
   gain = FrameGain(5)
   variables = jax.jit(gain.init)(jax.random.key(0), colours, coords)
-  np.testing.assert_array_equal(jax.jit(gain.apply)(variables, colours, coords), colours)
+  apply = jax.jit(gain.apply)
+  np.testing.assert_array_equal(apply(variables, colours, coords), colours)
+  # The same gain everywhere is the colour head's to make: the frame gain leaves it out.
+  uniform = {'params': {'gain': jnp.full((5, 5, 3), 0.2)}}
+  np.testing.assert_allclose(apply(uniform, colours, coords), colours, atol=1e-6)
   # A field that is affine in (y, x) at the lattice points is affine everywhere between them.
   axis = np.linspace(-1, 1, 5, dtype=np.float32)
   ys, xs = np.meshgrid(axis, axis, indexing='ij')
@@ -332,9 +369,16 @@ def test_training_crops_and_predict_get_the_whole_photos_metering():
 def test_train_step_learns_through_the_head_with_its_regularisers():
   config = get_base_config()
   config.model.update(
-    levels=2, base_channels=8, lut_size=S, color_head='adaptive_lut', thumbnail_context=True
+    levels=2,
+    base_channels=8,
+    lut_size=S,
+    color_head='adaptive_lut',
+    thumbnail_context=True,
+    frame_gain=3,
   )
-  config.loss.update(perceptual=0.0, ssim=0.0, global_grade=0.5)
+  config.loss.update(
+    perceptual=0.0, ssim=0.0, global_grade=0.5, lut_curvature=1.0, frame_gain_curvature=1.0
+  )
   model = create_model(config.model)
   optimizer = optax.adam(2e-3)
   image = _photo(32, 32, seed=9)
@@ -345,6 +389,9 @@ def test_train_step_learns_through_the_head_with_its_regularisers():
   }
   variables = _initial_variables(model)
   params = variables['params']
+  # A frame gain a little off 1 (its init is 1 everywhere), so its curvature term is not 0.
+  offset = 0.05 * np.random.default_rng(3).standard_normal((3, 3, 3)).astype(np.float32)
+  params['frame_gain'] = {'gain': jnp.asarray(offset)}
   state = TrainState(
     jnp.zeros((), jnp.int32), params, variables['batch_stats'], optimizer.init(params), params
   )
@@ -358,7 +405,10 @@ def test_train_step_learns_through_the_head_with_its_regularisers():
       first = {k: float(v) for k, v in metrics.items()}
       # At init the grade is the identity and the U-Net's edit zero: both terms are equal.
       assert first['loss_global_grade'] == pytest.approx(first['loss_l1'], rel=1e-5)
-  assert {'loss_lut_smoothness', 'loss_lut_monotonicity', 'loss_global_grade'} <= set(metrics)
+      expected = frame_curvature(params['frame_gain']['gain'])
+      assert first['loss_frame_gain_curvature'] == pytest.approx(float(expected), rel=1e-5)
+  terms = {'smoothness', 'curvature', 'monotonicity'}
+  assert {f'loss_lut_{name}' for name in terms} | {'loss_global_grade'} <= set(metrics)
   assert float(metrics['loss_l1']) < 0.4 * first['loss_l1']
   assert float(metrics['loss_global_grade']) < 0.4 * first['loss_global_grade']
   assert float(jnp.abs(state.params['color_head']['basis']).max()) > 0

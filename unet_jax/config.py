@@ -77,9 +77,13 @@ def get_base_config() -> ml_collections.ConfigDict:
   loss.perceptual_layer_weights = config_dict.placeholder(tuple)
   loss.vgg_weights_path = config_dict.placeholder(str)  # None: built-in ImageNet VGG16
   loss.charbonnier_epsilon = 1e-3
-  # On the colour head's 3D LUT (Zeng et al.): total variation and monotonicity.
+  # On the colour head's 3D LUT: total variation and monotonicity (Zeng et al.), and the
+  # curvature (second differences), which leaves affine grades alone.
   loss.lut_smoothness = 1e-4
+  loss.lut_curvature = 0.0
   loss.lut_monotonicity = 10.0
+  # Second differences of the frame gain's lattice over the frame.
+  loss.frame_gain_curvature = 0.0
   # L1 of the global grade alone (colour head, frame gain; before the U-Net's edit) against
   # the target: the grade then takes every global part of the edit, the U-Net the local rest.
   loss.global_grade = 0.0

@@ -21,7 +21,7 @@ from unet_jax.models import lut, vgg
 
 IMAGE_TERMS = ('l1', 'l2', 'charbonnier', 'ssim', 'ms_ssim', 'perceptual')
 SEGMENTATION_TERMS = ('cross_entropy', 'dice')
-LUT_TERMS = ('lut_smoothness', 'lut_monotonicity')
+LUT_TERMS = ('lut_smoothness', 'lut_curvature', 'lut_monotonicity')
 
 
 def _f32(*arrays: jax.Array) -> tuple[jax.Array, ...]:
@@ -198,7 +198,11 @@ def lut_regularisers(
   `tables` are the `[S, S, S, 3]` or `[B, S, S, S, 3]` tables the head applied (sown as
   `intermediates/.../lut`); terms with weight 0 are left out.
   """
-  functions = {'lut_smoothness': lut.smoothness, 'lut_monotonicity': lut.monotonicity}
+  functions = {
+    'lut_smoothness': lut.smoothness,
+    'lut_curvature': lut.curvature,
+    'lut_monotonicity': lut.monotonicity,
+  }
   terms = {
     name: sum(functions[name](table) for table in tables)
     for name in LUT_TERMS

@@ -13,7 +13,7 @@ import optax
 from jax.sharding import Mesh
 
 from unet_jax import guards, losses, parallel
-from unet_jax.models import UNet
+from unet_jax.models import UNet, color_head
 from unet_jax.train_state import TrainState
 
 
@@ -39,7 +39,8 @@ def model_inputs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
 
 def _sown(intermediates: Any, name: str) -> list[jax.Array]:
   """The arrays the model sowed as `name`: `lut` (each table the colour head applied),
-  `global_grade` (the colour head and frame gain's output, under the U-Net's edit)."""
+  `frame_gain` (the frame gain's lattice), `global_grade` (the colour head and frame gain's
+  output, under the U-Net's edit)."""
   found = []
   for path, value in jax.tree_util.tree_flatten_with_path(intermediates)[0]:
     if name in [getattr(k, 'key', None) for k in path]:
@@ -90,6 +91,11 @@ def train_step(
       regularisation, lut_terms = losses.lut_regularisers(tables, config.loss)
       loss = loss + regularisation
       terms = {**terms, **lut_terms}
+    curvature_weight = float(config.loss.get('frame_gain_curvature', 0.0) or 0.0)
+    fields = _sown(sown, 'frame_gain')
+    if fields and curvature_weight > 0:
+      terms = {**terms, 'frame_gain_curvature': color_head.frame_curvature(fields[0])}
+      loss = loss + curvature_weight * terms['frame_gain_curvature']
     grade_weight = float(config.loss.get('global_grade', 0.0) or 0.0)
     grades = _sown(sown, 'global_grade')
     if grades and grade_weight > 0:

@@ -104,6 +104,16 @@ def smoothness(lut: jax.Array) -> jax.Array:
   return sum(jnp.mean(jnp.square(jnp.diff(offset, axis=a))) for a in axes)
 
 
+def curvature(lut: jax.Array) -> jax.Array:
+  """Mean squared second difference between neighbouring entries along r, g and b: how far
+  each entry sits from the straight line through its two neighbours. Any affine grade (a white
+  balance, an exposure gain, a linear contrast) costs nothing, so the term does not flatten the
+  grade as `smoothness` does; it fills the cells the training photos never reach by continuing
+  the grade of the cells around them."""
+  axes = range(lut.ndim - 4, lut.ndim - 1)
+  return sum(jnp.mean(jnp.square(jnp.diff(lut, n=2, axis=a))) for a in axes)
+
+
 def monotonicity(lut: jax.Array) -> jax.Array:
   """Mean of how much each output channel falls as its own input channel rises: a brighter red
   in should never give a darker red out (no tone inversions)."""
