@@ -15,9 +15,9 @@ Rows (each a short run of `configs/photo.py` with options changed, through
   to the U-Net's input, `recipe_exposure_lr10` steps the exposure like the rest of the grade
   (its step before 2026-12-04), `recipe_lut_17` is the recipe of color_head_600_lut17.md (a
   17^3 LUT under total variation, no curvature terms; its frame gain now centred), each
-  `recipe_no_*` row takes one
-  addition away, `recipe_grade_first` holds the U-Net still for the first 200 steps, and
-  `grade_only` / `grade_only_adaptive_lut` never train it (what the global grade alone learns).
+  `recipe_no_*` row takes one addition away, `recipe_grade_first` holds the U-Net still for the
+  first 200 steps, and `grade_only` / `grade_only_adaptive_lut` never train it (what the global
+  grade alone learns).
 
 and rows that need no training (least-squares LUTs, `FITS`): `identity` (the input itself),
 `best_fit_lut_joint`, one 17^3 LUT fitted to the held-out photos' own targets (the best any

@@ -155,7 +155,7 @@ def frame_curvature(field: jax.Array) -> jax.Array:
   reach the frame's edges and corners far less often than its middle (a corner pixel is in one
   crop in crop_size^2 of those that hold a central one), so without it the lattice points there
   stay near their initial value while the rest learns."""
-  return sum(jnp.mean(jnp.square(jnp.diff(field, n=2, axis=a))) for a in (0, 1))
+  return lut_lib.mean_squared_bend(field, (0, 1))
 
 
 def sample_frame_field(field: jax.Array, coords: jax.Array) -> jax.Array:

@@ -110,8 +110,13 @@ def curvature(lut: jax.Array) -> jax.Array:
   balance, an exposure gain, a linear contrast) costs nothing, so the term does not flatten the
   grade as `smoothness` does; it fills the cells the training photos never reach by continuing
   the grade of the cells around them."""
-  axes = range(lut.ndim - 4, lut.ndim - 1)
-  return sum(jnp.mean(jnp.square(jnp.diff(lut, n=2, axis=a))) for a in axes)
+  return mean_squared_bend(lut, range(lut.ndim - 4, lut.ndim - 1))
+
+
+def mean_squared_bend(array: jax.Array, axes) -> jax.Array:
+  """Sum over `axes` of the mean squared second difference along each: 0 for any array affine
+  along them. The curvature of a LUT here, of the frame gain's lattice in `color_head`."""
+  return sum(jnp.mean(jnp.square(jnp.diff(array, n=2, axis=a))) for a in axes)
 
 
 def monotonicity(lut: jax.Array) -> jax.Array:
