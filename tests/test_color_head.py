@@ -79,7 +79,7 @@ def test_regularisers_are_zero_for_the_identity_and_punish_inversions():
   assert float(both(inverted)[1]) > 0.1
   assert float(both(noisy)[0]) > 0.01
   config = get_base_config().loss
-  total, terms = jax.jit(lambda t: losses.lut_regularisers([t], config))(inverted)
+  total, terms = jax.jit(lambda t: losses.sown_regularisers({'lut': [t]}, config))(inverted)
   assert set(terms) == {'lut_smoothness', 'lut_monotonicity'}
   expected = sum(config[name] * value for name, value in terms.items())
   np.testing.assert_allclose(total, expected, rtol=1e-6)
@@ -96,7 +96,7 @@ def test_curvature_leaves_affine_grades_alone_and_punishes_bends():
   assert float(both(bent)[0]) > 1e-4
   config = get_base_config().loss
   config.lut_curvature = 2.0
-  total, terms = jax.jit(lambda t: losses.lut_regularisers([t], config))(bent)
+  total, terms = jax.jit(lambda t: losses.sown_regularisers({'lut': [t]}, config))(bent)
   np.testing.assert_allclose(terms['lut_curvature'], lut_lib.curvature(bent), rtol=1e-6)
   expected = sum(config[name] * value for name, value in terms.items())
   np.testing.assert_allclose(total, expected, rtol=1e-6)

@@ -9,7 +9,7 @@ The perceptual loss needs the frozen VGG weights: get them once with `load_loss_
 them to the jitted step as an argument (closing over 60 MB of constants slows compilation).
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -17,11 +17,20 @@ import jax.numpy as jnp
 import ml_collections
 
 from unet_jax import metrics, pretrained
-from unet_jax.models import lut, vgg
+from unet_jax.models import color_head, lut, vgg
 
 IMAGE_TERMS = ('l1', 'l2', 'charbonnier', 'ssim', 'ms_ssim', 'perceptual')
 SEGMENTATION_TERMS = ('cross_entropy', 'dice')
-LUT_TERMS = ('lut_smoothness', 'lut_curvature', 'lut_monotonicity')
+# Regularisers of what the global grade sows (`intermediates/.../<name>`), each weighted by
+# `config.loss.<term>`: term -> (sown name, function of one sown array). The LUT's are Zeng et
+# al.'s smoothness and monotonicity and a curvature prior; the frame gain's lattice has its own
+# curvature, so the frame's edges, which crops seldom reach, follow its middle.
+SOWN_REGULARISERS = {
+  'lut_smoothness': ('lut', lut.smoothness),
+  'lut_curvature': ('lut', lut.curvature),
+  'lut_monotonicity': ('lut', lut.monotonicity),
+  'frame_gain_curvature': ('frame_gain', color_head.frame_curvature),
+}
 
 
 def _f32(*arrays: jax.Array) -> tuple[jax.Array, ...]:
@@ -190,23 +199,19 @@ def combined(
 _IMAGE_LOSSES = {'l1': l1, 'l2': l2, 'ssim': ssim, 'ms_ssim': ms_ssim}
 
 
-def lut_regularisers(
-  tables: Sequence[jax.Array], loss_config: ml_collections.ConfigDict
+def sown_regularisers(
+  sown: Mapping[str, Sequence[jax.Array]], loss_config: ml_collections.ConfigDict
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """`(total, terms)` of the colour head's LUT terms, weighted by `config.loss.lut_*`.
+  """`(total, terms)` of the `SOWN_REGULARISERS`, weighted by `config.loss.<term>`.
 
-  `tables` are the `[S, S, S, 3]` or `[B, S, S, S, 3]` tables the head applied (sown as
-  `intermediates/.../lut`); terms with weight 0 are left out.
+  `sown` maps a sown name (`lut`, `frame_gain`) to the arrays the model sowed under it: the
+  `[S, S, S, 3]` or `[B, S, S, S, 3]` tables the colour head applied, the frame gain's
+  `[S, S, 3]` lattice. Terms with weight 0, or whose arrays the model did not sow, are left out.
   """
-  functions = {
-    'lut_smoothness': lut.smoothness,
-    'lut_curvature': lut.curvature,
-    'lut_monotonicity': lut.monotonicity,
-  }
   terms = {
-    name: sum(functions[name](table) for table in tables)
-    for name in LUT_TERMS
-    if float(loss_config.get(name, 0.0) or 0.0) > 0
+    name: sum(function(array) for array in sown[source])
+    for name, (source, function) in SOWN_REGULARISERS.items()
+    if sown.get(source) and float(loss_config.get(name, 0.0) or 0.0) > 0
   }
   total = sum(float(loss_config[name]) * value for name, value in terms.items())
   return jnp.asarray(total, jnp.float32), terms

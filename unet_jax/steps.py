@@ -13,7 +13,7 @@ import optax
 from jax.sharding import Mesh
 
 from unet_jax import guards, losses, parallel
-from unet_jax.models import UNet, color_head
+from unet_jax.models import UNet
 from unet_jax.train_state import TrainState
 
 
@@ -86,16 +86,11 @@ def train_step(
     )
     loss, terms = compute_loss(predictions, batch, config, loss_params)
     sown = updates.get('intermediates', {})
-    tables = _sown(sown, 'lut')
-    if tables:
-      regularisation, lut_terms = losses.lut_regularisers(tables, config.loss)
-      loss = loss + regularisation
-      terms = {**terms, **lut_terms}
-    curvature_weight = float(config.loss.get('frame_gain_curvature', 0.0) or 0.0)
-    fields = _sown(sown, 'frame_gain')
-    if fields and curvature_weight > 0:
-      terms = {**terms, 'frame_gain_curvature': color_head.frame_curvature(fields[0])}
-      loss = loss + curvature_weight * terms['frame_gain_curvature']
+    sources = {source for source, _ in losses.SOWN_REGULARISERS.values()}
+    regularised = {source: _sown(sown, source) for source in sources}
+    regularisation, regulariser_terms = losses.sown_regularisers(regularised, config.loss)
+    loss = loss + regularisation
+    terms = {**terms, **regulariser_terms}
     grade_weight = float(config.loss.get('global_grade', 0.0) or 0.0)
     grades = _sown(sown, 'global_grade')
     if grades and grade_weight > 0:

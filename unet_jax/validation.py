@@ -79,7 +79,7 @@ def _validate_loss(config: ml_collections.ConfigDict) -> None:
     losses.active_weights(config.loss, terms)
   except ValueError as error:
     raise ConfigError(f'{error} (task {config.task!r})') from None
-  for term in (*losses.LUT_TERMS, 'frame_gain_curvature', 'global_grade'):
+  for term in (*losses.SOWN_REGULARISERS, 'global_grade'):
     if config.loss.get(term, 0.0) < 0:
       raise ConfigError(f'config.loss.{term} must be >= 0; got {config.loss[term]}.')
   path = config.loss.vgg_weights_path
