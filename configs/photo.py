@@ -21,7 +21,8 @@ whole photo drives the U-Net's global context; the pixel coordinates stay out of
 as the frame gain reads them for vignettes and graduated filters. One LUT rather than an
 image-adaptive one: from a dozen training photos the per-photo mixing weights fit the training
 photos and grade held-out ones worse. The default config's size otherwise (3 levels, 16 base
-channels), 64 px crops: 1300 steps take about 15 minutes on 2 CPU cores. Figures of this recipe
+channels), 64 px crops: 1300 steps and the final evaluation take 7 to 9 minutes on 2 CPU cores
+(400 s with AVX-512, 540 s with AVX2 only, 2026-12). Figures of this recipe
 at its 1300 steps: experiments/results/color_head_1300.md; the 600-step ablation rows of the
 recipe before 2026-12-04 (17^3 LUT under total variation):
 experiments/results/color_head_600_lut17.md.
