@@ -211,10 +211,13 @@ def make_config(look: str, row: str, seed: int, steps: int, crop_size: int):
   config.keep_checkpoints = 1
   config.log_every_steps = max(1, steps // 10)
   config.num_image_summaries = 1
+  # Locked while the row's options go in: a misspelt option raises (naming the key) instead of
+  # adding a key that nothing reads, which would train the recipe unchanged under the row's name.
+  config.lock()
   for dotted, value in ROWS[row][1].items():
     section, key = dotted.split('.')
     config[section][key] = value
-  return config
+  return config.unlock()
 
 
 def run_one(runs_dir: str, look: str, row: str, seed: int) -> dict:
