@@ -1,7 +1,7 @@
 """Ablation of the colour head, whole-photo context and coordinates on every built-in look.
 
 Rows (each a short run of `configs/photo.py` with options changed, through
-`unet_jax.train.train_and_evaluate`, scored on the 3 held-out built-in photos at full size):
+`unet_jax.training.loop.train_and_evaluate`, scored on the 3 held-out built-in photos at full size):
 
 - `unet`: no colour head, no thumbnail, no coords (the default config's model, on the
   recipe's crops and steps);
@@ -55,8 +55,9 @@ if ROOT not in sys.path:
 
 import configs.default  # noqa: E402
 import configs.photo  # noqa: E402
-from unet_jax import data, metrics, paths, train  # noqa: E402
+from unet_jax import data, metrics, paths  # noqa: E402
 from unet_jax.models import lut as lut_lib  # noqa: E402
+from unet_jax.training import loop  # noqa: E402
 
 LOOKS = ('warm_film', 'local_contrast', 'vignette', 'auto_exposure')
 # What the rows before the recipe's later additions switch off, so each keeps its meaning.
@@ -229,7 +230,7 @@ def run_one(runs_dir: str, look: str, row: str, seed: int) -> dict:
   shutil.rmtree(folder, ignore_errors=True)
   config = make_config(look, row, seed, FLAGS.steps, FLAGS.crop_size)
   started = time.perf_counter()
-  final = train.train_and_evaluate(config, folder)
+  final = loop.train_and_evaluate(config, folder)
   result = {
     'look': look,
     'row': row,

@@ -15,7 +15,7 @@
 #   predict    a 24 MP photo graded file to file (experiments/predict_memory.py)
 # Output: $OUT/device_check.json (every step's figures and status) and $OUT/device_check.log.
 # --dry-run (or DRY_RUN=1) runs every step but the installs, on CPU with tiny sizes, so that
-# the script is known to work before a device is at hand (tests/test_device_check.py).
+# the script is known to work before a device is at hand (tests/experiments/test_device_check.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,7 +56,7 @@ if [[ "$DRY_RUN" == 1 ]]; then
   BENCH_ARGS=(--resolution=32 --batch=8 --steps=1 --warmup=0 --compare-predict-megapixels=0.01)
   CONFIG_TRAIN=configs/tiny.py TRAIN_ARGS=(--config.num_train_steps=2)
   CONFIG_PREDICT=configs/tiny.py PREDICT_ARGS=(--width=96 --height=64)
-  TESTS=(tests/test_batch_norm.py -k 'implementation_by_backend')
+  TESTS=(tests/models/test_batch_norm.py -k 'implementation_by_backend')
   LIMIT=600
 else
   CONFIG_BENCH=configs/res512.py
@@ -65,8 +65,8 @@ else
   TRAIN_ARGS=(--config.num_train_steps=500 --config.eval_every_steps=500
     --config.checkpoint_every_steps=500 --config.log_every_steps=50)
   CONFIG_PREDICT=configs/res256.py PREDICT_ARGS=(--width=6000 --height=4000)
-  TESTS=(tests/test_batch_norm.py tests/test_model.py tests/test_predict.py
-    tests/test_benchmark_reference.py)
+  TESTS=(tests/models/test_batch_norm.py tests/models/test_unet.py tests/inference/test_predict.py
+    tests/experiments/test_benchmark_reference.py)
   # Per-step limits that add up to 8 minutes with the install.
   LIMIT_INSTALL=150 LIMIT_TESTS=75 LIMIT_BENCHMARK=120 LIMIT_TRAIN=90 LIMIT_PREDICT=45
 fi

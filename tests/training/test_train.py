@@ -11,10 +11,10 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from tests import test_data_helpers as data_helpers
-from unet_jax import steps, train
+from tests import helpers as data_helpers
 from unet_jax.config import get_base_config
-from unet_jax.inference import workdir as inference
+from unet_jax.inference import restore
+from unet_jax.training import loop, steps
 from unet_jax.validation import ConfigError, validate_config
 
 
@@ -62,7 +62,7 @@ def fresh_steps():
 @pytest.fixture(scope='module')
 def trained_workdir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('run'))
-  results = train.train_and_evaluate(tiny_config(), workdir)
+  results = loop.train_and_evaluate(tiny_config(), workdir)
   return workdir, results
 
 
@@ -92,7 +92,7 @@ def test_eval_mode_needs_only_the_workdir_and_keeps_earlier_evals(trained_workdi
   workdir, train_results = trained_workdir
   final_eval = pathlib.Path(workdir, 'eval', 'step_6', 'metrics.json')
   before = final_eval.read_bytes()
-  results = inference.run_eval(workdir)
+  results = restore.run_eval(workdir)
   assert results['num_images'] == train_results['num_images']
   assert np.isfinite(results['model']['psnr']) and np.isfinite(results['identity']['psnr'])
   # The best checkpoint is step 6 (the only eval); its earlier eval folder is left as it was.
@@ -107,22 +107,22 @@ def test_predict_mode_grades_a_folder_without_touching_it(trained_workdir, tmp_p
   rng = np.random.default_rng(0)
   Image.fromarray(rng.integers(0, 255, (45, 70, 3), dtype=np.uint8)).save(photos / 'a.png')
   before = (photos / 'a.png').read_bytes()
-  summary = inference.run_predict(workdir, str(photos), str(tmp_path / 'graded'))
+  summary = restore.run_predict(workdir, str(photos), str(tmp_path / 'graded'))
   assert summary['written']
   with Image.open(tmp_path / 'graded' / 'a.png') as graded:
     assert graded.size == (70, 45)
   assert (photos / 'a.png').read_bytes() == before
   with pytest.raises(ValueError, match='photos'):
-    inference.run_predict(workdir, str(photos), str(photos))
+    restore.run_predict(workdir, str(photos), str(photos))
 
 
 def test_resume_is_exact(tmp_path):
   straight = str(tmp_path / 'straight')
-  train.train_and_evaluate(tiny_config(), straight)
+  loop.train_and_evaluate(tiny_config(), straight)
   interrupted = str(tmp_path / 'interrupted')
-  train.train_and_evaluate(tiny_config(), interrupted, stop_at_step=3)
+  loop.train_and_evaluate(tiny_config(), interrupted, stop_at_step=3)
   assert saved_params(interrupted)[1] == 3
-  train.train_and_evaluate(tiny_config(), interrupted)
+  loop.train_and_evaluate(tiny_config(), interrupted)
   expected, step = saved_params(straight)
   resumed, resumed_step = saved_params(interrupted)
   assert step == resumed_step == 6
@@ -133,7 +133,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
   tmp_path, monkeypatch, fresh_steps
 ):
   workdir = str(tmp_path / 'nan')
-  train.train_and_evaluate(tiny_config(), workdir, stop_at_step=2)
+  loop.train_and_evaluate(tiny_config(), workdir, stop_at_step=2)
   good, _ = saved_params(workdir)
   steps._STEP_CACHE.clear()
 
@@ -145,7 +145,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
 
   monkeypatch.setattr(steps, 'compute_loss', poisoned)
   with pytest.raises(FloatingPointError, match='step 3'):
-    train.train_and_evaluate(tiny_config(), workdir)
+    loop.train_and_evaluate(tiny_config(), workdir)
   after, step = saved_params(workdir)
   assert step == 2
   jax.tree.map(np.testing.assert_array_equal, after, good)
@@ -188,7 +188,7 @@ def test_segmentation_trains_and_scores_miou(tmp_path):
     'eval_every_steps': 2,
   }
   with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
-    results = train.train_and_evaluate(tiny_config(**overrides), str(tmp_path))
+    results = loop.train_and_evaluate(tiny_config(**overrides), str(tmp_path))
   assert 0.0 <= results['model']['miou'] <= 1.0
   assert 0.0 <= results['model']['pixel_accuracy'] <= 1.0
   eval_dir = tmp_path / 'eval' / 'step_2'

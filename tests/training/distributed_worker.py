@@ -1,6 +1,7 @@
 """One process of a short tiny-config training run; started by test_distributed.py.
 
-Usage: python tests/distributed_worker.py WORKDIR NUM_PROCESSES PROCESS_ID PORT LOCAL_DEVICES
+Usage:
+  python tests/training/distributed_worker.py WORKDIR NUM_PROCESSES PROCESS_ID PORT LOCAL_DEVICES
 """
 
 import os
@@ -13,9 +14,9 @@ os.environ['XLA_FLAGS'] = (
 )
 os.environ['JAX_PLATFORMS'] = 'cpu'
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from configs import tiny  # noqa: E402
-from unet_jax import train  # noqa: E402
+from unet_jax.training import loop  # noqa: E402
 
 config = tiny.get_config()
 config.num_train_steps = 3
@@ -25,4 +26,4 @@ if int(num_processes) > 1:
   config.distributed.coordinator_address = f'localhost:{port}'
   config.distributed.num_processes = int(num_processes)
   config.distributed.process_id = int(process_id)
-train.train_and_evaluate(config, workdir)
+loop.train_and_evaluate(config, workdir)

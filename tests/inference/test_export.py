@@ -21,13 +21,13 @@ import pytest
 from PIL import Image
 
 import unet_jax
-from tests import test_data_helpers as data_helpers
+from tests import helpers as data_helpers
 from unet_jax import data
-from unet_jax import workdir as workdir_lib
 from unet_jax.data.images import to_uint8
 from unet_jax.inference import export, files, lut, lut_export
 from unet_jax.models import UNet, create_model
-from unet_jax.train_state import create_optimizer, create_train_state
+from unet_jax.training import run_record
+from unet_jax.training.train_state import create_optimizer, create_train_state
 
 STEP = 4
 TILE = 32  # configs/tiny.py: predict.tile_size
@@ -71,7 +71,7 @@ def run(tmp_path_factory):
   root = tmp_path_factory.mktemp('export')
   workdir = str(root / 'run')
   config = data_helpers.tiny_config()
-  workdir_lib.Run(config, workdir, resuming=False).commit(0)
+  run_record.Run(config, workdir, resuming=False).commit(0)
   model = create_model(config.model)
   state = create_train_state(config, model, create_optimizer(config), jax.random.key(0))
   state = _randomised(state)

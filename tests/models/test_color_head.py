@@ -8,9 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from tests.test_predict import SIZE, _photo, _psnr, _variables
-from unet_jax import losses, steps, workdir
-from unet_jax import train_state as train_state_lib
+from tests.inference.test_predict import SIZE, _photo, _psnr, _variables
+from unet_jax import losses
 from unet_jax.config import get_base_config
 from unet_jax.data.transforms import AddWholePhoto, PairedAugment, make_thumbnail
 from unet_jax.inference import grading, tiling
@@ -26,7 +25,8 @@ from unet_jax.models.color_head import (
   photo_statistics,
   sample_frame_field,
 )
-from unet_jax.train_state import TrainState
+from unet_jax.training import run_record, steps, train_state
+from unet_jax.training.train_state import TrainState
 from unet_jax.validation import ConfigError, validate_config
 
 S = 9
@@ -485,12 +485,12 @@ def test_a_workdir_written_before_these_options_loads_and_resumes(tmp_path):
   for key in ('color_head', 'lut_size', 'coords', 'thumbnail_context', 'frame_gain'):
     del plain['model'][key]
   del plain['loss']['lut_smoothness']
-  old = workdir.ml_collections.ConfigDict(plain)
-  workdir.Run(old, str(tmp_path), resuming=False).commit(0)
-  loaded = workdir.load_config(str(tmp_path))
+  old = run_record.ml_collections.ConfigDict(plain)
+  run_record.Run(old, str(tmp_path), resuming=False).commit(0)
+  loaded = run_record.load_config(str(tmp_path))
   assert loaded.model.color_head == 'none' and loaded.model.coords is False
   assert loaded.model.frame_gain == 0
-  workdir.Run(config, str(tmp_path), resuming=True)  # the resume check accepts today's config
+  run_record.Run(config, str(tmp_path), resuming=True)  # the resume check accepts today's config
 
 
 def test_lr_factors_scale_only_the_global_grade_and_on_top_the_exposure_steps():
@@ -503,9 +503,9 @@ def test_lr_factors_scale_only_the_global_grade_and_on_top_the_exposure_steps():
   grads = jax.tree.map(lambda p: 0.5 * p, params)
   config = get_base_config()
   config.optimizer.update(warmup_steps=0, grad_clip_norm=1e9)
-  plain = train_state_lib._build_optimizer(config)
+  plain = train_state._build_optimizer(config)
   config.optimizer.update(global_grade_lr_factor=10.0, exposure_lr_factor=3.0)
-  faster = train_state_lib._build_optimizer(config)
+  faster = train_state._build_optimizer(config)
   step = {}
   for name, optimizer in (('plain', plain), ('faster', faster)):
     updates, _ = jax.jit(optimizer.update)(grads, optimizer.init(params), params)
@@ -528,7 +528,7 @@ def test_grade_first_steps_hold_the_unet_still_while_the_global_branch_learns():
   grads = jax.tree.map(lambda p: 0.5 * p, params)
   config = get_base_config()
   config.optimizer.update(warmup_steps=0, grad_clip_norm=1e9, grade_first_steps=2)
-  optimizer = train_state_lib._build_optimizer(config)
+  optimizer = train_state._build_optimizer(config)
   update = jax.jit(optimizer.update)
   opt_state = optimizer.init(params)
   moved = []

@@ -21,7 +21,7 @@ if os.environ.get('CI') == 'true':
   import torch  # CI must run these tests: a missing torch is a failure there, not a skip.
 else:
   torch = pytest.importorskip('torch')
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / 'experiments'))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / 'experiments'))
 import torch_unet  # noqa: E402
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from tests.test_data_helpers import tiny_config
+from tests.helpers import tiny_config
 from unet_jax.data import (
   DataError,
   create_eval_iterator,

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.test_data_helpers import ROOT, random_pixels, tiny_config
+from tests.helpers import ROOT, random_pixels, tiny_config
 from unet_jax.data import (
   LOOKS,
   DataError,

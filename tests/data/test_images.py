@@ -5,7 +5,7 @@ import pytest
 import pyvips
 from PIL import Image
 
-from tests.test_data_helpers import png16, random_pixels, save
+from tests.helpers import png16, random_pixels, save
 from unet_jax.data import DataError, load_image
 from unet_jax.data.images import image_size
 

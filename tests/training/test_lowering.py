@@ -23,11 +23,11 @@ from jax import export
 from unet_jax import losses, metrics, parallel
 from unet_jax.inference import grading
 from unet_jax.models import batch_norm, create_model
-from unet_jax.steps import make_train_step
-from unet_jax.train_state import create_optimizer, create_train_state
+from unet_jax.training.steps import make_train_step
+from unet_jax.training.train_state import create_optimizer, create_train_state
 
 PLATFORMS = ('cuda', 'tpu')
-CONFIGS = sorted(p.stem for p in (pathlib.Path(__file__).parents[1] / 'configs').glob('*.py'))
+CONFIGS = sorted(p.stem for p in (pathlib.Path(__file__).parents[2] / 'configs').glob('*.py'))
 
 
 def _accelerator_config(name: str, norm: str | None = None):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import fivek
-from tests.test_data_helpers import ROOT, random_pixels, save, tiny_config
+from tests.helpers import ROOT, random_pixels, save, tiny_config
 from unet_jax.data import create_eval_iterator, create_train_iterator, paired_folders
 from unet_jax.validation import ConfigError, validate_config
 

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'experiments'))
 import ablate  # noqa: E402
 from ablation import measures, runs, verdicts  # noqa: E402

@@ -12,10 +12,9 @@ from typing import Any
 
 import jax
 
-from unet_jax import checkpoint
-from unet_jax import workdir as workdir_lib
 from unet_jax.models import create_model
-from unet_jax.train_state import TrainState, create_optimizer, create_train_state
+from unet_jax.training import checkpoint, run_record
+from unet_jax.training.train_state import TrainState, create_optimizer, create_train_state
 
 
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
@@ -42,12 +41,12 @@ def _mismatches(mine: TrainState, theirs: TrainState) -> list[str]:
 def check_source(init_from: str) -> None:
   """Cheap checks of the flag before any data is prepared: a trained run's folder."""
   if not os.path.isdir(init_from):
-    raise workdir_lib.MissingRunError(f'--init_from={init_from}: no such folder.')
+    raise run_record.MissingRunError(f'--init_from={init_from}: no such folder.')
   try:
-    workdir_lib.load_config(init_from)
-  except workdir_lib.MissingRunError:
-    raise workdir_lib.MissingRunError(
-      f'--init_from={init_from} has no {workdir_lib.CONFIG_FILE}: it must be the --workdir of '
+    run_record.load_config(init_from)
+  except run_record.MissingRunError:
+    raise run_record.MissingRunError(
+      f'--init_from={init_from} has no {run_record.CONFIG_FILE}: it must be the --workdir of '
       'a trained run.'
     ) from None
 
@@ -59,7 +58,7 @@ def load_weights(init_from: str, state: TrainState) -> tuple[TrainState, dict[st
   WorkdirError naming `--init_from` when the models' variables do not match.
   """
   check_source(init_from)
-  other = workdir_lib.load_config(init_from)
+  other = run_record.load_config(init_from)
   other_model = create_model(other.model)
   target = jax.eval_shape(
     lambda: create_train_state(other, other_model, create_optimizer(other), jax.random.key(0))
@@ -67,7 +66,7 @@ def load_weights(init_from: str, state: TrainState) -> tuple[TrainState, dict[st
   found = _mismatches(state, target)
   if found:
     shown = '; '.join(found[:5]) + (f'; ... ({len(found) - 5} more)' if len(found) > 5 else '')
-    raise workdir_lib.WorkdirError(
+    raise run_record.WorkdirError(
       f'--init_from={init_from}: its model does not match config.model of this run ({shown}). '
       'Fine-tuning needs the same levels, channels and layer options.'
     )

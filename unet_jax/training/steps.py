@@ -12,9 +12,10 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from unet_jax import guards, losses, parallel
+from unet_jax import losses, parallel
 from unet_jax.models import UNet
-from unet_jax.train_state import TrainState
+from unet_jax.training import guards
+from unet_jax.training.train_state import TrainState
 
 
 def compute_loss(

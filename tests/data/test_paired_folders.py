@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_data_helpers import png16, random_pixels, save, tiny_config, write_pairs
+from tests.helpers import png16, random_pixels, save, tiny_config, write_pairs
 from unet_jax.data import (
   DataError,
   create_eval_iterator,

@@ -12,15 +12,15 @@ from typing import Any
 import jax
 import ml_collections
 
-from unet_jax import checkpoint, data, finetune, guards, losses, metrics, parallel
-from unet_jax import workdir as workdir_lib
+from unet_jax import data, losses, metrics, parallel
 from unet_jax.data import fingerprint
-from unet_jax.guards import TrainingStopped
 from unet_jax.inference import evaluate
 from unet_jax.models import create_model
-from unet_jax.steps import make_train_step
-from unet_jax.summaries import MetricWriter, Progress, read_logged
-from unet_jax.train_state import (
+from unet_jax.training import checkpoint, finetune, guards, run_record
+from unet_jax.training.guards import Interrupted, TrainingStopped
+from unet_jax.training.metric_writer import MetricWriter, Progress, read_logged
+from unet_jax.training.steps import make_train_step
+from unet_jax.training.train_state import (
   create_optimizer,
   inference_variables,
   init_train_state,
@@ -49,10 +49,6 @@ class _StopRequest:
       signal.signal(sig, handler)
 
 
-class Interrupted(Exception):
-  """Training stopped on SIGTERM/SIGINT after saving a checkpoint; rerunning resumes it."""
-
-
 def _check_finite(step_metrics: dict[str, Any], step: int) -> None:
   if not bool(step_metrics['finite']):
     raise TrainingStopped(
@@ -63,7 +59,7 @@ def _check_finite(step_metrics: dict[str, Any], step: int) -> None:
     )
 
 
-def _log_schedule_change(config: ml_collections.ConfigDict, run: workdir_lib.Run, step: int):
+def _log_schedule_change(config: ml_collections.ConfigDict, run: run_record.Run, step: int):
   if 'num_train_steps' not in run.changes:
     return
   old_steps, new_steps = run.changes['num_train_steps']
@@ -114,7 +110,7 @@ def train_and_evaluate(
 
 def _train(config, workdir, checkpointer, *, stop_at_step, init_from) -> dict[str, Any]:
   resuming = checkpointer.has_checkpoint()
-  run = workdir_lib.Run(config, workdir, resuming=resuming, init_from=init_from)
+  run = run_record.Run(config, workdir, resuming=resuming, init_from=init_from)
 
   mesh = parallel.create_mesh()
   model = create_model(config.model)
@@ -187,7 +183,7 @@ def _train(config, workdir, checkpointer, *, stop_at_step, init_from) -> dict[st
       evaluate_now = step % config.eval_every_steps == 0 or step == config.num_train_steps
       if evaluate_now:
         _check_finite(step_metrics, step)
-        output_dir = workdir_lib.eval_dir(workdir, step) if step == config.num_train_steps else None
+        output_dir = run_record.eval_dir(workdir, step) if step == config.num_train_steps else None
         last_eval = _evaluate_and_log(
           config,
           model,

@@ -5,7 +5,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tests.test_data_helpers import record_ids, tiny_config, uniform_pairs, write_pairs
+from tests.helpers import record_ids, tiny_config, uniform_pairs, write_pairs
 from unet_jax.data import DataError, create_eval_iterator, create_train_iterator
 from unet_jax.data.looks import warm_film
 

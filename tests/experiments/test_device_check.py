@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / 'experiments' / 'device_check.sh'
 
 pytest.importorskip('torch')  # the benchmark step races the PyTorch reference

@@ -16,9 +16,9 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from unet_jax.guards import TrainingStopped, nonfinite_leaves
-from unet_jax.train_state import TrainState
-from unet_jax.workdir import MissingRunError, WorkdirError
+from unet_jax.training.guards import TrainingStopped, nonfinite_leaves
+from unet_jax.training.run_record import MissingRunError, WorkdirError
+from unet_jax.training.train_state import TrainState
 
 LATEST_DIR = 'checkpoints'
 BEST_DIR = 'best'

@@ -7,11 +7,11 @@ from typing import Any
 import jax
 import ml_collections
 
-from unet_jax import checkpoint, data, metrics
-from unet_jax import workdir as workdir_lib
+from unet_jax import data, metrics
 from unet_jax.inference import evaluate, files
 from unet_jax.models import UNet, create_model
-from unet_jax.train_state import create_optimizer, create_train_state, inference_variables
+from unet_jax.training import checkpoint, run_record
+from unet_jax.training.train_state import create_optimizer, create_train_state, inference_variables
 from unet_jax.validation import validate_config
 
 
@@ -23,7 +23,7 @@ def load_trained_model(
   The one way inference restores a run. `needs_data` also checks that the run's data is still
   where its config says (for eval).
   """
-  config = workdir_lib.load_config(workdir)
+  config = run_record.load_config(workdir)
   validate_config(config, training=False, check_data_files=needs_data)
   model = create_model(config.model)
   init = lambda: create_train_state(config, model, create_optimizer(config), jax.random.key(0))
@@ -44,7 +44,7 @@ def run_eval(workdir: str) -> dict[str, Any]:
     variables,
     lpips_params=lpips_params,
     data_dir=data.tfds_dir(config, workdir),
-    output_dir=workdir_lib.eval_dir(workdir, step, fresh=True),
+    output_dir=run_record.eval_dir(workdir, step, fresh=True),
   )
   bad = sorted(name for name, value in results['model'].items() if not math.isfinite(value))
   if bad or results.get('nonfinite_outputs'):

@@ -19,6 +19,10 @@ import numpy as np
 DIVERGENCE_ACTIONS = ('warn', 'stop')
 
 
+class Interrupted(Exception):
+  """Training stopped on SIGTERM/SIGINT after saving a checkpoint; rerunning resumes it."""
+
+
 class TrainingStopped(FloatingPointError):
   """Training stopped on purpose at a step: a non-finite state or a diverging run."""
 

@@ -11,13 +11,13 @@ import pytest
 from PIL import Image
 
 from tests import photo_files as pf
-from tests.test_predict import _variables
+from tests.inference.test_predict import _variables
 from unet_jax.config import get_base_config
 from unet_jax.data import load_photo
 from unet_jax.inference import files
 from unet_jax.models import UNet
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _identity(working_space: str):
@@ -97,7 +97,7 @@ def test_recursive_mirrors_sub_folders(adobe_identity, tmp_path):
 _KILLED_RUN = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
-from tests.test_photo_batch import _identity
+from tests.inference.test_photo_batch import _identity
 from unet_jax.inference import files
 
 config, model, variables = _identity('srgb')

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.test_train import saved_params
+from tests.training.test_train import saved_params
 
 WORKER = pathlib.Path(__file__).with_name('distributed_worker.py')
 

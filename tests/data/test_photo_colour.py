@@ -16,7 +16,7 @@ import pyvips
 from PIL import Image, ImageCms
 
 from tests import photo_files as pf
-from tests.test_data_helpers import tiny_config
+from tests.helpers import tiny_config
 from unet_jax.config import get_base_config
 from unet_jax.data import colour_spaces, dataset_summary, load_photo, tiff_exif
 from unet_jax.data.transforms import DecodePair
