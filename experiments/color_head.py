@@ -34,6 +34,12 @@ the identity or with the curvature prior: what a LUT learned from the training p
 on photos it has not seen. Runs resume: a finished run's
 `result.json` is reused.
 
+With `--pairs_root`, the looks are paired folders under it instead of built-in looks (the
+editor looks of `experiments/editor_looks.py`: `--pairs_root=runs/editor_looks
+--looks=im_auto_level,...`); their runs and the report follow the same rows, scored on each
+folder's `test` split, and the fits to the training pairs use `--fit_pixels_per_photo` pixels
+of each (all pixels of 128 photos of 0.7 megapixels would not fit in memory).
+
   nice -n 10 python experiments/color_head.py --steps=300 --seeds=0 --budget_minutes=45
   python experiments/color_head.py --report_only
 """
@@ -188,14 +194,27 @@ flags.DEFINE_list('seeds', ['0'], 'Seeds.')
 flags.DEFINE_list('looks', list(LOOKS), 'Built-in looks.')
 flags.DEFINE_list('rows', list(ROWS), 'Rows to train, in order.')
 flags.DEFINE_float('budget_minutes', 45.0, 'No new run starts after this much wall clock.')
-flags.DEFINE_string('runs_dir', None, 'Default: $UNET_JAX_CACHE/color_head.')
+flags.DEFINE_string(
+  'runs_dir', None, 'Default: $UNET_JAX_CACHE/color_head (<pairs_root>/_runs with --pairs_root).'
+)
 flags.DEFINE_string('output_dir', os.path.join(ROOT, 'experiments', 'results'), 'Report folder.')
 flags.DEFINE_string('report_name', 'color_head', 'Report files: <output_dir>/<name>.md and .json.')
 flags.DEFINE_bool('report_only', False, 'Rebuild the report from finished runs.')
 flags.DEFINE_bool('baseline_lpips', True, 'Score the baselines with LPIPS too (slow on CPU).')
+flags.DEFINE_string(
+  'pairs_root',
+  None,
+  'Looks are paired folders <pairs_root>/<look> (editor_looks.py), not built-in.',
+)
+flags.DEFINE_integer(
+  'fit_pixels_per_photo', 0, 'LUT fits to the training photos: this many pixels of each (0: all).'
+)
 
 
-def make_config(look: str, row: str, seed: int, steps: int, crop_size: int):
+def make_config(
+  look: str, row: str, seed: int, steps: int, crop_size: int, pairs_root: str | None = None
+):
+  """The row's config on `look`: a built-in look, or the paired folder `pairs_root/look`."""
   if row in ROW_CONFIGS:
     config = ROW_CONFIGS[row].get_config()
     steps = config.num_train_steps
@@ -204,7 +223,13 @@ def make_config(look: str, row: str, seed: int, steps: int, crop_size: int):
     config.data.crop_size = crop_size
     config.num_train_steps = steps
   config.seed = seed
-  config.data.look = look
+  if pairs_root:
+    config.data.name = 'paired_folders'
+    config.data.dir = os.path.join(os.path.abspath(pairs_root), look)
+    # Prepared once per look for every run, beside the looks (not inside each run's workdir).
+    config.data.tfds_data_dir = os.path.join(os.path.abspath(pairs_root), '_tfds')
+  else:
+    config.data.look = look
   config.optimizer.warmup_steps = min(50, steps // 10)
   config.eval_every_steps = steps
   config.checkpoint_every_steps = steps
@@ -227,7 +252,7 @@ def run_one(runs_dir: str, look: str, row: str, seed: int) -> dict:
     with open(path) as f:
       return json.load(f)
   shutil.rmtree(folder, ignore_errors=True)
-  config = make_config(look, row, seed, FLAGS.steps, FLAGS.crop_size)
+  config = make_config(look, row, seed, FLAGS.steps, FLAGS.crop_size, FLAGS.pairs_root)
   started = time.perf_counter()
   final = train.train_and_evaluate(config, folder)
   result = {
@@ -320,14 +345,31 @@ FITS = {
 BASELINES = ('identity', 'best_fit_lut', *FITS)
 
 
+def _pixel_sample(
+  image: np.ndarray, target: np.ndarray, count: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+  """The same `count` pixels (fixed by `seed`) of a photo and its target, as `[count, 3]`."""
+  pixels, wanted = image.reshape(-1, 3), target.reshape(-1, 3)
+  if len(pixels) <= count:
+    return pixels, wanted
+  keep = np.random.default_rng(seed).choice(len(pixels), count, replace=False)
+  return pixels[keep], wanted[keep]
+
+
 def baselines(look: str) -> dict:
   """Scores of the rows that need no training (`BASELINES`) on the held-out photos."""
-  config = make_config(look, 'recipe', 0, FLAGS.steps, FLAGS.crop_size)
+  config = make_config(look, 'recipe', 0, FLAGS.steps, FLAGS.crop_size, FLAGS.pairs_root)
   photos = {}
   for split in ('test', 'train'):
     config.data.eval_split = split
-    examples = list(data.create_eval_iterator(config))
-    photos[split] = ([e['input'] for e in examples], [e['target'] for e in examples])
+    inputs, targets = [], []
+    for index, example in enumerate(data.create_eval_iterator(config)):
+      image, target = example['input'], example['target']
+      if split == 'train' and FLAGS.fit_pixels_per_photo:
+        image, target = _pixel_sample(image, target, FLAGS.fit_pixels_per_photo, index)
+      inputs.append(image)
+      targets.append(target)
+    photos[split] = (inputs, targets)
   lpips_params = metrics.load_lpips_params() if FLAGS.baseline_lpips else None
   tables = {
     name: fit_lut(*photos[split], size, curvature)
@@ -353,14 +395,76 @@ def _mean_std(values: list[float]) -> str:
   return f'{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}'
 
 
+def _editor_looks_header(command: str, seeds: list[int]) -> list[str]:
+  """The report's opening for the paired folders of `--pairs_root` (their manifests)."""
+  default = configs.default.get_config()
+  lines = [
+    '# Edits by real editing software on real photos (issue 31): baselines and trained rows',
+    '',
+    f'Command: `{command}` (the pairs: `python experiments/editor_looks.py`). Each look: '
+    '128 training pairs (16 photos of Debian wallpaper packages, whole and 7 sub-frames each, '
+    'long side 1024 px) and 6 held-out photos never seen in training, scored whole (long side '
+    '1024 px). Rows without training: `identity` (the input), `train_fit_lut` (one 17^3 LUT '
+    'least-squares fitted on the training pairs, weak pull to the identity), '
+    '`train_fit_lut_33_curvature` (33^3 under the curvature prior), `best_fit_lut` (a 17^3 LUT '
+    "fitted to each held-out photo's own target: the bound for any global method), "
+    '`best_fit_lut_joint` / `_33` (one LUT fitted to the 6 held-out targets together). '
+    f'The training fits use {FLAGS.fit_pixels_per_photo or "all"} pixels of each training pair. '
+    f"Trained rows: `configs/photo.py` with the row's options, {FLAGS.steps} steps of "
+    f'{FLAGS.crop_size} px crops, batch 8, seeds {seeds} (`default_config`: its own '
+    f'{default.num_train_steps} steps of {default.data.crop_size} px crops). A 2-core CPU.',
+    '',
+    '| look | family | tool | command |',
+    '|---|---|---|---|',
+  ]
+  for look in FLAGS.looks:
+    path = os.path.join(FLAGS.pairs_root, look, 'manifest.json')
+    with open(path) as f:
+      manifest = json.load(f)
+    command_line = ' '.join(
+      f"'{part}'" if ' ' in part or ';' in part else part for part in manifest['command']
+    )
+    lines.append(
+      f'| {look} | {manifest["family"]} | {manifest["tool_version"]} | `{command_line}` |'
+    )
+  return lines + ['']
+
+
+def _editor_looks_acceptance(summary: dict, base: dict) -> list[str]:
+  """Issue 31's bars: the recipe over the training-pairs LUT and the U-Net alone on every look,
+  and within 6 dB of the per-photo LUT bound on the image-adaptive global looks."""
+  lines = ['## Acceptance (issue 31)', '']
+  for look in FLAGS.looks:
+    runs = summary.get(look, {})
+    if 'recipe' not in runs or look not in base:
+      lines.append(f'- {look}: recipe not run')
+      continue
+    recipe = runs['recipe']
+    lut = max(base[look][n]['psnr'] for n in ('train_fit_lut', 'train_fit_lut_33_curvature'))
+    parts = [
+      f'recipe {recipe:.2f} dB; vs the best LUT fitted on the training pairs '
+      f'{recipe - lut:+.2f} dB ({"holds" if recipe > lut else "does not hold"})'
+    ]
+    if 'unet' in runs:
+      gap = recipe - runs['unet']
+      parts.append(f'vs the U-Net alone {gap:+.2f} dB ({"holds" if gap > 0 else "does not hold"})')
+    else:
+      parts.append('U-Net alone not run')
+    bound = recipe - base[look]['best_fit_lut']['psnr']
+    parts.append(f'vs the per-photo LUT bound {bound:+.2f} dB')
+    lines.append(f'- {look}: ' + '; '.join(parts))
+  return lines
+
+
 def write_report(results: list[dict], base: dict, command: str) -> str:
   default = configs.default.get_config()
+  seeds = sorted({r['seed'] for r in results})
   lines = [
     '# Colour head ablation (built-in looks, held-out photos at full size)',
     '',
     f"Command: `{command}`. Each run: `configs/photo.py` with the row's options, "
     f'{FLAGS.steps} steps of {FLAGS.crop_size} px crops, batch 8, seeds '
-    f'{sorted({r["seed"] for r in results})} (`default_config`: its own '
+    f'{seeds} (`default_config`: its own '
     f'{default.num_train_steps} steps of {default.data.crop_size} px crops); scored on '
     'chelsea, coffee and china (the 3 held-out photos) graded whole by tiled predict. A 2-core '
     'CPU: short runs, not converged. `best_fit_lut_joint`: one 17^3 LUT fitted to the three '
@@ -371,6 +475,8 @@ def write_report(results: list[dict], base: dict, command: str) -> str:
     'the most a LUT learned from them does on the held-out photos.',
     '',
   ]
+  if FLAGS.pairs_root:
+    lines = _editor_looks_header(command, seeds)
   summary = {}
   for look in FLAGS.looks:
     lines += [
@@ -390,14 +496,18 @@ def write_report(results: list[dict], base: dict, command: str) -> str:
       runs = [r for r in results if r['look'] == look and r['row'] == row]
       if not runs:
         continue
-      cell = {m: [r['model'][m] for r in runs] for m in METRIC_NAMES}
+      cell = {m: [r['model'][m] for r in runs if m in r['model']] for m in METRIC_NAMES}
       summary.setdefault(look, {})[row] = float(np.mean(cell['psnr']))
+      lpips = f'{np.mean(cell["lpips"]):.4f}' if cell['lpips'] else '-'
       lines.append(
         f'| {row}: {ROWS[row][0]} | {_mean_std(cell["psnr"])} | '
         f'{np.mean(cell["ssim"]):.4f} | {np.mean(cell["delta_e2000"]):.2f} | '
-        f'{np.mean(cell["lpips"]):.4f} | {len(runs)} |'
+        f'{lpips} | {len(runs)} |'
       )
     lines.append('')
+  if FLAGS.pairs_root:
+    lines += _editor_looks_acceptance(summary, base)
+    return _write(lines, results, base)
   lines += ['## Acceptance (recipe vs the best-fit global LUT, fitted on the held-out photos)', '']
   targets = {
     'warm_film': ('within 1 dB of', lambda d: d >= -1.0),
@@ -427,6 +537,10 @@ def write_report(results: list[dict], base: dict, command: str) -> str:
       else:
         extra += '; configs/default.py not run'
     lines.append(f'- {look}: recipe {wanted} the LUT? {delta:+.2f} dB: {verdict}{extra}')
+  return _write(lines, results, base)
+
+
+def _write(lines: list[str], results: list[dict], base: dict) -> str:
   os.makedirs(FLAGS.output_dir, exist_ok=True)
   path = os.path.join(FLAGS.output_dir, f'{FLAGS.report_name}.md')
   with open(path, 'w') as f:
@@ -438,7 +552,10 @@ def write_report(results: list[dict], base: dict, command: str) -> str:
 
 def main(argv):
   del argv
-  runs_dir = FLAGS.runs_dir or str(paths.cache_dir('color_head'))
+  if FLAGS.pairs_root:
+    runs_dir = FLAGS.runs_dir or os.path.join(FLAGS.pairs_root, '_runs')
+  else:
+    runs_dir = FLAGS.runs_dir or str(paths.cache_dir('color_head'))
   started = time.perf_counter()
   base_path = os.path.join(runs_dir, 'baselines.json')
   base = {}
