@@ -483,9 +483,6 @@ def build(
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list('looks', list(LOOKS), 'Looks to build.')
-flags.DEFINE_string('out_dir', DEFAULT_OUT_DIR, "Where the looks' paired folders go.")
-flags.DEFINE_bool('force', False, 'Rebuild looks that are already built.')
 
 
 def main(argv):
@@ -502,4 +499,8 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Defined here, not on import: the module's functions serve tests and notebooks too.
+  flags.DEFINE_list('looks', list(LOOKS), 'Looks to build.')
+  flags.DEFINE_string('out_dir', DEFAULT_OUT_DIR, "Where the looks' paired folders go.")
+  flags.DEFINE_bool('force', False, 'Rebuild looks that are already built.')
   app.run(main)
