@@ -417,16 +417,25 @@ def _editor_looks_header(command: str, seeds: list[int]) -> list[str]:
     '| look | family | tool | command |',
     '|---|---|---|---|',
   ]
+  photos = []
   for look in FLAGS.looks:
     path = os.path.join(FLAGS.pairs_root, look, 'manifest.json')
     with open(path) as f:
       manifest = json.load(f)
+    photos = manifest['photos']
     command_line = ' '.join(
       f"'{part}'" if ' ' in part or ';' in part else part for part in manifest['command']
     )
     lines.append(
       f'| {look} | {manifest["family"]} | {manifest["tool_version"]} | `{command_line}` |'
     )
+  for split, heading in (('train', 'Training photos'), ('test', 'Held-out photos')):
+    listed = ', '.join(
+      f'{p["stem"]} ({p["package"]} {p["package_version"] or ""}: {p["path"]})'.replace(' :', ':')
+      for p in photos
+      if p['split'] == split
+    )
+    lines += ['', f'{heading}: {listed}.']
   return lines + ['']
 
 

@@ -170,8 +170,9 @@ LOOKS = {
       '2,40,5%,20%,1,0,255',
       'cut',
       '0,255',
+      'round',
       '-o',
-      '{output},uchar',
+      '{output}',
     ),
   ),
   'im_pop_preset': Look(
@@ -213,8 +214,9 @@ LOOKS = {
       'remove_opacity',
       'cut',
       '0,255',
+      'round',
       '-o',
-      '{output},uchar',
+      '{output}',
     ),
   ),
 }
