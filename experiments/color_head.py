@@ -587,7 +587,10 @@ def main(argv):
     if (FLAGS.report_only or over_budget) and not os.path.exists(done):
       continue
     results.append(run_one(runs_dir, look, row, seed))
-  command = 'python experiments/color_head.py ' + ' '.join(sys.argv[1:])
+  # The command that produces these numbers: without --report_only, which only re-reads them.
+  rereading = ('--report_only', '--noreport_only')
+  flags_given = [a for a in sys.argv[1:] if a.split('=')[0] not in rereading]
+  command = 'python experiments/color_head.py ' + ' '.join(flags_given)
   print(write_report(results, base, command.strip()))
 
 
