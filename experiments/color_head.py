@@ -206,6 +206,9 @@ flags.DEFINE_string(
   None,
   'Looks are paired folders <pairs_root>/<look> (editor_looks.py), not built-in.',
 )
+flags.DEFINE_list(
+  'fits', None, 'Least-squares LUT rows to compute (default: all of FITS); 33^3 ones cost minutes.'
+)
 flags.DEFINE_integer(
   'fit_pixels_per_photo', 0, 'LUT fits to the training photos: this many pixels of each (0: all).'
 )
@@ -371,11 +374,13 @@ def baselines(look: str) -> dict:
       targets.append(target)
     photos[split] = (inputs, targets)
   lpips_params = metrics.load_lpips_params() if FLAGS.baseline_lpips else None
+  chosen = FLAGS.fits or list(FITS)
   tables = {
     name: fit_lut(*photos[split], size, curvature)
     for name, (split, size, curvature) in FITS.items()
+    if name in chosen
   }
-  scores = {name: [] for name in BASELINES}
+  scores = {name: [] for name in ('identity', 'best_fit_lut', *tables)}
   for image, target in zip(*photos['test'], strict=True):
     graded = {'identity': image, 'best_fit_lut': fit_lut([image], [target])}
     graded.update(tables)
@@ -565,6 +570,9 @@ def main(argv):
     runs_dir = FLAGS.runs_dir or os.path.join(FLAGS.pairs_root, '_runs')
   else:
     runs_dir = FLAGS.runs_dir or str(paths.cache_dir('color_head'))
+  unknown = sorted(set(FLAGS.fits or ()) - set(FITS))
+  if unknown:
+    sys.exit(f'Error: --fits: unknown {unknown}; known: {list(FITS)}')
   started = time.perf_counter()
   base_path = os.path.join(runs_dir, 'baselines.json')
   base = {}
