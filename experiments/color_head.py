@@ -62,6 +62,7 @@ if ROOT not in sys.path:
 import configs.default  # noqa: E402
 import configs.photo  # noqa: E402
 from unet_jax import data, metrics, paths, train  # noqa: E402
+from unet_jax.inference import lut as inference_lut  # noqa: E402
 from unet_jax.models import lut as lut_lib  # noqa: E402
 
 LOOKS = ('warm_film', 'local_contrast', 'vignette', 'auto_exposure')
@@ -209,6 +210,14 @@ flags.DEFINE_string(
 flags.DEFINE_list(
   'fits', None, 'Least-squares LUT rows to compute (default: all of FITS); 33^3 ones cost minutes.'
 )
+flags.DEFINE_enum(
+  'lut_solver',
+  'direct',
+  ['direct', 'cg'],
+  "Least-squares LUTs: 'direct' is fit_lut here (sparse LU, minutes at 33^3 on a busy CPU); "
+  "'cg' is unet_jax.inference.lut.fit_lut (conjugate gradients, seconds; its own weak "
+  'smoothness prior; no curvature rows).',
+)
 flags.DEFINE_integer(
   'fit_pixels_per_photo', 0, 'LUT fits to the training photos: this many pixels of each (0: all).'
 )
@@ -343,6 +352,7 @@ FITS = {
   'best_fit_lut_joint': ('test', 17, 0.0),
   'best_fit_lut_joint_33': ('test', 33, 0.0),
   'train_fit_lut': ('train', 17, 0.0),
+  'train_fit_lut_33': ('train', 33, 0.0),
   'train_fit_lut_33_curvature': ('train', 33, TRAIN_FIT_CURVATURE),
 }
 BASELINES = ('identity', 'best_fit_lut', *FITS)
@@ -357,6 +367,17 @@ def _pixel_sample(
     return pixels, wanted
   keep = np.random.default_rng(seed).choice(len(pixels), count, replace=False)
   return pixels[keep], wanted[keep]
+
+
+def _fit(inputs: list, targets: list, size: int, curvature: float) -> np.ndarray:
+  """A least-squares LUT by the solver of `--lut_solver` (the two solve the same problem under
+  slightly different weak priors; `fit_lut` here duplicates `unet_jax.inference.lut.fit_lut`
+  but for its curvature option)."""
+  if FLAGS.lut_solver == 'direct':
+    return fit_lut(inputs, targets, size, curvature)
+  pixels = np.concatenate([i.reshape(-1, 3) for i in inputs])
+  wanted = np.concatenate([t.reshape(-1, 3) for t in targets])
+  return inference_lut.fit_lut(pixels, wanted, size=size)
 
 
 def baselines(look: str) -> dict:
@@ -376,13 +397,13 @@ def baselines(look: str) -> dict:
   lpips_params = metrics.load_lpips_params() if FLAGS.baseline_lpips else None
   chosen = FLAGS.fits or list(FITS)
   tables = {
-    name: fit_lut(*photos[split], size, curvature)
+    name: _fit(*photos[split], size, curvature)
     for name, (split, size, curvature) in FITS.items()
     if name in chosen
   }
   scores = {name: [] for name in ('identity', 'best_fit_lut', *tables)}
   for image, target in zip(*photos['test'], strict=True):
-    graded = {'identity': image, 'best_fit_lut': fit_lut([image], [target])}
+    graded = {'identity': image, 'best_fit_lut': _fit([image], [target], 17, 0.0)}
     graded.update(tables)
     for name, table in graded.items():
       output = table if name == 'identity' else lut_lib.apply_lut(table, image[None], 'gather')[0]
@@ -400,6 +421,13 @@ def _mean_std(values: list[float]) -> str:
   return f'{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}'
 
 
+_SOLVERS = {
+  'direct': '`fit_lut` of this script (sparse LU; weak pull to the identity, 1e-3)',
+  'cg': '`unet_jax.inference.lut.fit_lut` (conjugate gradients; first-difference smoothness '
+  '1e-5, identity pull 1e-9)',
+}
+
+
 def _editor_looks_header(command: str, seeds: list[int]) -> list[str]:
   """The report's opening for the paired folders of `--pairs_root` (their manifests)."""
   default = configs.default.get_config()
@@ -410,11 +438,12 @@ def _editor_looks_header(command: str, seeds: list[int]) -> list[str]:
     '128 training pairs (16 photos of Debian wallpaper packages, whole and 7 sub-frames each, '
     'long side 1024 px) and 6 held-out photos never seen in training, scored whole (long side '
     '1024 px). Rows without training: `identity` (the input), `train_fit_lut` (one 17^3 LUT '
-    'least-squares fitted on the training pairs, weak pull to the identity), '
-    '`train_fit_lut_33_curvature` (33^3 under the curvature prior), `best_fit_lut` (a 17^3 LUT '
-    "fitted to each held-out photo's own target: the bound for any global method), "
-    '`best_fit_lut_joint` / `_33` (one LUT fitted to the 6 held-out targets together). '
-    f'The training fits use {FLAGS.fit_pixels_per_photo or "all"} pixels of each training pair. '
+    'least-squares fitted on the training pairs; `_33`: 33^3 points; `_33_curvature`: under the '
+    "curvature prior), `best_fit_lut` (a 17^3 LUT fitted to each held-out photo's own target: "
+    'the bound for any global method), `best_fit_lut_joint` (one 17^3 LUT fitted to the 6 '
+    'held-out targets together: the best single global grade). Solver: '
+    f'{_SOLVERS[FLAGS.lut_solver]}. The training fits use '
+    f'{FLAGS.fit_pixels_per_photo or "all"} pixels of each training pair (a fixed random draw). '
     f"Trained rows: `configs/photo.py` with the row's options, {FLAGS.steps} steps of "
     f'{FLAGS.crop_size} px crops, batch 8, seeds {seeds} (`default_config`: its own '
     f'{default.num_train_steps} steps of {default.data.crop_size} px crops). A 2-core CPU.',
@@ -573,6 +602,9 @@ def main(argv):
   unknown = sorted(set(FLAGS.fits or ()) - set(FITS))
   if unknown:
     sys.exit(f'Error: --fits: unknown {unknown}; known: {list(FITS)}')
+  curved = [n for n in FLAGS.fits or FITS if FITS[n][2] > 0]
+  if FLAGS.lut_solver == 'cg' and curved:
+    sys.exit(f'Error: --lut_solver=cg has no curvature prior; leave {curved} out of --fits.')
   started = time.perf_counter()
   base_path = os.path.join(runs_dir, 'baselines.json')
   base = {}
