@@ -207,6 +207,9 @@ flags.DEFINE_string(
   None,
   'Looks are paired folders <pairs_root>/<look> (editor_looks.py), not built-in.',
 )
+flags.DEFINE_bool(
+  'baselines', True, 'Fit and score the rows without training first (looks not yet in the cache).'
+)
 flags.DEFINE_list(
   'fits', None, 'Least-squares LUT rows to compute (default: all of FITS); 33^3 ones cost minutes.'
 )
@@ -415,6 +418,12 @@ def baselines(look: str) -> dict:
   }
 
 
+def _steps_note(runs: list[dict]) -> str:
+  """The runs' training steps where they differ from --steps (runs of several invocations)."""
+  steps = sorted({r['steps'] for r in runs})
+  return '' if steps == [FLAGS.steps] or not FLAGS.pairs_root else f' ({steps} steps)'
+
+
 def _mean_std(values: list[float]) -> str:
   if len(values) == 1:
     return f'{values[0]:.2f}'
@@ -543,7 +552,7 @@ def write_report(results: list[dict], base: dict, command: str) -> str:
       summary.setdefault(look, {})[row] = float(np.mean(cell['psnr']))
       lpips = f'{np.mean(cell["lpips"]):.4f}' if cell['lpips'] else '-'
       lines.append(
-        f'| {row}: {ROWS[row][0]} | {_mean_std(cell["psnr"])} | '
+        f'| {row}: {ROWS[row][0]}{_steps_note(runs)} | {_mean_std(cell["psnr"])} | '
         f'{np.mean(cell["ssim"]):.4f} | {np.mean(cell["delta_e2000"]):.2f} | '
         f'{lpips} | {len(runs)} |'
       )
@@ -611,7 +620,7 @@ def main(argv):
   if os.path.exists(base_path):
     with open(base_path) as f:
       base = json.load(f)
-  if not FLAGS.report_only:
+  if not FLAGS.report_only and FLAGS.baselines:
     # The baselines first: cheap, and what every row is judged against.
     for look in FLAGS.looks:
       if look not in base:
