@@ -463,6 +463,9 @@ def _editor_looks_header(command: str, seeds: list[int]) -> list[str]:
   photos = []
   for look in FLAGS.looks:
     path = os.path.join(FLAGS.pairs_root, look, 'manifest.json')
+    if not os.path.exists(path):
+      lines.append(f'| {look} | not built | - | - |')
+      continue
     with open(path) as f:
       manifest = json.load(f)
     photos = manifest['photos']
