@@ -1,21 +1,24 @@
 """The install step of experiments/device_check.sh: which carried wheels to install, and whether
 the environment they make runs the project.
 
-  python experiments/gpu_env.py plan .gpu/wheels     # prints the wheels the machine lacks
-  python experiments/gpu_env.py check [--gpu]        # versions, requirements, imports
+  python experiments/gpu_env.py plan .gpu/wheels            # prints the wheels the machine lacks
+  python experiments/gpu_env.py install .gpu/wheels SITE    # installs those, offline, into SITE
+  python experiments/gpu_env.py check [--gpu]               # versions, requirements, imports
 
 `plan` skips a wheel whose distribution the machine already has (its own version wins: the carried
 wheels only fill gaps, they never replace the machine's jax, flax, torch, numpy or protobuf) and
-says so on stderr. `check` prints the versions that matter, checks every requirement (no extras)
-of the installed project's dependencies and of the carried wheels against what is installed, then
-imports what the check's steps import; `--gpu` also asks that jax and torch see a GPU. Exit
-status 1 if anything is missing or does not import, 2 on bad usage.
+says so on stderr. `install` runs `pip install --no-index --no-deps --target SITE` on the rest;
+SITE goes first on PYTHONPATH (device_check.sh sets it). `check` prints the versions that
+matter, checks every requirement (no extras) of the project and of the carried wheels against
+what is installed, then imports what the check's steps import; `--gpu` also asks that jax and
+torch see a GPU. Exit status 1 if anything is missing or does not import, 2 on bad usage.
 """
 
 import importlib
 import importlib.metadata as metadata
 import pathlib
 import re
+import subprocess
 import sys
 import zipfile
 
@@ -70,17 +73,39 @@ def _installed(name: str) -> str | None:
     return None
 
 
-def plan(folder: str) -> int:
+def _plan(folder: str) -> list[pathlib.Path] | None:
   wheels = sorted(pathlib.Path(folder).glob('*.whl'))
   if not wheels:
     print(f'Error: no wheels in {folder}; run experiments/gpu_wheels.sh first.', file=sys.stderr)
-    return 1
+    return None
+  missing = []
   for wheel in wheels:
     have = _installed(_wheel_name(wheel))
     if have is None:
-      print(wheel)
+      missing.append(wheel)
     else:
       print(f'{wheel.name}: not installed, the machine has {have}', file=sys.stderr)
+  return missing
+
+
+def plan(folder: str) -> int:
+  wheels = _plan(folder)
+  for wheel in wheels or []:
+    print(wheel)
+  return 0 if wheels is not None else 1
+
+
+def install(folder: str, site: str) -> int:
+  wheels = _plan(folder)
+  if wheels is None:
+    return 1
+  if wheels:
+    print(f'installing {len(wheels)} wheels into {site}: ' + ', '.join(w.name for w in wheels))
+    pip = [sys.executable, '-m', 'pip', 'install', '--quiet', '--no-index', '--no-deps']
+    pip += ['--no-compile', '--no-cache-dir', '--upgrade', '--target', site]
+    if subprocess.run(pip + [str(w) for w in wheels], check=False).returncode != 0:
+      print(f'Error: pip could not install the wheels of {folder}.', file=sys.stderr)
+      return 1
   return 0
 
 
@@ -146,9 +171,11 @@ def check(gpu: bool) -> int:
 def main(argv: list[str]) -> int:
   if len(argv) == 3 and argv[1] == 'plan':
     return plan(argv[2])
+  if len(argv) == 4 and argv[1] == 'install':
+    return install(argv[2], argv[3])
   if len(argv) in (2, 3) and argv[1] == 'check' and argv[2:] in ([], ['--gpu']):
     return check(gpu=len(argv) == 3)
-  print('usage: gpu_env.py plan WHEEL_FOLDER | gpu_env.py check [--gpu]', file=sys.stderr)
+  print('usage: gpu_env.py plan WHEELS | install WHEELS SITE | check [--gpu]', file=sys.stderr)
   return 2
 
 
