@@ -1,4 +1,5 @@
-"""The colour head (3D LUTs), whole-photo context and coordinates: the same at train and predict."""
+"""The global grade (3D LUTs, exposure, frame gain) and the whole-photo inputs (thumbnail, metering,
+coordinates): the same at train and predict."""
 
 import functools
 
