@@ -23,7 +23,6 @@ from PIL import Image
 
 # The keys under which a batch carries the whole-photo inputs, and the model's keywords for them.
 KEYS = ('thumbnail', 'statistics', 'coords')
-NUM_STATISTICS = 8
 # Rec. 709 luma weights and the display gamma the metering figures decode with.
 _LUMA = (0.2126, 0.7152, 0.0722)
 GAMMA = 2.2
@@ -141,10 +140,6 @@ class WholePhotoInputs:
       coords=bool(model.coords) or int(model.frame_gain) > 0,
       of_whole_photo=thumbnail_context,
     )
-
-  @property
-  def any(self) -> bool:
-    return bool(self.thumbnail_size or self.statistics or self.coords)
 
   def in_training_batches(self) -> 'WholePhotoInputs':
     """The inputs the data pipeline adds to each example (the rest the model makes itself)."""
