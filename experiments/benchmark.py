@@ -56,7 +56,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from unet_jax import losses, parallel  # noqa: E402
-from unet_jax.inference import grading  # noqa: E402
+from unet_jax.inference import grading, tile_programs  # noqa: E402
 from unet_jax.models import count_params, create_model  # noqa: E402
 from unet_jax.training.steps import make_train_step  # noqa: E402
 from unet_jax.training.train_state import create_optimizer, init_train_state  # noqa: E402
@@ -178,7 +178,7 @@ def _predict_in_process(
   kwargs = dict(tile_size=tile, tile_overlap=config.predict.tile_overlap)
   if framework == 'jax':
     model = create_model(config.model)
-    batch = config.predict.batch_tiles or grading.auto_batch_tiles(model, variables, tile)
+    batch = config.predict.batch_tiles or tile_programs.auto_batch_tiles(model, variables, tile)
 
     def grade(photo):
       grading.grade_image(model, variables, photo, batch_tiles=batch, **kwargs)

@@ -20,7 +20,13 @@ from unet_jax.data import colour_spaces
 from unet_jax.data.images import to_uint8
 from unet_jax.inference import grading
 from unet_jax.models import UNet
-from unet_jax.training.metric_writer import side_by_side
+
+
+def side_by_side(*images: np.ndarray) -> np.ndarray:
+  """Concatenates `[H, W, C]` images left to right (input | output | target)."""
+  height = max(image.shape[0] for image in images)
+  padded = [np.pad(image, ((0, height - image.shape[0]), (0, 0), (0, 0))) for image in images]
+  return np.concatenate(padded, axis=1)
 
 
 def _sum_over_processes(values: np.ndarray) -> np.ndarray:

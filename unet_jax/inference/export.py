@@ -30,6 +30,7 @@ import numpy as np
 import safetensors.numpy
 
 from unet_jax.inference import files, lut_export, restore
+from unet_jax.whole_photo import WholePhotoInputs
 
 WEIGHTS_FILE = 'model.safetensors'
 CONFIG_FILE = 'config.json'
@@ -263,6 +264,18 @@ def _trained_on(config: ml_collections.ConfigDict) -> str:
   return f"the tfds dataset '{data.name}'"
 
 
+def whole_photo_parts(model: nn.Module) -> list[str]:
+  """What the model reads of the whole photo, which an exported tile program takes of the tile."""
+  inputs = WholePhotoInputs.from_model_config(model)
+  parts = {
+    'its global context': model.global_context,
+    'its thumbnail': inputs.thumbnail_size > 0,
+    'its metering statistics': inputs.statistics,
+    'its pixel coordinates': inputs.coords,
+  }
+  return [name for name, used in parts.items() if used]
+
+
 def model_card(config, model, workdir, checkpoint_path, summary) -> str:
   step = int(checkpoint_path.rstrip('/').rsplit('/', 1)[-1])
   multiple = 2**model.levels
@@ -303,10 +316,10 @@ def model_card(config, model, workdir, checkpoint_path, summary) -> str:
       else f'`[B, H, W, {model.out_channels}]`, not clipped (clip to [0, 1]).'
     ),
   ]
-  if model.global_context:
+  if whole := whole_photo_parts(model):
     lines.append(
-      "  Global context is pooled over each call's input: grade a whole photo in one call "
-      '(padded to the multiple) for the photo-wide context.'
+      f'  The model reads the whole photo ({", ".join(whole)}); the program takes it of each '
+      "call's input: grade a whole photo in one call (padded to the multiple) as predict does."
     )
   if 'onnx' in summary:
     lines.append(f'- `{ONNX_FILE}`: the same function, {summary["onnx"]}.')

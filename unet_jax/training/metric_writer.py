@@ -65,13 +65,6 @@ def read_logged(workdir: str, name: str, *, up_to_step: int) -> list[float]:
   return values
 
 
-def side_by_side(*images: np.ndarray) -> np.ndarray:
-  """Concatenates `[H, W, C]` images left to right (input | output | target)."""
-  height = max(image.shape[0] for image in images)
-  padded = [np.pad(image, ((0, height - image.shape[0]), (0, 0), (0, 0))) for image in images]
-  return np.concatenate(padded, axis=1)
-
-
 class Progress:
   """Images per second and ETA between reports, measured on the host's wall clock."""
 
