@@ -28,7 +28,7 @@ LIMIT_BYTES=$((64 * 1024 * 1024))
 
 # Binary or pure-Python wheels on the registry.
 WHEELS=(
-  # the input pipeline (unet_jax.data, unet_jax.checkpoint)
+  # the input pipeline (unet_jax.data, unet_jax.training.checkpoint)
   grain==0.2.18 array-record==0.8.6 portpicker==1.6.0
   # tensorflow-datasets and the requirements of it the machine lacks
   tensorflow-datasets==4.9.10 dm-tree==0.1.10 immutabledict==4.3.1 simple-parsing==0.1.9
