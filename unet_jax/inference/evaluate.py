@@ -20,32 +20,13 @@ from unet_jax.data import colour_spaces
 from unet_jax.data.images import to_uint8
 from unet_jax.inference import grading
 from unet_jax.models import UNet
-from unet_jax.training.metric_writer import side_by_side
+from unet_jax.training.metric_writer import ImageScores, side_by_side
 
 
 def _sum_over_processes(values: np.ndarray) -> np.ndarray:
   if jax.process_count() == 1:
     return values
   return np.asarray(multihost_utils.process_allgather(values)).sum(axis=0)
-
-
-class _ImageScores:
-  """Sums per-image metrics; `means()` averages over every image of every process."""
-
-  def __init__(self):
-    self.totals: dict[str, float] = {}
-    self.count = 0
-
-  def add(self, scores: dict[str, Any]) -> None:
-    for name, value in scores.items():
-      self.totals[name] = self.totals.get(name, 0.0) + float(np.asarray(value).reshape(()))
-    self.count += 1
-
-  def means(self, names: list[str]) -> dict[str, float]:
-    local = np.array([self.totals.get(name, 0.0) for name in names] + [self.count], np.float64)
-    combined = _sum_over_processes(local)
-    count = max(combined[-1], 1.0)
-    return {name: float(total / count) for name, total in zip(names, combined[:-1], strict=True)}
 
 
 def evaluate(
@@ -74,7 +55,7 @@ def evaluate(
   if config.task == 'segment':
     return _evaluate_segmentation(config, model, variables, data_dir, output_dir, max_images)
 
-  model_scores, identity_scores = _ImageScores(), _ImageScores()
+  model_scores, identity_scores = ImageScores(), ImageScores()
   per_image, examples, nonfinite = [], [], 0
   # The pixels are in the run's working space: tag the PNGs with it (sRGB ones stay untagged).
   space = config.data.working_space
@@ -105,7 +86,7 @@ def evaluate(
       graded_path = os.path.join(output_dir, f'{name}_graded.png')
       Image.fromarray(to_uint8(graded)).save(graded_path, **tag)
 
-  names = sorted(model_scores.totals) or ['psnr']
+  names = model_scores.names or ['psnr']
   results = {
     'model': model_scores.means(names),
     'identity': identity_scores.means(names),

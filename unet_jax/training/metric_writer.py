@@ -1,4 +1,10 @@
-"""Where training reports go: TensorBoard event files, a JSONL log, and a console line."""
+"""Where training reports go: TensorBoard event files, a JSONL log, and a console line.
+
+What is reported is aggregated with `clu.metrics` (the train step's metrics averaged over each
+logging interval, eval scores averaged over images and processes) and the parameter table at
+start comes from `clu.parameter_overview`. clu's `metric_writers` and `periodic_actions` import
+TensorFlow, so they are never imported here: tensorboardX writes the event files.
+"""
 
 import json
 import logging
@@ -7,8 +13,15 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from clu import metrics as clu_metrics
+from clu import parameter_overview
+from jax.experimental import multihost_utils
 from tensorboardX import SummaryWriter
+
+# Step outputs that are flags for the host, not numbers to average.
+_NOT_AVERAGED = ('finite',)
 
 
 class MetricWriter:
@@ -97,3 +110,76 @@ class Progress:
       time.strftime('%H:%M:%S', time.gmtime(eta)),
     )
     return {'images_per_second': images_per_second, 'seconds_per_step': seconds_per_step}
+
+
+class IntervalMetrics:
+  """The train step's metrics averaged over the steps since the last report.
+
+  A `clu.metrics.Collection` of one `Average` per metric the step returns; each `add` merges one
+  step on the device (no host transfer), `compute_and_reset` reads the means and starts over.
+  """
+
+  def __init__(self):
+    self._collection = None
+    self._total = None
+
+  def add(self, step_metrics: dict[str, Any]) -> None:
+    outputs = {k: v for k, v in step_metrics.items() if k not in _NOT_AVERAGED}
+    if self._collection is None:
+      self._collection = clu_metrics.Collection.create(
+        **{name: clu_metrics.Average.from_output(name) for name in outputs}
+      )
+    update = self._collection.single_from_model_output(**outputs)
+    self._total = update if self._total is None else self._total.merge(update)
+
+  def compute_and_reset(self) -> dict[str, float]:
+    """name -> mean over the steps added since the last call ({} if none were)."""
+    if self._total is None:
+      return {}
+    means = {k: float(v) for k, v in jax.device_get(self._total.compute()).items()}
+    self._total = None
+    return means
+
+
+class ImageScores:
+  """Per-image scores averaged over every image of every process (`clu.metrics.Average`)."""
+
+  def __init__(self):
+    self._averages: dict[str, clu_metrics.Average] = {}
+    self.count = 0
+
+  @property
+  def names(self) -> list[str]:
+    return sorted(self._averages)
+
+  def add(self, scores: dict[str, Any]) -> None:
+    for name, value in scores.items():
+      one = clu_metrics.Average.from_model_output(jnp.asarray(value, jnp.float32).reshape(()))
+      self._averages[name] = self._averages[name].merge(one) if name in self._averages else one
+    self.count += 1
+
+  def means(self, names: list[str]) -> dict[str, float]:
+    """The mean of each of `names` over all processes' images (0 where none were scored)."""
+    empty = clu_metrics.Average(total=jnp.float32(0.0), count=jnp.int32(0))
+    averages = {name: self._averages.get(name, empty) for name in names}
+    if jax.process_count() > 1:
+      # Each process's (total, count) stacked on a leading axis, which clu's reduce() sums.
+      averages = {
+        name: jax.tree.map(jnp.asarray, multihost_utils.process_allgather(average)).reduce()
+        for name, average in averages.items()
+      }
+    return {name: float(a.compute()) if int(a.count) else 0.0 for name, a in averages.items()}
+
+
+def log_parameter_overview(params: Any, workdir: str) -> str:
+  """Writes clu's parameter table (shapes, sizes, mean and std at init) to
+  `workdir/parameters.txt` from process 0, logs the total; returns the table."""
+  table = parameter_overview.get_parameter_overview(jax.device_get(params))
+  total = parameter_overview.count_parameters(params)
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, 'parameters.txt')
+    with open(path, 'w') as f:
+      f.write(table + '\n')
+    logging.info('Model: %s parameters (table: %s)', f'{total:,}', path)
+  return table
