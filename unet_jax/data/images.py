@@ -4,12 +4,15 @@ colour management, libjpeg-turbo, libpng, libtiff, libwebp, libheif).
 
 What a file becomes (the contract every loader here shares):
 - Colour: the embedded ICC profile is converted to the working space (`colour_spaces.py`,
-  `config.data.working_space`) with LittleCMS, relative colorimetric; a file without profile is
-  taken as sRGB. Colours outside the working space are clipped, and the pixels that were are
-  counted (`Photo.clipped_pixels`). A profile equal to the working space's skips the transform,
+  `config.data.working_space`), relative colorimetric; a file without profile is taken as sRGB.
+  RGB matrix/TRC profiles (sRGB, Display P3, Adobe RGB, ProPhoto and their kin) are converted
+  exactly, in float (`matrix_shaper.py`); other profiles (CMYK, grey, lookup tables) with
+  LittleCMS at 16 bits. Colours outside the working space are clipped, and the pixels that were
+  are counted (`Photo.clipped_pixels`). A profile equal to the working space's skips the transform,
   so such files, and untagged files in an sRGB run, are read bit for bit.
 - Precision: 8-bit files give value / 255 exactly, 16-bit RGB, RGBA and grayscale PNG and TIFF
-  value / 65535 (no 8-bit step anywhere); a converted file is transformed at 16 bits. 32-bit
+  value / 65535 (no 8-bit step anywhere); a converted file keeps float precision (LittleCMS's
+  transforms: 16 bits). 32-bit
   integer files give value / 65535, float files are clipped to [0, 1].
 - EXIF orientation is applied, so a camera JPEG stored sideways and its upright edited export
   line up pixel for pixel.
@@ -29,8 +32,9 @@ import numpy as np
 import pyvips
 from PIL import Image
 
-from unet_jax.data import colour_spaces, tiff_exif
+from unet_jax.data import colour_spaces, matrix_shaper, tiff_exif
 from unet_jax.data.errors import DataError
+from unet_jax.data.matrix_shaper import MatrixShaper
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.tif', '.tiff', '.webp', '.heic', '.heif', '.avif')
 DEFAULT_WORKING_SPACE = 'srgb'
@@ -150,14 +154,18 @@ def read_photo(data: bytes, name: str, working_space: str = DEFAULT_WORKING_SPAC
     if colours == 'cmyk' and profile is None:
       image = _plain_cmyk_image(image)
     converted = _needs_transform(profile, image, working_space)
-    if converted:
+    shaper = _matrix_shaper(profile, image) if converted else None
+    if converted and shaper is None:
       image = image.copy_memory()  # decoded once: read again below to count clipped colours
       source, image = image, _to_working_space(image, profile, working_space, name)
     pixels = image.numpy()
   except pyvips.Error as error:
     raise DataError(f'{name}: truncated or corrupt image ({_first_line(error)}).') from None
   pixels = pixels.reshape(*pixels.shape[:2], -1)
-  clipped = _clipped(source.numpy(), pixels) if converted else 0
+  if shaper is not None:
+    pixels, clipped = _exact_to_working_space(pixels, shaper, working_space)
+  else:
+    clipped = _clipped(source.numpy(), pixels) if converted else 0
   return Photo(
     _to_float_rgb(pixels, has_alpha=pixels.shape[-1] in (2, 4)),
     working_space,
@@ -188,6 +196,28 @@ def _needs_transform(profile: bytes | None, image: pyvips.Image, working_space: 
     return working_space != 'srgb'  # untagged grey and RGB are sRGB
   is_rgb = image.bands - int(image.hasalpha()) == 3
   return not (is_rgb and colour_spaces.same_colours(profile, working_space))
+
+
+def _matrix_shaper(profile: bytes | None, image: pyvips.Image) -> MatrixShaper | None:
+  """The file's matrix/TRC profile (sRGB when untagged) when its RGB pixels can be converted
+  exactly in float; None sends them through LittleCMS (grey, CMYK, lookup-table profiles)."""
+  if image.bands - int(image.hasalpha()) != 3 or image.format not in ('uchar', 'ushort'):
+    return None
+  return matrix_shaper.matrix_shaper(profile or colour_spaces.profile_bytes('srgb'))
+
+
+def _exact_to_working_space(
+  pixels: np.ndarray, shaper: MatrixShaper, working_space: str
+) -> tuple[np.ndarray, int]:
+  """uint8/uint16 RGB(A) `[H, W, 3 or 4]` -> (float32 in [0, 1] of the working space, alpha
+  kept as a fraction; pixels clipped to its gamut)."""
+  rgb, outside = matrix_shaper.convert(
+    pixels[..., :3], shaper, matrix_shaper.working_shaper(working_space)
+  )
+  if pixels.shape[-1] == 4:
+    alpha = pixels[..., 3:].astype(np.float32) / np.float32(np.iinfo(pixels.dtype).max)
+    rgb = np.concatenate([rgb, alpha], axis=-1)
+  return rgb, int(np.count_nonzero(outside))
 
 
 def _to_working_space(
