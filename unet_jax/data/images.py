@@ -1,6 +1,7 @@
 """Decodes photo files into float32 RGB `[H, W, 3]` in [0, 1] of a working space, or says which
 file is broken. One decoder for training pairs, eval and predict, built on libvips (LittleCMS
-colour management, libjpeg-turbo, libpng, libtiff, libwebp, libheif).
+colour management, libjpeg-turbo, libpng, libtiff, libwebp, libheif for AVIF), with
+pillow-heif for HEVC-coded HEIC (phones' photos), which the libvips wheel cannot decode.
 
 What a file becomes (the contract every loader here shares):
 - Colour: the embedded ICC profile is converted to the working space (`colour_spaces.py`,
@@ -41,6 +42,8 @@ DEFAULT_WORKING_SPACE = 'srgb'
 # EXIF orientations 5..8 swap width and height.
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 _BITS = {'uchar': 8, 'char': 8, 'ushort': 16, 'short': 16, 'uint': 32, 'int': 32, 'float': 32}
+# Set on images decoded outside libvips (HEVC HEIC): they are whole in memory already.
+_DECODED_BY = 'unet-jax-decoder'
 _SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.uint32): 65535.0}
 
 # libvips' operation cache keeps the last results (and the file bytes they hold) alive; a data
@@ -134,11 +137,13 @@ def read_photo(data: bytes, name: str, working_space: str = DEFAULT_WORKING_SPAC
   """Encoded file bytes -> a Photo in `working_space`; DataError naming `name` if broken."""
   colour_spaces.check_working_space(working_space)
   image = _open(data, name)
+  if _is_hevc(image):
+    image = _decode_hevc(data, name)  # already upright: libheif applies the file's rotation
   container = image.get('vips-loader').split('load')[0]
   exif = _blob(image, 'exif-data') or (_tiff_exif(data) if container == 'tiff' else None)
   profile = _blob(image, 'icc-profile-data')
   try:
-    if _orientation(image) in (1, 0):
+    if _orientation(image) in (1, 0) and not _is_decoded(image):
       # Top to bottom in one pass: a quarter faster than random access, and enough unturned.
       image = _open(data, name, access='sequential')
     else:
@@ -177,6 +182,48 @@ def read_photo(data: bytes, name: str, working_space: str = DEFAULT_WORKING_SPAC
     converted,
     clipped,
   )
+
+
+def _is_hevc(image: pyvips.Image) -> bool:
+  """An HEVC-coded HEIF (what phones write): the libvips wheel's libheif decodes AVIF only."""
+  return (
+    image.get('vips-loader').startswith('heifload')
+    and image.get_typeof('heif-compression') != 0
+    and image.get('heif-compression') == 'hevc'
+  )
+
+
+def _is_decoded(image: pyvips.Image) -> bool:
+  return image.get_typeof(_DECODED_BY) != 0
+
+
+def _decode_hevc(data: bytes, name: str) -> pyvips.Image:
+  """An HEVC HEIC decoded by pillow-heif (libheif with libde265 inside its wheel) as a libvips
+  image in memory with the file's ICC profile and EXIF, so the rest of `read_photo` treats it
+  like any other file. libheif turns the pixels upright (the file's rotation and mirror
+  properties, which phones keep in step with the EXIF orientation), so the orientation is 1.
+  8-bit files give uint8; 10- and 12-bit files uint16 over the full 16-bit range."""
+  try:
+    import pillow_heif  # noqa: PLC0415 - only HEIC files need it
+  except ImportError:
+    raise DataError(
+      f'{name}: an HEVC-coded HEIC; reading it needs pillow-heif (pip install pillow-heif).'
+    ) from None
+  try:
+    heif = pillow_heif.open_heif(data, convert_hdr_to_8bit=False)
+    pixels = np.ascontiguousarray(np.asarray(heif))
+  except Exception as error:  # libheif's errors are plain RuntimeErrors/ValueErrors
+    raise DataError(f'{name}: an HEIC that pillow-heif cannot decode ({error}).') from None
+  interpretation = 'rgb16' if pixels.dtype == np.uint16 else 'srgb'
+  image = pyvips.Image.new_from_array(pixels).copy(interpretation=interpretation)
+  image.set_type(pyvips.GValue.gstr_type, 'vips-loader', 'heifload')
+  image.set_type(pyvips.GValue.gstr_type, _DECODED_BY, 'pillow-heif')
+  for field, key in (('icc-profile-data', 'icc_profile'), ('exif-data', 'exif')):
+    if heif.info.get(key):
+      image.set_type(pyvips.GValue.blob_type, field, bytes(heif.info[key]))
+  # libvips takes an orientation out of the EXIF block just set: the pixels are upright already.
+  image.set_type(pyvips.GValue.gint_type, 'orientation', 1)
+  return image
 
 
 def _plain_cmyk_image(image: pyvips.Image) -> pyvips.Image:
