@@ -1,0 +1,54 @@
+"""The design card's command, `python -m unet_jax.main --config=configs/res512.py`, trains on a
+fresh checkout with no other flag: default workdir, built-in photos prepared for 512 px crops.
+
+On CPU it runs 2 steps with a batch of 1 and eval at 128 px (`--config.*` overrides only; the
+model, crop size and data are the config's own): the compile of the 22.7 M-parameter bfloat16
+step at 512 px is most of its time.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.helpers import ROOT
+from unet_jax.config import get_base_config
+from unet_jax.data import LOOKS, builtin, load_image
+
+SHRUNK = ('--config.num_train_steps=2', '--config.batch_size=1', '--config.data.eval_size=128')
+
+
+@pytest.mark.slow
+def test_res512_trains_with_no_other_flag(tmp_path):
+  config_path = pathlib.Path(ROOT, 'configs', 'res512.py')
+  result = subprocess.run(
+    [sys.executable, '-m', 'unet_jax.main', f'--config={config_path}', *SHRUNK],
+    cwd=tmp_path,
+    env={**os.environ, 'PYTHONPATH': str(ROOT)},
+    capture_output=True,
+    text=True,
+    timeout=1800,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'Workdir: {os.path.join("runs", "res512")}' in result.stdout
+  workdir = tmp_path / 'runs' / 'res512'
+  assert (workdir / 'checkpoints' / '2').is_dir()
+  assert (workdir / 'parameters.txt').read_text().count('Total:') == 1
+  assert 'Held-out PSNR: model' in result.stdout
+  assert 'enlarged to it (Lanczos)' in result.stderr  # said in the log
+
+  # Every photo is at least 512 px on its shorter side, and each target is still the look of
+  # its (enlarged) input.
+  data = get_base_config().data
+  data.crop_size = 512
+  root = builtin.build_folder(data.look, builtin.min_side(data))
+  inputs = sorted(root.glob('*/input/*.png'))
+  assert len(inputs) == len(builtin.photo_files())
+  for path in inputs:
+    assert min(load_image(path).shape[:2]) >= 512, path
+  chelsea = load_image(root / 'test' / 'input' / 'chelsea.png')
+  target = load_image(root / 'test' / 'target' / 'chelsea.png')
+  np.testing.assert_allclose(target, LOOKS[data.look](chelsea), atol=0.5 / 255 + 1e-6)
