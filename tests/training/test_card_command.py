@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import ROOT
+from unet_jax import cli_errors
 from unet_jax.config import get_base_config
 from unet_jax.data import LOOKS, builtin, load_image
 
@@ -52,3 +53,19 @@ def test_res512_trains_with_no_other_flag(tmp_path):
   chelsea = load_image(root / 'test' / 'input' / 'chelsea.png')
   target = load_image(root / 'test' / 'target' / 'chelsea.png')
   np.testing.assert_allclose(target, LOOKS[data.look](chelsea), atol=0.5 / 255 + 1e-6)
+
+
+def test_other_modes_need_a_workdir_or_the_config_that_names_it(tmp_path):
+  result = subprocess.run(
+    [sys.executable, '-m', 'unet_jax.main', '--mode=eval'],
+    cwd=tmp_path,
+    env={**os.environ, 'PYTHONPATH': str(ROOT)},
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode == cli_errors.EXIT_USAGE
+  assert result.stderr.strip().splitlines()[-1] == (
+    'Error: --mode=eval needs --workdir=DIR (or --config=FILE, whose default workdir is '
+    'runs/<config file name>).'
+  )
