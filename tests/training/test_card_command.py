@@ -6,6 +6,7 @@ model, crop size and data are the config's own): the compile of the 22.7 M-param
 step at 512 px is most of its time.
 """
 
+import importlib
 import os
 import pathlib
 import subprocess
@@ -17,7 +18,8 @@ import pytest
 from tests.helpers import ROOT
 from unet_jax import cli_errors
 from unet_jax.config import get_base_config
-from unet_jax.data import LOOKS, builtin, load_image
+from unet_jax.data import LOOKS, builtin, load_image, validate_data_config
+from unet_jax.data.images import image_size
 
 SHRUNK = ('--config.num_train_steps=2', '--config.batch_size=1', '--config.data.eval_size=128')
 
@@ -69,3 +71,15 @@ def test_other_modes_need_a_workdir_or_the_config_that_names_it(tmp_path):
     'Error: --mode=eval needs --workdir=DIR (or --config=FILE, whose default workdir is '
     'runs/<config file name>).'
   )
+
+
+@pytest.mark.parametrize('name', sorted(p.stem for p in pathlib.Path(ROOT, 'configs').glob('*.py')))
+def test_every_shipped_config_accepts_the_builtin_photos(name):
+  config = importlib.import_module(f'configs.{name}').get_config()
+  if config.data.name != 'builtin':
+    pytest.skip(f'configs/{name}.py reads {config.data.name!r}')
+  validate_data_config(config)
+  side = builtin.min_side(config.data)
+  for path in builtin.photo_files().values():
+    height, width = image_size(path.read_bytes(), str(path))
+    assert min(builtin.stored_size(height, width, side)) >= config.data.crop_size
