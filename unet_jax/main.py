@@ -24,7 +24,12 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
   'config', None, 'Training config file (configs/*.py); eval and predict read the workdir.'
 )
-flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs, the config and eval output.')
+flags.DEFINE_string(
+  'workdir',
+  None,
+  'Folder for checkpoints, logs, the config and eval output (default with --config: '
+  'runs/<config file name>).',
+)
 flags.DEFINE_enum(
   'mode', 'train', ['train', 'eval', 'predict', 'export', 'export_lut'], 'What to do.'
 )
@@ -44,12 +49,28 @@ flags.DEFINE_string(
   'init_from', None, 'train: start a new run from the weights of this trained --workdir.'
 )
 flags.DEFINE_bool('verbose', False, 'Print the traceback of expected errors too.')
-flags.mark_flag_as_required('workdir')
+
+
+def _workdir() -> str:
+  """--workdir, or `runs/<config file name>` when only --config is given (printed, so the
+  eval, predict and export commands that follow know where the run is)."""
+  if FLAGS.workdir:
+    return FLAGS.workdir
+  if FLAGS.config is None:
+    raise cli_errors.UsageError(
+      f'--mode={FLAGS.mode} needs --workdir=DIR (or --config=FILE, whose default workdir is '
+      'runs/<config file name>).'
+    )
+  name = os.path.splitext(os.path.basename(config_flags.get_config_filename(FLAGS['config'])))[0]
+  workdir = os.path.join('runs', name)
+  print(f'Workdir: {workdir} (the default for this --config; choose one with --workdir=DIR)')
+  return workdir
 
 
 def _train() -> None:
   if FLAGS.config is None:
     raise cli_errors.UsageError('--mode=train needs --config (e.g. --config=configs/default.py).')
+  FLAGS.workdir = _workdir()
   results = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir, init_from=FLAGS.init_from)
   loop.log_final_comparison(results)
   graded = run_record.eval_dir(FLAGS.workdir, FLAGS.config.num_train_steps)
@@ -97,6 +118,7 @@ def _dispatch() -> int | None:
     return _train()
   if FLAGS.init_from:
     raise cli_errors.UsageError('--init_from is for --mode=train.')
+  FLAGS.workdir = _workdir()
   if FLAGS.mode == 'eval':
     loop.log_final_comparison(restore.run_eval(FLAGS.workdir))
     return None

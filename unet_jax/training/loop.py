@@ -18,7 +18,13 @@ from unet_jax.inference import evaluate
 from unet_jax.models import create_model
 from unet_jax.training import checkpoint, finetune, guards, run_record
 from unet_jax.training.guards import Interrupted, TrainingStopped
-from unet_jax.training.metric_writer import MetricWriter, Progress, read_logged
+from unet_jax.training.metric_writer import (
+  IntervalMetrics,
+  MetricWriter,
+  Progress,
+  log_parameter_overview,
+  read_logged,
+)
 from unet_jax.training.steps import make_train_step
 from unet_jax.training.train_state import (
   create_optimizer,
@@ -137,6 +143,7 @@ def _train(config, workdir, checkpointer, *, stop_at_step, init_from) -> dict[st
     state, origin = finetune.load_weights(source, state)
     run.set_origin(origin)
   start_step = int(state.step)
+  log_parameter_overview(state.params, workdir)
   _log_schedule_change(config, run, start_step)
 
   loss_params = jax.device_put(loss_params, replicated)
@@ -145,6 +152,7 @@ def _train(config, workdir, checkpointer, *, stop_at_step, init_from) -> dict[st
   schedule = learning_rate_schedule(config)
   writer = MetricWriter(workdir)
   progress = Progress(config.num_train_steps, config.batch_size, start_step)
+  interval = IntervalMetrics()  # the logged train metrics are means over each interval
   divergence = guards.DivergenceMonitor(config)
   divergence.seed(read_logged(workdir, 'train/loss', up_to_step=start_step))
   stop = _StopRequest()
@@ -169,12 +177,13 @@ def _train(config, workdir, checkpointer, *, stop_at_step, init_from) -> dict[st
       if previous is not None:
         _check_finite(*previous)
       previous = (step_metrics, step)
+      interval.add(step_metrics)
 
       is_last = step == final_step
       diverged = None
       if step % config.log_every_steps == 0 or is_last:
         _check_finite(step_metrics, step)
-        scalars = {k: v for k, v in jax.device_get(step_metrics).items() if k != 'finite'}
+        scalars = interval.compute_and_reset()
         scalars.update(progress.report(step, float(scalars['loss'])))
         scalars['learning_rate'] = float(schedule(step - 1))
         writer.write_scalars(step, scalars, prefix='train/')
