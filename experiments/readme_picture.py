@@ -1,12 +1,15 @@
 """The README's picture: `input | output | target` panels of the built-in held-out photos.
 
 Trains `configs/default.py` (fewer steps by default, so it takes minutes rather than the full
-run's ten) into `--workdir` unless that workdir already holds a finished run, then stacks the
-panels its final eval wrote (`eval/step_N/<photo>.png`, one row per held-out photo) into one small
+run's ten) into `--workdir` unless that workdir already holds an evaluated run, then stacks the
+panels of its latest eval (`eval/step_N/<photo>.png`, one row per held-out photo) into one small
 JPEG with a header row naming the three columns.
 
   nice -n 10 python experiments/readme_picture.py --workdir=runs/readme --steps=300
-  python experiments/readme_picture.py --workdir=runs/demo          # reuse a finished run
+  python experiments/readme_picture.py --workdir=runs/demo          # reuse an evaluated run
+
+A run stopped early (Ctrl-C saves a checkpoint) is evaluated first with
+`python -m unet_jax.main --mode=eval --workdir=runs/readme`, which writes the panels.
 """
 
 import json
@@ -20,7 +23,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from configs import default  # noqa: E402
-from unet_jax.training import loop, run_record  # noqa: E402
+from unet_jax.training import loop  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/readme', 'The run to read (trained if needed).')
 _STEPS = flags.DEFINE_integer(
@@ -33,14 +36,14 @@ _QUALITY = flags.DEFINE_integer('quality', 82, 'JPEG quality.')
 _HEADER = 28  # pixels of the header row
 
 
-def final_eval_dir(workdir: pathlib.Path) -> pathlib.Path | None:
-  """The eval folder of the run's last step, or None when the run has not finished."""
-  config_path = workdir / 'config.json'
-  if not config_path.exists():
-    return None
-  steps = json.loads(config_path.read_text())['num_train_steps']
-  folder = pathlib.Path(run_record.eval_dir(str(workdir), steps))
-  return folder if (folder / 'metrics.json').exists() else None
+def latest_eval_dir(workdir: pathlib.Path) -> pathlib.Path | None:
+  """The eval folder (with its metrics.json) of the run's latest evaluated step, or None."""
+  folders = [
+    folder
+    for folder in (workdir / 'eval').glob('step_*')
+    if (folder / 'metrics.json').exists() and folder.name.removeprefix('step_').isdigit()
+  ]
+  return max(folders, key=lambda f: int(f.name.removeprefix('step_')), default=None)
 
 
 def panels(folder: pathlib.Path) -> list[Image.Image]:
@@ -75,7 +78,7 @@ def compose(rows: list[Image.Image], width: int) -> Image.Image:
 def main(argv: list[str]) -> None:
   del argv
   workdir = pathlib.Path(_WORKDIR.value)
-  folder = final_eval_dir(workdir)
+  folder = latest_eval_dir(workdir)
   if folder is None:
     config = default.get_config()
     config.num_train_steps = _STEPS.value
@@ -83,7 +86,7 @@ def main(argv: list[str]) -> None:
     config.checkpoint_every_steps = min(config.checkpoint_every_steps, _STEPS.value)
     results = loop.train_and_evaluate(config, str(workdir))
     loop.log_final_comparison(results)
-    folder = final_eval_dir(workdir)
+    folder = latest_eval_dir(workdir)
   metrics = json.loads((folder / 'metrics.json').read_text())
   picture = compose(panels(folder), _WIDTH.value)
   output = pathlib.Path(_OUTPUT.value)
