@@ -1,13 +1,27 @@
-"""Command line: train, evaluate or predict.
+r"""Train a U-Net on photo pairs, or grade, score and export with a trained run.
 
-python -m unet_jax.main --config=configs/default.py --workdir=runs/demo
-python -m unet_jax.main --config=configs/default.py --workdir=runs/ft --init_from=runs/demo
-python -m unet_jax.main --mode=eval --workdir=runs/demo
-python -m unet_jax.main --mode=predict --workdir=runs/demo --input=photos/ --output=graded/
-python -m unet_jax.main --mode=export --workdir=runs/demo --output=exported/
-python -m unet_jax.main --mode=export_lut --workdir=runs/demo --output=look.cube
+Modes (--mode):
+  train       the default: train --config into --workdir, or resume it; ends with held-out scores
+  eval        score the best checkpoint of --workdir on its held-out photos, next to doing nothing
+  predict     grade --input (a photo or a folder) into the folder --output, full size, files
+              written like their inputs (format, bits, profile, EXIF); never overwrites
+  export      write the new folder --output: weights (safetensors), a jax.export program,
+              model.onnx (with pip install '.[export]'), MODEL.md and look.cube
+  export_lut  write the model's global colour mapping to --output, a new .cube 3D LUT
 
-Exit statuses: see cli_errors.py (and the README's usage section).
+Examples, one per mode:
+  python -m unet_jax.main --config=configs/default.py --workdir=runs/demo
+  python -m unet_jax.main --config=configs/photo.py --workdir=runs/photo \
+      --config.data.name=paired_folders --config.data.dir=pairs
+  python -m unet_jax.main --mode=eval --workdir=runs/photo
+  python -m unet_jax.main --mode=predict --workdir=runs/photo --input=shoot/ --output=graded/
+  python -m unet_jax.main --mode=export --workdir=runs/photo --output=runs/photo_export
+  python -m unet_jax.main --mode=export_lut --workdir=runs/photo --output=look.cube
+
+Config values: --config.KEY=VALUE (e.g. --config.num_train_steps=2000); rerun with a larger
+num_train_steps to train longer, --init_from=WORKDIR to fine-tune. Exit statuses: 0 done,
+1 a bug, 2 command line, 3 config, 4 data, 5 the workdir refuses, 6 training stopped,
+7 some photos failed in predict, 75 interrupted (rerun to resume). More: README.md, docs/.
 """
 
 import logging

@@ -108,11 +108,15 @@ def export_onnx(model: nn.Module, variables: dict[str, Any], tile_size: int) -> 
   padding and up-sampling need it. A bfloat16 model is written computing in float32 (the
   weights are float32; onnxruntime has no bfloat16 convolution on CPU).
   """
-  from jax2onnx import to_onnx  # heavy (onnx, onnx_ir); only export needs it
-
   blockers = onnx_blockers(model)
   if blockers:
     raise ValueError('ONNX export is not possible: ' + '; '.join(blockers) + '.')
+  try:
+    from jax2onnx import to_onnx  # heavy (onnx, onnx_ir), and an extra: only export needs it
+  except ImportError as error:
+    raise ValueError(
+      f"ONNX export needs jax2onnx, which is not installed: pip install '.[export]' ({error})"
+    ) from error
   note = f'fixed {tile_size}x{tile_size} tiles, symbolic batch'
   if model.dtype != jnp.float32:
     model = model.clone(dtype=jnp.float32)
