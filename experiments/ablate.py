@@ -1,10 +1,11 @@
 """Ablation study of the design notes' claims, run through the library in-process.
 
-Each variant is the baseline config with one option changed; every (task, variant, seed) run calls
-`unet_jax.train.train_and_evaluate` in its own workdir, and the held-out photos of the built-in
-dataset score it. The report (`ablations.md`), the learning curves and the before/after crops are
-written from the per-run `result.json` files, so a sweep that stops half-way resumes where it
-stopped (finished runs are skipped) and the report can be rebuilt from whatever has finished.
+Each variant is the baseline config with one option changed; every (task, variant, seed) run
+calls `unet_jax.training.loop.train_and_evaluate` in its own workdir, and the held-out photos of
+the built-in dataset score it. The report (`ablations.md`), the learning curves and the
+before/after crops are written from the per-run `result.json` files, so a sweep that stops
+half-way resumes where it stopped (finished runs are skipped) and the report can be rebuilt
+from whatever has finished.
 
   python experiments/ablate.py --preset=quick            # minutes on 2 CPU cores (a smoke test)
   python experiments/ablate.py                           # the committed results (default preset)

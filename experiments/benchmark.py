@@ -5,7 +5,7 @@ against the same U-Net in PyTorch.
   python experiments/benchmark.py --config=configs/res256.py --resolution=128,256 --batch=8 \
     --steps=20 --compare-torch --json-out=/tmp/benchmark.json
 
-Train step: the library's own jitted step (`unet_jax.steps.make_train_step`: forward, loss,
+Train step: the library's own jitted step (`unet_jax.training.steps.make_train_step`: forward, loss,
 gradients, clipped AdamW, EMA, NaN guard; state donated) on a fixed random batch; each step is
 timed on its own up to `block_until_ready`, and the median over `--steps` after `--warmup` is
 kept. FLOPs per step come from XLA's cost analysis of the compiled step; achieved FLOP/s is
@@ -58,8 +58,8 @@ import jax.numpy as jnp  # noqa: E402
 from unet_jax import losses, parallel  # noqa: E402
 from unet_jax.inference import grading  # noqa: E402
 from unet_jax.models import count_params, create_model  # noqa: E402
-from unet_jax.steps import make_train_step  # noqa: E402
-from unet_jax.train_state import create_optimizer, init_train_state  # noqa: E402
+from unet_jax.training.steps import make_train_step  # noqa: E402
+from unet_jax.training.train_state import create_optimizer, init_train_state  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config', 'configs/res256.py', 'Model, optimiser, data and predict config.'

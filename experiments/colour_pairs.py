@@ -27,10 +27,13 @@ from absl import app, flags
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from configs import default  # noqa: E402
-from unet_jax import data, train  # noqa: E402
+from unet_jax import data  # noqa: E402
 from unet_jax.data import builtin, colour_spaces, load_image  # noqa: E402
-from unet_jax.inference import evaluate  # noqa: E402
-from unet_jax.inference import workdir as workdir_lib  # noqa: E402
+from unet_jax.inference import (
+  evaluate,  # noqa: E402
+  restore,  # noqa: E402
+)
+from unet_jax.training import loop  # noqa: E402
 
 _STEPS = flags.DEFINE_integer('steps', 400, 'Training steps per run.')
 _SMALL = flags.DEFINE_bool(
@@ -84,7 +87,7 @@ def _config(pairs: pathlib.Path, steps: int):
 
 def _score(workdir: pathlib.Path, pairs: pathlib.Path) -> float:
   """Held-out PSNR (dB, in the working space) of the model in `workdir` on `pairs`."""
-  config, model, variables, _ = workdir_lib.load_trained_model(str(workdir))
+  config, model, variables, _ = restore.load_trained_model(str(workdir))
   config.data.dir = str(pairs)
   results = evaluate.evaluate(
     config, model, variables, data_dir=data.tfds_dir(config, str(workdir))
@@ -108,7 +111,7 @@ def run(root: pathlib.Path) -> None:
   for name, pairs in (('adobe16', adobe), ('srgb8', srgb)):
     config = _config(pairs, _STEPS.value)
     print(data.dataset_summary(config, data_dir=data.tfds_dir(config, str(root / name))))
-    train.train_and_evaluate(config, str(root / name))
+    loop.train_and_evaluate(config, str(root / name))
   scores = {
     'adobe16_model_on_adobe16': _score(root / 'adobe16', adobe),
     'srgb8_model_on_adobe16': _score(root / 'srgb8', adobe),

@@ -79,7 +79,7 @@ run_step() {
 
 if [[ "$DRY_RUN" == 1 ]]; then
   export JAX_PLATFORMS=cpu
-  TESTS=(tests/test_batch_norm.py -k 'implementation_by_backend')
+  TESTS=(tests/models/test_batch_norm.py -k 'implementation_by_backend')
   BENCH256=(--config=configs/tiny.py --resolution=32 --batch=4 --steps=1 --warmup=0)
   BENCH512=(--config=configs/tiny.py --resolution=64 --batch=2 --steps=1 --warmup=0)
   TRAIN=(--config=configs/tiny.py --config.num_train_steps=2 --config.log_every_steps=1
@@ -88,8 +88,8 @@ if [[ "$DRY_RUN" == 1 ]]; then
   LIMIT_INSTALL=300 LIMIT_TESTS=600 LIMIT_BENCH=600 LIMIT_TRAIN=600 LIMIT_PREDICT=600
 else
   export JAX_PLATFORMS=cuda
-  TESTS=(tests/test_batch_norm.py tests/test_model.py tests/test_predict.py tests/test_losses.py
-    tests/test_benchmark_reference.py)
+  TESTS=(tests/models/test_batch_norm.py tests/models/test_unet.py tests/inference/test_predict.py
+    tests/test_losses.py tests/experiments/test_benchmark_reference.py)
   BENCH256=(--config=configs/res256.py --resolution=256 --batch=64 --steps=20 --warmup=3)
   BENCH512=(--config=configs/res512.py --resolution=512 --batch=16 --steps=20 --warmup=3)
   TRAIN=(--config=configs/res256.py --config.num_train_steps=500 --config.log_every_steps=50

@@ -6,7 +6,7 @@
 For each config, first what the backward pass keeps: the activations ("residuals") the
 gradient of the step's loss saves from the forward pass, from `jax.ad_checkpoint.saved_residuals`
 (traced, not compiled, and the same on every backend: what remat reduces). Then the library's
-train step (`unet_jax.steps.make_train_step`, on a one-device
+train step (`unet_jax.training.steps.make_train_step`, on a one-device
 mesh: the whole global batch on one chip) is compiled for this machine's backend and XLA's
 `compiled.memory_analysis()` is read: arguments (train state, batch, loss weights), outputs,
 temporaries (activations kept for the backward pass, gradients, workspace), and what the donated
@@ -35,8 +35,8 @@ import jax.numpy as jnp  # noqa: E402
 
 from unet_jax import losses, parallel  # noqa: E402
 from unet_jax.models import create_model  # noqa: E402
-from unet_jax.steps import compute_loss, make_train_step  # noqa: E402
-from unet_jax.train_state import create_optimizer, create_train_state  # noqa: E402
+from unet_jax.training.steps import compute_loss, make_train_step  # noqa: E402
+from unet_jax.training.train_state import create_optimizer, create_train_state  # noqa: E402
 
 _CONFIGS = flags.DEFINE_list(
   'configs', [], 'Config names in configs/ (default: all of them, tiny excepted).'

@@ -1,10 +1,10 @@
 """A PyTorch U-Net built like `unet_jax.models.UNet`: the reference the benchmark races against.
 
 Same layers in the same order, the same parameter count (checked by `experiments/benchmark.py`
-and `tests/test_benchmark_reference.py`) and, with `load_flax_params`, the same function: bias-free
-3x3 convs before BatchNorm (momentum 0.1 here is flax's 0.9, eps 1e-5), 2x2 max-pool, bilinear
-up-sampling (half-pixel centres, as `jax.image.resize`) then a 3x3 conv with bias, skip concat
-`[up, skip]`, and a zero-initialised 1x1 head added to the input (residual).
+and `tests/experiments/test_benchmark_reference.py`) and, with `load_flax_params`, the same
+function: bias-free 3x3 convs before BatchNorm (momentum 0.1 here is flax's 0.9, eps 1e-5),
+2x2 max-pool, bilinear up-sampling (half-pixel centres, as `jax.image.resize`) then a 3x3 conv
+with bias, skip concat `[up, skip]`, and a zero-initialised 1x1 head added to the input (residual).
 
 Only what the benchmark needs is mirrored; other `config.model` options raise. PyTorch is not a
 dependency of unet_jax: this file is imported only by `benchmark.py --compare-torch` and by a
@@ -196,7 +196,7 @@ def load_flax_params(model: TorchUNet, variables: dict[str, Any]) -> None:
 
 
 class TrainStep:
-  """One eager PyTorch step doing the work of `unet_jax.steps.train_step` with an L1 loss.
+  """One eager PyTorch step doing the work of `unet_jax.training.steps.train_step` with an L1 loss.
 
   Forward in train mode (BatchNorm updates its running statistics), L1, backward, clipping by
   global norm, AdamW with weight decay on conv kernels only, and an EMA of the weights; a

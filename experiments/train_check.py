@@ -3,8 +3,8 @@
   python experiments/train_check.py --config=configs/res256.py --config.num_train_steps=500 \
     --workdir=/tmp/res256_check --json-out=/tmp/train_check.json
 
-Runs `unet_jax.train.train_and_evaluate` (the same path as `python -m unet_jax.main`) in a fresh
-workdir and reads its own progress reports: images/s is the median of the rates logged after
+Runs `unet_jax.training.loop.train_and_evaluate` (the same path as `python -m unet_jax.main`) in
+a fresh workdir and reads its own progress reports: images/s is the median of the rates logged after
 the first report (which includes compilation), so it is the steady rate of the jitted step with
 the input pipeline in the loop. The held-out PSNR is the final eval's, next to the identity
 baseline (doing nothing).
@@ -25,7 +25,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 
-from unet_jax import train  # noqa: E402
+from unet_jax.training import loop  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/res256.py', 'Training config.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Fresh folder for the run (emptied first).')
@@ -54,7 +54,7 @@ def main(argv: list[str]) -> None:
   rates = _ProgressRates()
   logging.getLogger().addHandler(rates)
   start = time.perf_counter()
-  results = train.train_and_evaluate(config, str(workdir))
+  results = loop.train_and_evaluate(config, str(workdir))
   seconds = time.perf_counter() - start
   steady = rates.rates[1:] or rates.rates
   figures = {
@@ -71,7 +71,7 @@ def main(argv: list[str]) -> None:
     'eval_identity': results.get('identity', {}),
     'eval_images': results.get('num_images'),
   }
-  line = train.log_final_comparison(results)
+  line = loop.log_final_comparison(results)
   rate = figures['images_per_second']
   print(
     f'{config.num_train_steps} steps in {seconds:.1f} s (compile and eval included), '

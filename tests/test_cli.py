@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_train import tiny_config
-from unet_jax import cli_errors, guards, train
+from tests.training.test_train import tiny_config
+from unet_jax import cli_errors
 from unet_jax.data import DataError
+from unet_jax.training import guards
+from unet_jax.training.run_record import WorkdirError
 from unet_jax.validation import ConfigError
-from unet_jax.workdir import WorkdirError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -37,7 +38,7 @@ def cli(*args, timeout=300):
     (DataError('a.png: truncated'), cli_errors.EXIT_DATA),
     (WorkdirError('runs/x/config.json was written by ...'), cli_errors.EXIT_WORKDIR),
     (guards.TrainingStopped('non-finite at step 3'), cli_errors.EXIT_STOPPED),
-    (train.Interrupted('Stopped at step 5'), cli_errors.EXIT_INTERRUPTED),
+    (guards.Interrupted('Stopped at step 5'), cli_errors.EXIT_INTERRUPTED),
     (FileNotFoundError('--input x: no such file or folder.'), cli_errors.EXIT_USAGE),
     (cli_errors.UsageError('--mode=predict needs --input'), cli_errors.EXIT_USAGE),
   ],

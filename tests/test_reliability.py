@@ -17,14 +17,14 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from tests import test_data_helpers as data_helpers
-from tests.test_train import fresh_steps, saved_params, tiny_config  # noqa: F401
-from unet_jax import checkpoint, data, finetune, guards, parallel, steps, train
-from unet_jax import workdir as workdir_lib
+from tests import helpers as data_helpers
+from tests.training.test_train import fresh_steps, saved_params, tiny_config  # noqa: F401
+from unet_jax import data, parallel
 from unet_jax.data import DataError
-from unet_jax.inference import workdir as inference
+from unet_jax.inference import restore
 from unet_jax.models import create_model
-from unet_jax.train_state import create_optimizer, create_train_state, init_train_state
+from unet_jax.training import checkpoint, finetune, guards, loop, run_record, steps
+from unet_jax.training.train_state import create_optimizer, create_train_state, init_train_state
 from unet_jax.validation import ConfigError, validate_config
 
 
@@ -102,14 +102,14 @@ def test_nonfinite_weights_with_a_finite_loss_stop_training_without_a_checkpoint
   tmp_path, monkeypatch
 ):
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(tiny_config(), workdir, stop_at_step=2)
+  loop.train_and_evaluate(tiny_config(), workdir, stop_at_step=2)
   good, _ = saved_params(workdir)
   steps._STEP_CACHE.clear()
   real = optax.apply_updates
   poisoned = lambda p, u: jax.tree.map(lambda x: x * jnp.nan, real(p, u))
   monkeypatch.setattr(optax, 'apply_updates', poisoned)
   with pytest.raises(guards.TrainingStopped, match='non-finite at step 3'):
-    train.train_and_evaluate(tiny_config(), workdir)
+    loop.train_and_evaluate(tiny_config(), workdir)
   after, step = saved_params(workdir)
   assert step == 2
   jax.tree.map(np.testing.assert_array_equal, after, good)
@@ -140,13 +140,13 @@ def _write_poisoned_checkpoint(config, workdir, step, poison=lambda x: x * jnp.n
 def test_a_nonfinite_checkpoint_is_refused_by_resume_eval_and_predict(tmp_path):
   config = tiny_config()
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(config, workdir, stop_at_step=2)
+  loop.train_and_evaluate(config, workdir, stop_at_step=2)
   _write_poisoned_checkpoint(config, workdir, 3)
   refused = r'checkpoints/3 holds NaN or Inf weights \(ema_params'
   with pytest.raises(checkpoint.CheckpointError, match=refused):
-    train.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
   with pytest.raises(checkpoint.CheckpointError, match='checkpoints/3'):
-    inference.load_trained_model(workdir)
+    restore.load_trained_model(workdir)
 
 
 def test_diverged_but_finite_weights_fail_eval_instead_of_scoring_nan(tmp_path):
@@ -154,13 +154,13 @@ def test_diverged_but_finite_weights_fail_eval_instead_of_scoring_nan(tmp_path):
   # but every graded pixel is NaN or Inf. Eval says so (exit status 5) instead of "nan dB".
   config = tiny_config()
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(config, workdir, stop_at_step=2)
+  loop.train_and_evaluate(config, workdir, stop_at_step=2)
   _write_poisoned_checkpoint(config, workdir, 3, poison=lambda x: jnp.full_like(x, 1e30))
   with pytest.raises(
     checkpoint.CheckpointError,
     match='checkpoints/3: the model grades 3 of 3 eval photos to NaN or Inf',
   ):
-    inference.run_eval(workdir)
+    restore.run_eval(workdir)
 
 
 def test_nan_config_values_are_refused_and_compare_equal():
@@ -169,7 +169,7 @@ def test_nan_config_values_are_refused_and_compare_equal():
   with pytest.raises(ConfigError, match=r'config.loss.ssim=inf'):
     validate_config(tiny_config(**{'loss.ssim': math.inf}))
   saved = json.loads(tiny_config(**{'loss.l1': math.nan}).to_json_best_effort())
-  assert workdir_lib.config_changes(saved, json.loads(json.dumps(saved))) == {}
+  assert run_record.config_changes(saved, json.loads(json.dumps(saved))) == {}
 
 
 # ----------------------------------------------------------------------------- divergence
@@ -193,7 +193,7 @@ def test_divergence_monitor_warns_after_patience_and_on_a_bad_eval():
 def test_a_diverging_run_stops_naming_the_step_when_asked(tmp_path, monkeypatch):
   config = tiny_config(**{'divergence.patience': 1, 'divergence.action': 'stop'})
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(config, workdir, stop_at_step=2)
+  loop.train_and_evaluate(config, workdir, stop_at_step=2)
   steps._STEP_CACHE.clear()
   real = steps.compute_loss
 
@@ -203,7 +203,7 @@ def test_a_diverging_run_stops_naming_the_step_when_asked(tmp_path, monkeypatch)
 
   monkeypatch.setattr(steps, 'compute_loss', exploding)
   with pytest.raises(guards.TrainingStopped, match='diverges at step 4'):
-    train.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
   assert saved_params(workdir)[1] == 4
 
 
@@ -216,15 +216,15 @@ def test_a_run_failing_before_its_first_checkpoint_does_not_block_the_fix(tmp_pa
   data_helpers.save(root / 'train' / 'target' / 'small.png', data_helpers.random_pixels(9, 20, 20))
   workdir = str(tmp_path / 'run')
   with pytest.raises(DataError, match='smaller than the crop'):
-    train.train_and_evaluate(pairs_config(root), workdir)
-  assert not pathlib.Path(workdir, workdir_lib.CONFIG_FILE).exists()
+    loop.train_and_evaluate(pairs_config(root), workdir)
+  assert not pathlib.Path(workdir, run_record.CONFIG_FILE).exists()
   # The fix the message suggests, in the same workdir.
   fixed = pairs_config(root, **{'data.bad_pair_policy': 'skip'})
-  train.train_and_evaluate(fixed, workdir, stop_at_step=2)
+  loop.train_and_evaluate(fixed, workdir, stop_at_step=2)
   assert saved_params(workdir)[1] == 2
-  saved = json.loads(pathlib.Path(workdir, workdir_lib.CONFIG_FILE).read_text())
+  saved = json.loads(pathlib.Path(workdir, run_record.CONFIG_FILE).read_text())
   assert saved['data']['bad_pair_policy'] == 'skip'
-  history = workdir_lib.read_history(workdir)
+  history = run_record.read_history(workdir)
   assert [entry['event'] for entry in history] == ['start']
 
 
@@ -233,11 +233,11 @@ def test_resuming_on_other_training_data_is_refused_but_a_moved_copy_and_eval_ch
 ):
   original = write_dataset(tmp_path / 'pairs')
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(pairs_config(original), workdir, stop_at_step=2)
+  loop.train_and_evaluate(pairs_config(original), workdir, stop_at_step=2)
 
   other = write_dataset(tmp_path / 'other', seed=7, train_names=('a', 'b', 'c'))
-  with pytest.raises(workdir_lib.WorkdirError) as error:
-    train.train_and_evaluate(pairs_config(other), workdir)
+  with pytest.raises(run_record.WorkdirError) as error:
+    loop.train_and_evaluate(pairs_config(other), workdir)
   message = str(error.value)
   assert 'not what the run' in message
   assert 'train/input/a.png' in message and 'are gone' in message
@@ -246,26 +246,26 @@ def test_resuming_on_other_training_data_is_refused_but_a_moved_copy_and_eval_ch
   shutil.copytree(original, copy)  # new mtimes, same contents
   data_helpers.save(copy / 'test' / 'input' / 't.png', data_helpers.random_pixels(3, 40, 48))
   data_helpers.save(copy / 'test' / 'target' / 't.png', data_helpers.random_pixels(4, 40, 48))
-  train.train_and_evaluate(pairs_config(copy), workdir, stop_at_step=4)
+  loop.train_and_evaluate(pairs_config(copy), workdir, stop_at_step=4)
   assert saved_params(workdir)[1] == 4
-  [_, resume] = workdir_lib.read_history(workdir)
+  [_, resume] = run_record.read_history(workdir)
   assert resume['changes']['data.dir'] == [str(original), str(copy)]
 
 
 def test_resuming_with_a_different_config_is_refused(tmp_path):
   workdir = str(tmp_path / 'run')
-  run = workdir_lib.Run(tiny_config(), workdir, resuming=False)
+  run = run_record.Run(tiny_config(), workdir, resuming=False)
   run.check_data({'kind': 'tfds'})
   run.commit(0)
-  with pytest.raises(workdir_lib.WorkdirError, match=r'config.model.base_channels: 8 -> 16'):
-    workdir_lib.Run(tiny_config(**{'model.base_channels': 16}), workdir, resuming=True)
-  with pytest.raises(workdir_lib.WorkdirError, match='num_train_steps may only grow'):
-    workdir_lib.Run(tiny_config(num_train_steps=3), workdir, resuming=True)
+  with pytest.raises(run_record.WorkdirError, match=r'config.model.base_channels: 8 -> 16'):
+    run_record.Run(tiny_config(**{'model.base_channels': 16}), workdir, resuming=True)
+  with pytest.raises(run_record.WorkdirError, match='num_train_steps may only grow'):
+    run_record.Run(tiny_config(num_train_steps=3), workdir, resuming=True)
   longer = tiny_config(log_every_steps=1, num_train_steps=9)
-  accepted = workdir_lib.Run(longer, workdir, resuming=True)
+  accepted = run_record.Run(longer, workdir, resuming=True)
   assert accepted.changes == {'log_every_steps': (2, 1), 'num_train_steps': (6, 9)}
   # Not committed (no checkpoint): any config may start over.
-  workdir_lib.Run(tiny_config(**{'model.base_channels': 16}), workdir, resuming=False)
+  run_record.Run(tiny_config(**{'model.base_channels': 16}), workdir, resuming=False)
 
 
 # -------------------------------------------------------------------- train longer, fine-tune
@@ -275,25 +275,25 @@ def test_train_longer_continues_and_matches_a_longer_run_under_a_constant_schedu
   # Steps 5 and 6 of a 7-step run (stopped there, so no eval) against 4 steps then 7.
   constant = {'optimizer.end_learning_rate_factor': 1.0, 'eval_every_steps': 100}
   straight = str(tmp_path / 'straight')
-  train.train_and_evaluate(tiny_config(num_train_steps=7, **constant), straight, stop_at_step=6)
+  loop.train_and_evaluate(tiny_config(num_train_steps=7, **constant), straight, stop_at_step=6)
   longer = str(tmp_path / 'longer')
-  train.train_and_evaluate(tiny_config(num_train_steps=4, **constant), longer)
+  loop.train_and_evaluate(tiny_config(num_train_steps=4, **constant), longer)
   assert saved_params(longer)[1] == 4
-  train.train_and_evaluate(tiny_config(num_train_steps=7, **constant), longer, stop_at_step=6)
+  loop.train_and_evaluate(tiny_config(num_train_steps=7, **constant), longer, stop_at_step=6)
   expected, _ = saved_params(straight)
   resumed, step = saved_params(longer)
   assert step == 6
   jax.tree.map(np.testing.assert_array_equal, resumed, expected)
-  history = workdir_lib.read_history(longer)
+  history = run_record.read_history(longer)
   assert history[-1]['event'] == 'resume' and history[-1]['step'] == 4
   assert history[-1]['changes'] == {'num_train_steps': [4, 7]}
-  assert workdir_lib.load_config(longer).num_train_steps == 7
+  assert run_record.load_config(longer).num_train_steps == 7
 
 
 @pytest.fixture(scope='module')
 def source_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('source'))
-  train.train_and_evaluate(tiny_config(), workdir, stop_at_step=2)
+  loop.train_and_evaluate(tiny_config(), workdir, stop_at_step=2)
   return workdir
 
 
@@ -308,14 +308,14 @@ def test_init_from_starts_from_the_other_runs_weights(source_run, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, state.opt_state, fresh.opt_state)
 
   workdir = str(tmp_path / 'tuned')
-  train.train_and_evaluate(config, workdir, init_from=source_run, stop_at_step=2)
-  [start] = workdir_lib.read_history(workdir)
+  loop.train_and_evaluate(config, workdir, init_from=source_run, stop_at_step=2)
+  [start] = run_record.read_history(workdir)
   assert start['init_from'] == source_run and start['step'] == 0
   other = tmp_path / 'other_source'
   shutil.copytree(source_run, other)
   refused = '--init_from=.*already holds a run started from'
-  with pytest.raises(workdir_lib.WorkdirError, match=refused):
-    train.train_and_evaluate(config, workdir, init_from=str(other))
+  with pytest.raises(run_record.WorkdirError, match=refused):
+    loop.train_and_evaluate(config, workdir, init_from=str(other))
 
 
 def test_init_from_refuses_a_model_of_other_shapes(source_run, tmp_path):
@@ -328,7 +328,7 @@ def test_init_from_refuses_a_model_of_other_shapes(source_run, tmp_path):
     r'--init_from=.*does not match config.model .*conv_0.kernel has shape \(3, 3, 16, 32\) there, '
     r'\(3, 3, 32, 64\) here'
   )
-  with pytest.raises(workdir_lib.WorkdirError, match=refused):
+  with pytest.raises(run_record.WorkdirError, match=refused):
     finetune.load_weights(source_run, fresh)
-  with pytest.raises(workdir_lib.MissingRunError, match='--init_from='):
-    train.train_and_evaluate(config, str(tmp_path / 'x'), init_from=str(tmp_path / 'nowhere'))
+  with pytest.raises(run_record.MissingRunError, match='--init_from='):
+    loop.train_and_evaluate(config, str(tmp_path / 'x'), init_from=str(tmp_path / 'nowhere'))

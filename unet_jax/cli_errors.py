@@ -16,11 +16,10 @@ from collections.abc import Callable
 from absl import flags
 
 from unet_jax.data.errors import DataError
-from unet_jax.guards import TrainingStopped
 from unet_jax.pretrained import WeightsError
-from unet_jax.train import Interrupted
+from unet_jax.training.guards import Interrupted, TrainingStopped
+from unet_jax.training.run_record import WorkdirError
 from unet_jax.validation import ConfigError
-from unet_jax.workdir import WorkdirError
 
 EXIT_OK = 0
 EXIT_BUG = 1  # an unexpected error: a traceback follows

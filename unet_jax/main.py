@@ -16,10 +16,9 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from unet_jax import cli_errors, train
-from unet_jax import workdir as workdir_lib
-from unet_jax.inference import export, lut_export
-from unet_jax.inference import workdir as inference
+from unet_jax import cli_errors
+from unet_jax.inference import export, lut_export, restore
+from unet_jax.training import loop, run_record
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -51,9 +50,9 @@ flags.mark_flag_as_required('workdir')
 def _train() -> None:
   if FLAGS.config is None:
     raise cli_errors.UsageError('--mode=train needs --config (e.g. --config=configs/default.py).')
-  results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, init_from=FLAGS.init_from)
-  train.log_final_comparison(results)
-  graded = workdir_lib.eval_dir(FLAGS.workdir, FLAGS.config.num_train_steps)
+  results = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir, init_from=FLAGS.init_from)
+  loop.log_final_comparison(results)
+  graded = run_record.eval_dir(FLAGS.workdir, FLAGS.config.num_train_steps)
   if os.path.isdir(graded):
     print(f'Graded held-out photos (input | output | target, and *_graded.png): {graded}')
 
@@ -61,7 +60,7 @@ def _train() -> None:
 def _predict() -> int:
   if not FLAGS.input or not FLAGS.output:
     raise cli_errors.UsageError('--mode=predict needs --input=FILE_OR_DIR and --output=DIR.')
-  summary = inference.run_predict(
+  summary = restore.run_predict(
     FLAGS.workdir,
     FLAGS.input,
     FLAGS.output,
@@ -99,7 +98,7 @@ def _dispatch() -> int | None:
   if FLAGS.init_from:
     raise cli_errors.UsageError('--init_from is for --mode=train.')
   if FLAGS.mode == 'eval':
-    train.log_final_comparison(inference.run_eval(FLAGS.workdir))
+    loop.log_final_comparison(restore.run_eval(FLAGS.workdir))
     return None
   if FLAGS.mode == 'export':
     return _export()

@@ -7,10 +7,10 @@ import jax
 import ml_collections
 
 from unet_jax import data, losses
-from unet_jax.guards import DIVERGENCE_ACTIONS
 from unet_jax.inference import photo_writer, tiling
 from unet_jax.models import has_global_grade, validate_model_config
-from unet_jax.train_state import LR_FACTOR_MODULES
+from unet_jax.training.guards import DIVERGENCE_ACTIONS
+from unet_jax.training.train_state import LR_FACTOR_MODULES
 
 TASKS = ('enhance', 'denoise', 'segment')
 EVAL_METRICS = {

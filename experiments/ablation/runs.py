@@ -14,8 +14,8 @@ import numpy as np
 
 from ablation.measures import image_measures
 from ablation.presets import MIN_SEEDS, PERCEPTUAL, Preset, make_config
-from unet_jax import train
 from unet_jax.models import count_params, create_model
+from unet_jax.training import loop
 
 
 def _read_log(workdir: str) -> list[dict[str, Any]]:
@@ -86,7 +86,7 @@ def run_one(preset: Preset, task: str, variant: str, seed: int, runs_dir: str) -
   started = time.perf_counter()
   error = None
   try:
-    final = train.train_and_evaluate(config, workdir)
+    final = loop.train_and_evaluate(config, workdir)
   except FloatingPointError as exc:  # the library's NaN guard: a result, not a crash
     final, error = {}, str(exc)
   wall = time.perf_counter() - started

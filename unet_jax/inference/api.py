@@ -14,10 +14,9 @@ import ml_collections
 import numpy as np
 
 from unet_jax import data
-from unet_jax import workdir as workdir_lib
-from unet_jax.inference import export, files, grading
-from unet_jax.inference import workdir as inference_workdir
+from unet_jax.inference import export, files, grading, restore
 from unet_jax.models import create_model
+from unet_jax.training import run_record
 from unet_jax.validation import validate_config
 
 
@@ -94,10 +93,10 @@ def load(path: str | os.PathLike) -> Model:
   path = os.fspath(path)
   weights = os.path.join(path, export.WEIGHTS_FILE)
   if os.path.isfile(weights):
-    config = workdir_lib.load_config(path)
+    config = run_record.load_config(path)
     validate_config(config, training=False, check_data_files=False)
     return Model(config, create_model(config.model), export.load_weights(weights), weights)
   if not os.path.isdir(path):
     raise FileNotFoundError(f'unet_jax.load({path!r}): no such folder.')
-  config, module, variables, checkpoint = inference_workdir.load_trained_model(path)
+  config, module, variables, checkpoint = restore.load_trained_model(path)
   return Model(config, module, variables, checkpoint)

@@ -20,7 +20,7 @@ from unet_jax.data import colour_spaces
 from unet_jax.data.images import to_uint8
 from unet_jax.inference import grading
 from unet_jax.models import UNet
-from unet_jax.summaries import side_by_side
+from unet_jax.training.metric_writer import side_by_side
 
 
 def _sum_over_processes(values: np.ndarray) -> np.ndarray:

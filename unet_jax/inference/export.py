@@ -29,8 +29,7 @@ import ml_collections
 import numpy as np
 import safetensors.numpy
 
-from unet_jax.inference import files, lut_export
-from unet_jax.inference import workdir as workdir_lib
+from unet_jax.inference import files, lut_export, restore
 
 WEIGHTS_FILE = 'model.safetensors'
 CONFIG_FILE = 'config.json'
@@ -164,7 +163,7 @@ def export_workdir(
     raise ValueError(f'--lut_size={lut_size} must be at least 2 (33 is the usual size).')
   if input_path is not None:
     files.list_inputs(input_path)  # a bad --input fails before the model is restored
-  config, model, variables, checkpoint_path = workdir_lib.load_trained_model(workdir)
+  config, model, variables, checkpoint_path = restore.load_trained_model(workdir)
   parent = os.path.dirname(os.path.abspath(output_dir))
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(prefix='.export-', dir=parent)

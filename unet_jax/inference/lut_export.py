@@ -16,8 +16,7 @@ import ml_collections
 import numpy as np
 
 from unet_jax import data
-from unet_jax.inference import files, grading, lut
-from unet_jax.inference import workdir as workdir_lib
+from unet_jax.inference import files, grading, lut, restore
 
 DEFAULT_SIZE = lut.DEFAULT_SIZE
 # Enough pixels to pin down every populated cell of a 33^3 grid many times over; more only
@@ -115,7 +114,7 @@ def export_lut(
     raise ValueError(f'--lut_size={size} must be at least 2 (33 is the usual size).')
   if input_path is not None:
     files.list_inputs(input_path)  # a bad --input fails before the model is restored
-  config, model, variables, _ = workdir_lib.load_trained_model(workdir)
+  config, model, variables, _ = restore.load_trained_model(workdir)
   problem = lut_blocker(model)
   if problem:
     raise ValueError(f'No LUT for {workdir}: {problem}.')

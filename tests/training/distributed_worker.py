@@ -1,0 +1,29 @@
+"""One process of a short tiny-config training run; started by test_distributed.py.
+
+Usage:
+  python tests/training/distributed_worker.py WORKDIR NUM_PROCESSES PROCESS_ID PORT LOCAL_DEVICES
+"""
+
+import os
+import sys
+
+workdir, num_processes, process_id, port, local_devices = sys.argv[1:6]
+# Unoptimised backend code as in the rest of the suite (tests/conftest.py), own device count.
+os.environ['XLA_FLAGS'] = (
+  f'--xla_force_host_platform_device_count={local_devices} --xla_backend_optimization_level=0'
+)
+os.environ['JAX_PLATFORMS'] = 'cpu'
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from configs import tiny  # noqa: E402
+from unet_jax.training import loop  # noqa: E402
+
+config = tiny.get_config()
+config.num_train_steps = 3
+config.checkpoint_every_steps = 3
+config.eval_every_steps = 3
+if int(num_processes) > 1:
+  config.distributed.coordinator_address = f'localhost:{port}'
+  config.distributed.num_processes = int(num_processes)
+  config.distributed.process_id = int(process_id)
+loop.train_and_evaluate(config, workdir)

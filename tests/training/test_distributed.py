@@ -1,0 +1,58 @@
+"""Two processes x 2 CPU devices train the same parameters as one process x 4 devices."""
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from tests.training.test_train import saved_params
+
+WORKER = pathlib.Path(__file__).with_name('distributed_worker.py')
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def _launch(workdir, num_processes, local_devices):
+  port = _free_port()
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  processes = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        str(WORKER),
+        workdir,
+        str(num_processes),
+        str(i),
+        str(port),
+        str(local_devices),
+      ],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(num_processes)
+  ]
+  for process in processes:
+    output, _ = process.communicate(timeout=400)
+    assert process.returncode == 0, output[-3000:]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_the_same_device_count(tmp_path):
+  single, multi = str(tmp_path / 'single'), str(tmp_path / 'multi')
+  _launch(single, num_processes=1, local_devices=4)
+  _launch(multi, num_processes=2, local_devices=2)
+  expected, step = saved_params(single)
+  got, multi_step = saved_params(multi)
+  assert step == multi_step == 3
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, expected)

@@ -1,0 +1,82 @@
+"""Eval and predict from a workdir alone: its config, its best (or latest) checkpoint."""
+
+import logging
+import math
+from typing import Any
+
+import jax
+import ml_collections
+
+from unet_jax import data, metrics
+from unet_jax.inference import evaluate, files
+from unet_jax.models import UNet, create_model
+from unet_jax.training import checkpoint, run_record
+from unet_jax.training.train_state import create_optimizer, create_train_state, inference_variables
+from unet_jax.validation import validate_config
+
+
+def load_trained_model(
+  workdir: str, *, needs_data: bool = False
+) -> tuple[ml_collections.ConfigDict, UNet, dict[str, Any], str]:
+  """(config, model, EMA variables, checkpoint path) of the run in `workdir`.
+
+  The one way inference restores a run. `needs_data` also checks that the run's data is still
+  where its config says (for eval).
+  """
+  config = run_record.load_config(workdir)
+  validate_config(config, training=False, check_data_files=needs_data)
+  model = create_model(config.model)
+  init = lambda: create_train_state(config, model, create_optimizer(config), jax.random.key(0))
+  target = jax.eval_shape(init)
+  state, path = checkpoint.restore_for_inference(workdir, target)
+  logging.info('Loaded %s (step %d).', path, int(state.step))
+  return config, model, inference_variables(state), path
+
+
+def run_eval(workdir: str) -> dict[str, Any]:
+  """Full-resolution eval of the trained model into a new `workdir/eval/step_<N>[-k]/`."""
+  config, model, variables, path = load_trained_model(workdir, needs_data=True)
+  step = int(path.rstrip('/').rsplit('/', 1)[-1])
+  lpips_params = metrics.load_lpips_params() if config.task != 'segment' else None
+  results = evaluate.evaluate(
+    config,
+    model,
+    variables,
+    lpips_params=lpips_params,
+    data_dir=data.tfds_dir(config, workdir),
+    output_dir=run_record.eval_dir(workdir, step, fresh=True),
+  )
+  bad = sorted(name for name, value in results['model'].items() if not math.isfinite(value))
+  if bad or results.get('nonfinite_outputs'):
+    # Finite but huge weights (a diverged run) pass the checkpoint's finiteness check and
+    # still grade to NaN or Inf: say so instead of printing "nan dB" as a result.
+    raise checkpoint.CheckpointError(
+      f'{path}: the model grades {results.get("nonfinite_outputs", 0)} of '
+      f'{results["num_images"]} eval photos to NaN or Inf pixels (non-finite scores: '
+      f'{", ".join(bad) or "none"}): its weights have diverged. Retrain with a lower '
+      'config.optimizer.learning_rate.'
+    )
+  return results
+
+
+def run_predict(
+  workdir: str,
+  input_path: str,
+  output_dir: str,
+  *,
+  skip_existing: bool = False,
+  recursive: bool = False,
+) -> dict[str, Any]:
+  """Grades a photo or a folder of photos with the trained model (see `files.predict_paths`)."""
+  # Refuse a bad --input/--output before restoring anything.
+  files.check_paths(input_path, output_dir, recursive=recursive)
+  config, model, variables, _ = load_trained_model(workdir)
+  return files.predict_paths(
+    config,
+    model,
+    variables,
+    input_path,
+    output_dir,
+    skip_existing=skip_existing,
+    recursive=recursive,
+  )

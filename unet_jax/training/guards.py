@@ -1,0 +1,124 @@
+"""What stops a run from training on, or keeping, garbage: finiteness checks and divergence.
+
+- `all_finite(tree)` works inside jit (the train step keeps its old state when the new one is
+  not finite); `nonfinite_leaves(tree)` names the bad leaves on the host for messages.
+- `DivergenceMonitor` watches the logged loss and each eval: a loss far above its running
+  minimum for several logs in a row, or an eval PSNR well below doing nothing, is warned about
+  (or stops the run, with `config.divergence.action='stop'`), naming the step.
+"""
+
+import logging
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+DIVERGENCE_ACTIONS = ('warn', 'stop')
+
+
+class Interrupted(Exception):
+  """Training stopped on SIGTERM/SIGINT after saving a checkpoint; rerunning resumes it."""
+
+
+class TrainingStopped(FloatingPointError):
+  """Training stopped on purpose at a step: a non-finite state or a diverging run."""
+
+
+def _inexact(leaf: Any) -> bool:
+  return jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact)
+
+
+def all_finite(tree: Any) -> jax.Array:
+  """A scalar bool: no floating-point leaf of `tree` holds NaN or Inf (traceable)."""
+  checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree) if _inexact(leaf)]
+  return jnp.all(jnp.stack(checks)) if checks else jnp.array(True)
+
+
+_all_finite_jit = jax.jit(all_finite)
+
+
+def nonfinite_leaves(tree: Any, *, limit: int = 5) -> list[str]:
+  """Up to `limit` paths (`params.down_0.conv_0.kernel`) of leaves holding NaN or Inf.
+
+  One compiled reduction decides first, so a finite tree (the usual case) is not copied to the
+  host.
+  """
+  if bool(_all_finite_jit(tree)):
+    return []
+  bad = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if _inexact(leaf) and not np.all(np.isfinite(np.asarray(jax.device_get(leaf)))):
+      bad.append('.'.join(str(getattr(k, 'key', getattr(k, 'name', k))) for k in path))
+      if len(bad) >= limit:
+        break
+  return bad
+
+
+class DivergenceMonitor:
+  """Flags a run whose loss runs away or whose model grades worse than doing nothing.
+
+  `config.divergence`: `loss_factor` (a logged loss above this multiple of the lowest logged
+  loss so far counts as a bad log), `patience` (bad logs in a row before acting),
+  `eval_margin_db` (an eval PSNR this far below the identity baseline acts at once; image
+  tasks), `action` ('warn' logs a warning, 'stop' raises TrainingStopped after saving).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    settings = config.divergence
+    self._factor = settings.loss_factor
+    self._patience = settings.patience
+    self._margin = settings.eval_margin_db
+    self._stop = settings.action == 'stop'
+    self._lowest = math.inf
+    self._bad_logs = 0
+    self.warnings: list[str] = []
+
+  def seed(self, losses: list[float]) -> None:
+    """Starts the running minimum from losses logged before a resume."""
+    finite = [loss for loss in losses if math.isfinite(loss)]
+    if finite:
+      self._lowest = min(self._lowest, *finite)
+
+  def check_loss(self, step: int, loss: float) -> str | None:
+    """Feeds one logged loss; returns the warning when this log makes the run diverged."""
+    if loss <= self._lowest:
+      self._lowest = loss
+    if self._lowest > 0 and loss > self._factor * self._lowest:
+      self._bad_logs += 1
+    else:
+      self._bad_logs = 0
+    if self._bad_logs != self._patience:
+      return None
+    return self._act(
+      f'Training diverges at step {step}: the loss is {loss:.4g}, more than '
+      f'config.divergence.loss_factor={self._factor:g} times its lowest value so far '
+      f'({self._lowest:.4g}) for {self._patience} logs in a row. Lower '
+      'config.optimizer.learning_rate (or raise config.optimizer.warmup_steps).'
+    )
+
+  def check_eval(self, step: int, results: dict[str, Any]) -> str | None:
+    """Feeds one eval (`{'model': {...}, 'identity': {...}}`); returns a warning if any."""
+    model = results.get('model', {}).get('psnr')
+    identity = results.get('identity', {}).get('psnr')
+    if model is None or identity is None:
+      return None
+    if math.isfinite(model) and model >= identity - self._margin:
+      return None
+    return self._act(
+      f'The model at step {step} grades the eval photos worse than doing nothing: PSNR '
+      f'{model:.2f} dB vs identity {identity:.2f} dB (config.divergence.eval_margin_db='
+      f'{self._margin:g}). The run has probably diverged; lower '
+      'config.optimizer.learning_rate.'
+    )
+
+  def _act(self, message: str) -> str:
+    self.warnings.append(message)
+    logging.warning('%s', message)
+    return message
+
+  @property
+  def stops(self) -> bool:
+    return self._stop

@@ -1,0 +1,175 @@
+"""The pure, jitted train step: forward, loss, gradients, update, EMA, finiteness guard."""
+
+import copy
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh
+
+from unet_jax import losses, parallel
+from unet_jax.models import UNet
+from unet_jax.training import guards
+from unet_jax.training.train_state import TrainState
+
+
+def compute_loss(
+  predictions: jax.Array,
+  batch: dict[str, jax.Array],
+  config: ml_collections.ConfigDict,
+  loss_params: dict[str, Any],
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The configured loss: image losses against `target`, or segmentation losses on `mask`."""
+  if config.task == 'segment':
+    return losses.segmentation_combined(predictions, batch['mask'], config.loss)
+  return losses.combined(
+    predictions, batch['target'], config.loss, loss_params, remat=config.model.remat
+  )
+
+
+def model_inputs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """The whole-photo side inputs a batch carries (`thumbnail`, `statistics`, `coords`), as
+  model keywords."""
+  return {key: batch[key] for key in ('thumbnail', 'statistics', 'coords') if key in batch}
+
+
+def _sown(intermediates: Any, name: str) -> list[jax.Array]:
+  """The arrays the model sowed as `name`: `lut` (each table the colour head applied),
+  `frame_gain` (the frame gain's lattice), `global_grade` (the colour head and frame gain's
+  output, under the U-Net's edit)."""
+  found = []
+  for path, value in jax.tree_util.tree_flatten_with_path(intermediates)[0]:
+    if name in [getattr(k, 'key', None) for k in path]:
+      found.append(value)
+  return found
+
+
+def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
+  """The decay that makes the stored EMA the bias-corrected average of the steps so far.
+
+  With a raw EMA `e_t = d e_(t-1) + (1 - d) p_t` that starts at the initial weights, after
+  2,000 steps at d = 0.999 still 13.5 % of it is the untrained network. Dividing by
+  `1 - d**t` (as Adam does for its moments) removes that part; storing the corrected value
+  directly needs the decay `d (1 - d**(t-1)) / (1 - d**t)` at step `t` (0 at step 1, d later),
+  so the EMA weights are the trained weights' average from the first step on.
+  """
+  t = step.astype(jnp.float32)
+  d = jnp.float32(decay)
+  return jnp.where(d > 0, d * (1.0 - d ** (t - 1.0)) / (1.0 - d**t), 0.0)
+
+
+def train_step(
+  state: TrainState,
+  batch: dict[str, jax.Array],
+  loss_params: dict[str, Any],
+  *,
+  model: UNet,
+  optimizer: optax.GradientTransformation,
+  config: ml_collections.ConfigDict,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimisation step. A non-finite loss, or an update that would make any parameter, EMA
+  weight, BatchNorm statistic or optimiser moment non-finite, leaves the state unchanged and is
+  reported in `metrics['finite']`."""
+
+  def loss_fn(params):
+    variables = {'params': params, 'batch_stats': state.batch_stats}
+    predictions, updates = model.apply(
+      variables,
+      batch['input'],
+      train=True,
+      **model_inputs(batch),
+      mutable=['batch_stats', 'intermediates'],
+    )
+    loss, terms = compute_loss(predictions, batch, config, loss_params)
+    sown = updates.get('intermediates', {})
+    sources = {source for source, _ in losses.SOWN_REGULARISERS.values()}
+    regularised = {source: _sown(sown, source) for source in sources}
+    regularisation, regulariser_terms = losses.sown_regularisers(regularised, config.loss)
+    loss = loss + regularisation
+    terms = {**terms, **regulariser_terms}
+    grade_weight = float(config.loss.get('global_grade', 0.0) or 0.0)
+    grades = _sown(sown, 'global_grade')
+    if grades and grade_weight > 0:
+      # The global grade on its own is fitted to the target too, so it takes all of the edit
+      # that a global grade can do and the U-Net is left the local rest.
+      terms = {**terms, 'global_grade': losses.l1(grades[0], batch['target'])}
+      loss = loss + grade_weight * terms['global_grade']
+    return loss, (terms, updates.get('batch_stats', state.batch_stats))
+
+  (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  step = state.step + 1
+  decay = ema_decay_at(config.optimizer.ema_decay, step)
+  ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+  candidate = state.replace(
+    step=step,
+    params=params,
+    batch_stats=batch_stats,
+    opt_state=opt_state,
+    ema_params=ema_params,
+  )
+  # Keeping the old state on a NaN/Inf loss or state means the host can stop with a good state
+  # in hand even though it learns of the failure a step later, and never checkpoints a bad one.
+  finite = jnp.isfinite(loss) & guards.all_finite(candidate)
+  new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), candidate, state)
+  metrics = {
+    'loss': loss,
+    'grad_norm': optax.tree.norm(grads),
+    'finite': finite,
+    **{f'loss_{name}': value for name, value in terms.items()},
+  }
+  return new_state, metrics
+
+
+# Jitted steps of this process by what they depend on, so that runs of the same shape (tests,
+# sweeps, a resumed run in a notebook) compile once instead of once per `train_and_evaluate`.
+_STEP_CACHE: dict[Any, Callable] = {}
+_STEP_CACHE_SIZE = 16
+
+
+def _step_key(config, model, optimizer, mesh, state_sharding) -> Any:
+  # The step reads only these parts of the config; the schedule lives in `optimizer`.
+  used = {name: config[name] for name in ('task', 'loss', 'optimizer')}
+  used = json.dumps(json.loads(ml_collections.ConfigDict(used).to_json_best_effort()))
+  leaves, treedef = jax.tree.flatten(state_sharding)
+  return (used, model, optimizer, mesh, treedef, tuple(leaves), jax.default_backend())
+
+
+def make_train_step(
+  config: ml_collections.ConfigDict,
+  model: UNet,
+  optimizer: optax.GradientTransformation,
+  mesh: Mesh,
+  state_sharding: Any,
+) -> Callable:
+  """`train_step` jitted for the mesh: state replicated and donated, batch split over `data`.
+
+  The same (config, model, optimizer, mesh, sharding) gives back the same jitted function, so
+  its compiled executables are reused; `create_optimizer` returns one optimizer per config.
+  """
+  key = _step_key(config, model, optimizer, mesh, state_sharding)
+  cached = _STEP_CACHE.get(key)
+  if cached is not None:
+    return cached
+  # A copy: the cached step must not follow later edits of the caller's config.
+  step = functools.partial(
+    train_step, model=model, optimizer=optimizer, config=copy.deepcopy(config)
+  )
+  replicated = parallel.replicated(mesh)
+  jitted = jax.jit(
+    step,
+    in_shardings=(state_sharding, parallel.batch_sharding(mesh), replicated),
+    out_shardings=(state_sharding, replicated),
+    donate_argnums=(0,),
+    compiler_options=parallel.train_compiler_options(),
+  )
+  if len(_STEP_CACHE) >= _STEP_CACHE_SIZE:
+    _STEP_CACHE.pop(next(iter(_STEP_CACHE)))
+  _STEP_CACHE[key] = jitted
+  return jitted
