@@ -54,7 +54,7 @@ MODULES = (
   'ml_collections',
   'pyvips',
   'tensorboardX',
-  'unet_jax.train',
+  'unet_jax.training.loop',
   'unet_jax.inference.files',
   'unet_jax.inference.photo_writer',
 )
