@@ -97,7 +97,7 @@ else
     --config.data.num_workers="${TRAIN_WORKERS:-0}")
   PREDICT=(--config=configs/res256.py --width=6000 --height=4000)
   # Limits that add up to 7.8 minutes.
-  LIMIT_INSTALL=60 LIMIT_TESTS=100 LIMIT_BENCH=70 LIMIT_TRAIN=120 LIMIT_PREDICT=50
+  LIMIT_INSTALL=75 LIMIT_TESTS=90 LIMIT_BENCH=65 LIMIT_TRAIN=130 LIMIT_PREDICT=45
 fi
 
 log "device_check.sh: dry_run=$DRY_RUN steps=$STEPS out=$OUT python=$PYTHON"
