@@ -189,11 +189,14 @@ class CheckedPair:
   colour: list  # [input profile, target profile, input clipped pixels, target clipped pixels]
 
 
-def check_pair(pair: Pair, working_space: str = DEFAULT_WORKING_SPACE) -> CheckedPair:
-  """Reads and decodes both files into `working_space`; a CheckedPair or DataError."""
+def check_pair(
+  pair: Pair, working_space: str = DEFAULT_WORKING_SPACE, max_pixels: int | None = None
+) -> CheckedPair:
+  """Reads and decodes both files into `working_space`; a CheckedPair or DataError (also for
+  a file whose header claims more than `max_pixels`, checked before decoding)."""
   input_bytes, target_bytes = read_bytes(pair.input), read_bytes(pair.target)
-  input_size, input_photo = verify_image(input_bytes, pair.input, working_space)
-  target_size, target_photo = verify_image(target_bytes, pair.target, working_space)
+  input_size, input_photo = verify_image(input_bytes, pair.input, working_space, max_pixels)
+  target_size, target_photo = verify_image(target_bytes, pair.target, working_space, max_pixels)
   if input_size != target_size:
     (ih, iw), (th, tw) = input_size, target_size
     raise DataError(

@@ -44,7 +44,10 @@ def lut_photos(
   Raises FileNotFoundError or ValueError (DataError) naming the path when they cannot be read.
   """
   if input_path is not None:
-    return [(path, data.load_image(path)) for path in files.list_inputs(input_path)]
+    limit = config.data.get('max_pixels')
+    return [
+      (path, data.load_image(path, max_pixels=limit)) for path in files.list_inputs(input_path)
+    ]
   examples = data.create_eval_iterator(config, data_dir=data.tfds_dir(config, workdir))
   photos = [(str(example['name']), example['input']) for example in examples]
   if not photos:
