@@ -6,7 +6,7 @@ import os
 import jax
 import ml_collections
 
-from unet_jax import data, losses
+from unet_jax import data, losses, option_ranges
 from unet_jax.inference import photo_writer, tiling
 from unet_jax.models import has_global_grade, validate_model_config
 from unet_jax.training.guards import DIVERGENCE_ACTIONS
@@ -32,6 +32,10 @@ def validate_config(
   `check_data_files=False` the data folders are not looked at (predict on another machine).
   """
   _validate_numbers(config)
+  try:
+    option_ranges.check_ranges(config, training=training)
+  except ValueError as error:
+    raise ConfigError(str(error)) from None
   if config.task not in TASKS:
     raise ConfigError(f'config.task={config.task!r} is not one of {list(TASKS)}.')
   try:

@@ -29,6 +29,7 @@ import ml_collections
 import numpy as np
 import safetensors.numpy
 
+from unet_jax import option_ranges
 from unet_jax.inference import files, lut_export, restore
 
 WEIGHTS_FILE = 'model.safetensors'
@@ -159,8 +160,7 @@ def export_workdir(
   the photos the LUT is fitted on instead of the run's eval photos.
   """
   check_output_dir(output_dir)
-  if lut_size < 2:
-    raise ValueError(f'--lut_size={lut_size} must be at least 2 (33 is the usual size).')
+  option_ranges.check_flag('lut_size', lut_size, option_ranges.LUT_SIZE)
   if input_path is not None:
     files.list_inputs(input_path)  # a bad --input fails before the model is restored
   config, model, variables, checkpoint_path = restore.load_trained_model(workdir)

@@ -15,7 +15,7 @@ import flax.linen as nn
 import ml_collections
 import numpy as np
 
-from unet_jax import data
+from unet_jax import data, option_ranges
 from unet_jax.inference import files, grading, lut, restore
 
 DEFAULT_SIZE = lut.DEFAULT_SIZE
@@ -113,8 +113,12 @@ def export_lut(
     raise ValueError(f'--output {output_path}: a LUT is written as a .cube file.')
   if os.path.exists(output_path):
     raise ValueError(f'--output {output_path} exists; export_lut never replaces a file.')
-  if size < 2:
-    raise ValueError(f'--lut_size={size} must be at least 2 (33 is the usual size).')
+  option_ranges.check_flag('lut_size', size, option_ranges.LUT_SIZE)
+  folder = os.path.dirname(os.path.abspath(output_path))
+  if not os.path.isdir(folder):
+    raise ValueError(f'--output {output_path}: the folder {folder} does not exist.')
+  if not os.access(folder, os.W_OK):
+    raise ValueError(f'--output {output_path}: the folder {folder} is not writable.')
   if input_path is not None:
     files.list_inputs(input_path)  # a bad --input fails before the model is restored
   config, model, variables, _ = restore.load_trained_model(workdir)
