@@ -18,7 +18,7 @@ from ml_collections import config_flags
 
 from unet_jax import cli_errors
 from unet_jax.inference import export, lut_export, restore
-from unet_jax.training import loop, run_record
+from unet_jax.training import loop, run_record, workdir_lock
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -97,6 +97,12 @@ def _dispatch() -> int | None:
     return _train()
   if FLAGS.init_from:
     raise cli_errors.UsageError('--init_from is for --mode=train.')
+  # Refused while a training holds the workdir (status 5, naming it); see workdir_lock.py.
+  with workdir_lock.hold(FLAGS.workdir, exclusive=False, purpose=f'--mode={FLAGS.mode}'):
+    return _read_workdir()
+
+
+def _read_workdir() -> int | None:
   if FLAGS.mode == 'eval':
     loop.log_final_comparison(restore.run_eval(FLAGS.workdir))
     return None

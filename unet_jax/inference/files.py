@@ -112,11 +112,27 @@ def check_paths(input_path: str, output_dir: str, *, recursive: bool = False) ->
     )
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
     raise ValueError(f'--output {output_dir} exists and is not a folder.')
+  _check_writable(output_dir)
   inputs = list_inputs(input_path, recursive=recursive, exclude=output_dir)
   if os.path.isdir(output_dir):
     for ext in _WRITTEN_EXTENSIONS:
       plan_outputs(inputs, root, output_dir, lambda p, ext=ext: ext or os.path.splitext(p)[1])
   return inputs
+
+
+def _check_writable(output_dir: str) -> None:
+  """ValueError (exit status 2) when no file could be made in `output_dir`: the folder, or
+  the nearest existing folder above it (where it would be made), is not writable."""
+  folder = os.path.abspath(output_dir)
+  while not os.path.exists(folder):
+    folder = os.path.dirname(folder)
+  if not os.path.isdir(folder):
+    raise ValueError(f'--output {output_dir}: {folder} is not a folder.')
+  if not os.access(folder, os.W_OK | os.X_OK):
+    where = (
+      'is' if folder == os.path.abspath(output_dir) else f'would be made in {folder}, which is'
+    )
+    raise ValueError(f'--output {output_dir} {where} not writable (read-only or permissions).')
 
 
 def plan_outputs(

@@ -16,7 +16,7 @@ from unet_jax import data, losses, metrics, parallel
 from unet_jax.data import fingerprint
 from unet_jax.inference import evaluate
 from unet_jax.models import create_model
-from unet_jax.training import checkpoint, finetune, guards, run_record
+from unet_jax.training import checkpoint, finetune, guards, run_record, workdir_lock
 from unet_jax.training.guards import Interrupted, TrainingStopped
 from unet_jax.training.metric_writer import MetricWriter, Progress, read_logged
 from unet_jax.training.steps import make_train_step
@@ -101,11 +101,12 @@ def train_and_evaluate(
   validate_config(config)
   if init_from:
     finetune.check_source(init_from)
-  checkpointer = checkpoint.Checkpointer(workdir, config)
-  try:
-    return _train(config, workdir, checkpointer, stop_at_step=stop_at_step, init_from=init_from)
-  finally:
-    checkpointer.close()
+  with workdir_lock.hold(workdir, exclusive=True, purpose='training'):
+    checkpointer = checkpoint.Checkpointer(workdir, config)
+    try:
+      return _train(config, workdir, checkpointer, stop_at_step=stop_at_step, init_from=init_from)
+    finally:
+      checkpointer.close()
 
 
 def _train(config, workdir, checkpointer, *, stop_at_step, init_from) -> dict[str, Any]:
