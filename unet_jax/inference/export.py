@@ -152,6 +152,7 @@ def export_workdir(
   *,
   input_path: str | None = None,
   lut_size: int = lut_export.DEFAULT_SIZE,
+  predict_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
   """Writes the export folder of the run in `workdir` (see the module doc); returns a summary.
 
@@ -163,7 +164,9 @@ def export_workdir(
   option_ranges.check_flag('lut_size', lut_size, option_ranges.LUT_SIZE)
   if input_path is not None:
     files.list_inputs(input_path)  # a bad --input fails before the model is restored
-  config, model, variables, checkpoint_path = restore.load_trained_model(workdir)
+  config, model, variables, checkpoint_path = restore.load_trained_model(
+    workdir, predict_overrides=predict_overrides
+  )
   parent = os.path.dirname(os.path.abspath(output_dir))
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(prefix='.export-', dir=parent)

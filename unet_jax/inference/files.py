@@ -415,8 +415,12 @@ def predict_paths(
   *,
   skip_existing: bool = False,
   recursive: bool = False,
+  overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
   """Grades a photo, or every photo of a folder, into `output_dir`.
+
+  `overrides`: the `config.predict.*` values given on the command line (already in `config`),
+  recorded in the summary.
 
   - Each photo is read into the run's working space (`config.data.working_space`), graded,
     and written like it came (`photo_writer.py`): same container, bit depth and ICC profile,
@@ -477,5 +481,6 @@ def predict_paths(
     'input': input_path,
     'working_space': space,
     'options': {k: options[k] for k in ('output_format', 'output_bits', 'output_profile')},
+    'overrides': {f'config.{k}': v for k, v in (overrides or {}).items()},
   }
   return run_batch(inputs, outputs, output_dir, grade, skip_existing=skip_existing, header=header)

@@ -106,7 +106,12 @@ def fidelity_line(fidelity: dict[str, Any]) -> str:
 
 
 def export_lut(
-  workdir: str, output_path: str, *, input_path: str | None = None, size: int = DEFAULT_SIZE
+  workdir: str,
+  output_path: str,
+  *,
+  input_path: str | None = None,
+  size: int = DEFAULT_SIZE,
+  predict_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
   """Fits the LUT of the run in `workdir` and writes it to `output_path` (a new `.cube` file)."""
   if not output_path.lower().endswith('.cube'):
@@ -121,7 +126,9 @@ def export_lut(
     raise ValueError(f'--output {output_path}: the folder {folder} is not writable.')
   if input_path is not None:
     files.list_inputs(input_path)  # a bad --input fails before the model is restored
-  config, model, variables, _ = restore.load_trained_model(workdir)
+  config, model, variables, _ = restore.load_trained_model(
+    workdir, predict_overrides=predict_overrides
+  )
   problem = lut_blocker(model)
   if problem:
     raise ValueError(f'No LUT for {workdir}: {problem}.')

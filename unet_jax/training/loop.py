@@ -161,6 +161,9 @@ def _train(config, workdir, checkpointer, *, stop_at_step, init_from) -> dict[st
     else:
       checkpointer.save_best(state, best)
 
+  if start_step >= final_step:
+    # Nothing left to train: still record accepted changes (predict.*, cadence) in config.json.
+    run.commit(start_step)
   try:
     previous = None
     for step in range(start_step + 1, final_step + 1):
