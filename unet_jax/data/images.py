@@ -105,8 +105,8 @@ def check_pixel_count(image: pyvips.Image, name: str, max_pixels: int | None) ->
   limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
   if image.width * image.height > limit:
     raise DataError(
-      f'{name}: its header says {image.width}x{image.height} = '
-      f'{image.width * image.height / 1e6:.1f} MP, more than config.data.max_pixels={limit} '
+      f'{name}: its header says {image.width}x{image.height} '
+      f'({image.width * image.height:,} pixels), more than config.data.max_pixels={limit} '
       '(a guard against decompression bombs): not decoded. Raise config.data.max_pixels if '
       'the photo is real.'
     )
