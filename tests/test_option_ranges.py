@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from tests.helpers import tiny_config
+from tests.helpers import ROOT, tiny_config
 from unet_jax import option_ranges
 from unet_jax.config import get_base_config
 from unet_jax.inference import export, lut_export
@@ -122,3 +122,11 @@ def test_a_bad_value_on_the_command_line_exits_3_naming_the_key(tmp_path):
   assert run.returncode == 3, run.stderr[-2000:]
   assert 'Error: config.optimizer.grad_clip_norm=-1.0 is out of range' in run.stderr
   assert not (tmp_path / 'run' / 'checkpoints').exists()
+
+
+def test_docs_options_md_lists_every_range_as_checked():
+  text = (ROOT / 'docs' / 'options.md').read_text()
+  for key, valid in option_ranges.RANGES.items():
+    scope = 'training' if valid.training_only else 'every mode'
+    assert f'| `{key}` | {valid.text()} | {scope} |' in text, key
+  assert f'| `--lut_size` | {option_ranges.LUT_SIZE.text()} |' in text

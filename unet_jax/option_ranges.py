@@ -56,9 +56,13 @@ class Range:
 
 
 def _number(value: float) -> str:
-  if float(value).is_integer() and abs(value) >= 10**6:
-    return f'{value:.0e}'.replace('e+0', 'e').replace('e+', 'e')
-  return f'{int(value)}' if float(value).is_integer() else f'{value:g}'
+  """1e9 for powers of ten from a million up, other whole numbers in full, else as `%g`."""
+  if not float(value).is_integer():
+    return f'{value:g}'
+  digits = str(int(value))
+  if int(value) >= 10**6 and digits.rstrip('0') == '1':
+    return f'1e{len(digits) - 1}'
+  return digits
 
 
 _WEIGHT = Range(0, 1e6, training_only=True)  # a loss weight: 0 switches the term off
@@ -83,7 +87,7 @@ RANGES: dict[str, Range] = {
   'model.group_norm_groups': Range(1, 4096),
   'model.lut_size': Range(2, 65),
   'model.lut_bases': Range(1, 64),
-  'model.thumbnail_size': Range(8, 1024),
+  'model.thumbnail_size': Range(16, 1024),  # the thumbnail encoder halves it 4 times
   'model.frame_gain': Range(2, 64, off=0),
   'model.exposure_range_ev': Range(0, 10, low_open=True),
   # loss

@@ -23,6 +23,11 @@ class ConfigError(ValueError):
   """A config value that cannot work; the message names the option."""
 
 
+class DataConfigError(data.DataError, ConfigError):
+  """Data files or a data setting found bad while checking the config: a data error (exit
+  status 4) that is also a ConfigError for callers of validate_config."""
+
+
 def validate_config(
   config: ml_collections.ConfigDict, *, training: bool = True, check_data_files: bool = True
 ) -> None:
@@ -53,6 +58,8 @@ def validate_config(
     _validate_training(config)
   try:
     data.validate_data_config(config, check_files=check_data_files)
+  except data.DataError as error:
+    raise DataConfigError(str(error)) from None
   except ValueError as error:
     raise ConfigError(str(error)) from None
 

@@ -159,8 +159,12 @@ def plan_outputs(
   return planned
 
 
-class OutputWriteError(OSError):
-  """The output folder cannot take a file (full disk, read-only): names the path."""
+class OutputWriteError(ValueError):
+  """The output folder cannot take a file (full disk, read-only): names the path (status 2)."""
+
+  def __init__(self, errno_: int | None, message: str):
+    super().__init__(message)
+    self.errno = errno_
 
 
 def write_new_file(path: str, data: bytes, *, numbered: bool = True) -> str | None:
