@@ -50,3 +50,14 @@ def test_a_damaged_config_json_is_refused_naming_the_file(workdir, damage):
   (workdir / run_record.CONFIG_FILE).write_bytes(damage)
   with pytest.raises(run_record.WorkdirError, match=rf'{workdir}/config.json is damaged'):
     restore.load_trained_model(str(workdir))
+
+
+def test_init_from_an_export_folder_is_refused_saying_why(tmp_path):
+  from unet_jax.training import finetune
+
+  folder = tmp_path / 'exported'
+  folder.mkdir()
+  shutil.copy(FIXTURE / 'config.json', folder / 'config.json')
+  (folder / 'model.safetensors').write_bytes(b'x')
+  with pytest.raises(run_record.WorkdirError, match='is an export folder .*not the training weights'):
+    finetune.check_source(str(folder))
