@@ -262,3 +262,30 @@ def test_a_users_own_predict_summary_json_is_never_overwritten(srgb_identity, tm
   files.predict_paths(config, model, variables, str(source), str(out), skip_existing=True)
   assert json.loads((out / 'predict_summary-1.json').read_text())['skipped']
   assert not (out / 'predict_summary-2.json').exists()
+
+
+# ----------------------------------------------------------------- not photos
+
+
+def test_fifos_dangling_links_and_linked_folders_are_listed_as_skipped_with_why(
+  srgb_identity, tmp_path
+):
+  config, model, variables = srgb_identity
+  source, out = tmp_path / 'in', tmp_path / 'out'
+  pf.write(source / 'sub' / 'real.png', pf.colourful(16, 16, 8))
+  os.mkfifo(source / 'pipe.jpg')  # reading it would block forever
+  os.symlink(tmp_path / 'gone.png', source / 'dangling.png')
+  other = tmp_path / 'elsewhere'
+  pf.write(other / 'outside.png', pf.colourful(16, 16, 8, seed=3))
+  os.symlink(other, source / 'linked')
+
+  summary = files.predict_paths(config, model, variables, str(source), str(out), recursive=True)
+
+  assert [os.path.relpath(w['output'], out) for w in summary['written']] == ['sub/real.png']
+  reasons = {os.path.basename(s['input']): s['reason'] for s in summary['skipped']}
+  assert reasons == {
+    'pipe.jpg': 'not a regular file (a FIFO, socket, device or folder)',
+    'dangling.png': 'a link to nothing (dangling)',
+    'linked': 'a link to a folder (links are not followed)',
+  }
+  assert summary['complete'] and not summary['failed']

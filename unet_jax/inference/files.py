@@ -65,26 +65,56 @@ def _same_path(a: str, b: str) -> bool:
     return False
 
 
+def _why_not_a_photo(path: str) -> str | None:
+  """Why a photo-named entry cannot be read as a file (None: it can)."""
+  if os.path.islink(path) and not os.path.exists(path):
+    return 'a link to nothing (dangling)'
+  if not os.path.isfile(path):
+    return 'not a regular file (a FIFO, socket, device or folder)'
+  return None
+
+
 def list_inputs(
-  input_path: str, *, recursive: bool = False, exclude: str | None = None
+  input_path: str,
+  *,
+  recursive: bool = False,
+  exclude: str | None = None,
+  skipped: list[dict[str, str]] | None = None,
 ) -> list[str]:
   """The photos `input_path` names: the file itself, or the folder's images (sorted; with
-  `recursive`, those of its sub-folders too, hidden folders and `exclude` left out)."""
+  `recursive`, those of its sub-folders too, hidden folders and `exclude` left out).
+
+  Entries named like photos that are not regular files (FIFOs, dangling links) and, with
+  `recursive`, links to sub-folders (not followed: they could loop or leave the input folder)
+  are left out and appended to `skipped` as `{'input', 'reason'}`.
+  """
   if not os.path.exists(input_path):
     raise FileNotFoundError(f'--input {input_path}: no such file or folder.')
   if not os.path.isdir(input_path):
     return [input_path]
-  paths = []
+  paths, left_out = [], []
   for folder, dirs, files in os.walk(input_path):
-    dirs[:] = sorted(
-      d
-      for d in dirs
-      if recursive
-      and not d.startswith('.')
-      and not (exclude and _same_path(os.path.join(folder, d), exclude))
-    )
-    paths += [os.path.join(folder, n) for n in sorted(files) if is_image_file(n)]
-  paths = [p for p in paths if os.path.isfile(p)]
+    kept = []
+    for d in sorted(dirs):
+      path = os.path.join(folder, d)
+      if not recursive or d.startswith('.') or (exclude and _same_path(path, exclude)):
+        continue
+      if os.path.islink(path):
+        left_out.append({'input': path, 'reason': 'a link to a folder (links are not followed)'})
+        continue
+      kept.append(d)
+    dirs[:] = kept
+    for name in sorted(files):
+      if not is_image_file(name):
+        continue
+      path = os.path.join(folder, name)
+      reason = _why_not_a_photo(path)
+      if reason is None:
+        paths.append(path)
+      else:
+        left_out.append({'input': path, 'reason': reason})
+  if skipped is not None:
+    skipped.extend(left_out)
   if not paths:
     where = 'this folder or its sub-folders' if recursive else 'this folder'
     raise ValueError(
@@ -336,6 +366,7 @@ def run_batch(
   *,
   skip_existing: bool = False,
   header: dict[str, Any] | None = None,
+  not_read: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
   """Grades `inputs` into the planned `outputs` with `grade(path) -> (file bytes, details)`.
 
@@ -351,7 +382,7 @@ def run_batch(
     'output_dir': output_dir,
     **(header or {}),
     'written': [],
-    'skipped': [],
+    'skipped': list(not_read or []),  # entries that are not photos: {'input', 'reason'}
     'failed': [],
     'complete': False,
   }
@@ -438,6 +469,10 @@ def predict_paths(
   'seconds', ...}], 'skipped': [...], 'failed': [{'input', 'reason'}], ...}`.
   """
   inputs = check_paths(input_path, output_dir, recursive=recursive)
+  not_photos: list[dict[str, str]] = []
+  list_inputs(input_path, recursive=recursive, exclude=output_dir, skipped=not_photos)
+  for entry in not_photos:
+    logging.warning('Skipping %s: %s.', entry['input'], entry['reason'])
   tile_settings = grading.tile_settings(config)
   # Bad settings are refused before any output folder is made.
   tiling.check_tiling(model.levels, config.predict.tile_size, config.predict.tile_overlap)
@@ -487,4 +522,12 @@ def predict_paths(
     'options': {k: options[k] for k in ('output_format', 'output_bits', 'output_profile')},
     'overrides': {f'config.{k}': v for k, v in (overrides or {}).items()},
   }
-  return run_batch(inputs, outputs, output_dir, grade, skip_existing=skip_existing, header=header)
+  return run_batch(
+    inputs,
+    outputs,
+    output_dir,
+    grade,
+    skip_existing=skip_existing,
+    header=header,
+    not_read=not_photos,
+  )
