@@ -51,12 +51,7 @@ class _StopRequest:
 
 def _check_finite(step_metrics: dict[str, Any], step: int) -> None:
   if not bool(step_metrics['finite']):
-    raise TrainingStopped(
-      f'The loss or the updated weights became non-finite at step {step} (loss '
-      f'{float(step_metrics["loss"])}). Training stopped; the parameters from before that step '
-      'are kept and no checkpoint holds a non-finite value. Lower '
-      'config.optimizer.learning_rate or check the data.'
-    )
+    raise TrainingStopped(guards.nonfinite_step_message(step_metrics, step))
 
 
 def _log_schedule_change(config: ml_collections.ConfigDict, run: run_record.Run, step: int):
