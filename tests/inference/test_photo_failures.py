@@ -2,6 +2,7 @@
 back, grey or CMYK profiles on RGB pixels, decompression bombs, folders shared by two runs,
 a user's own file named like our summary."""
 
+import errno
 import json
 import multiprocessing
 import os
@@ -289,3 +290,43 @@ def test_fifos_dangling_links_and_linked_folders_are_listed_as_skipped_with_why(
     'linked': 'a link to a folder (links are not followed)',
   }
   assert summary['complete'] and not summary['failed']
+
+
+# ----------------------------------------------------------------- the output folder
+
+
+def test_a_full_disk_stops_naming_the_path_and_leaves_no_partial_file(tmp_path, monkeypatch):
+  out = tmp_path / 'out'
+  out.mkdir()
+  real = os.fsync
+
+  def full(fd):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  monkeypatch.setattr(os, 'fsync', full)
+  with pytest.raises(
+    files.OutputWriteError, match=rf'--output: cannot write {out}/a.png: No space'
+  ):
+    files.write_new_file(str(out / 'a.png'), b'bytes')
+  monkeypatch.setattr(os, 'fsync', real)
+  assert os.listdir(out) == []
+  # Status 2 (a path that cannot be written), as docs/options.md says.
+  from unet_jax import cli_errors
+
+  assert cli_errors.exit_code(files.OutputWriteError(errno.ENOSPC, '--output: x')) == 2
+
+
+def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path, monkeypatch):
+  source = tmp_path / 'in'
+  pf.write(source / 'a.png', pf.colourful(8, 8, 8))
+  locked = tmp_path / 'locked'
+  locked.mkdir()
+  real = os.access
+  # Tests run as root, whom permissions do not stop: the read-only folder is simulated.
+  monkeypatch.setattr(
+    os, 'access', lambda p, mode: False if str(p) == str(locked) else real(p, mode)
+  )
+  with pytest.raises(ValueError, match=rf'^--output {locked} is not writable'):
+    files.check_paths(str(source), str(locked))
+  with pytest.raises(ValueError, match=rf'would be made in {locked}, which is not writable'):
+    files.check_paths(str(source), str(locked / 'new' / 'deeper'))
