@@ -330,3 +330,29 @@ def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path, monkey
     files.check_paths(str(source), str(locked))
   with pytest.raises(ValueError, match=rf'would be made in {locked}, which is not writable'):
     files.check_paths(str(source), str(locked / 'new' / 'deeper'))
+
+
+def corrupt_tag_table_profile() -> bytes:
+  """Adobe RGB with its curve tags' sizes running far past the end of the file."""
+  profile = bytearray(colour_spaces.profile_bytes('adobe_rgb'))
+  (count,) = struct.unpack_from('>I', profile, 128)
+  for index in range(count):
+    signature, offset, _ = struct.unpack_from('>4sII', profile, 132 + 12 * index)
+    if signature.endswith(b'TRC'):
+      struct.pack_into('>4sII', profile, 132 + 12 * index, signature, offset, 0x7FFFFFFF)
+  return bytes(profile)
+
+
+def test_a_jpeg_whose_profile_has_a_corrupt_tag_table_is_written_in_the_working_space(
+  srgb_identity, tmp_path
+):
+  config, model, variables = srgb_identity
+  source, out = tmp_path / 'in', tmp_path / 'out'
+  pf.write(source / 'a.jpg', pf.colourful(16, 16, 8), Q=95)
+  with_icc(source / 'a.jpg', corrupt_tag_table_profile())
+  pf.write(source / 'b.jpg', pf.colourful(16, 16, 8, seed=1), Q=95)
+  summary = files.predict_paths(config, model, variables, str(source), str(out))
+  assert summary['complete'] and not summary['failed'] and len(summary['written']) == 2
+  first = summary['written'][0]
+  assert first['profile'] == 'sRGB' and 'cannot be converted into' in first['profile_note']
+  assert load_photo(out / 'a.jpg').profile == colour_spaces.profile_bytes('srgb')
