@@ -59,5 +59,6 @@ def test_init_from_an_export_folder_is_refused_saying_why(tmp_path):
   folder.mkdir()
   shutil.copy(FIXTURE / 'config.json', folder / 'config.json')
   (folder / 'model.safetensors').write_bytes(b'x')
-  with pytest.raises(run_record.WorkdirError, match='is an export folder .*not the training weights'):
+  refused = 'is an export folder .*not the training weights'
+  with pytest.raises(run_record.WorkdirError, match=refused):
     finetune.check_source(str(folder))
