@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from unet_jax import data, losses
+from unet_jax import data, losses, option_ranges
 from unet_jax.inference import photo_writer, tiling
 from unet_jax.models import batch_norm, global_grade, layers, lut, thumbnail, unet
 from unet_jax.models.global_grade import has_global_grade
@@ -25,6 +25,11 @@ class ConfigError(ValueError):
   """A config value that cannot work; the message names the option."""
 
 
+class DataConfigError(data.DataError, ConfigError):
+  """Data files or a data setting found bad while checking the config: a data error (exit
+  status 4) that is also a ConfigError for callers of validate_config."""
+
+
 def validate_config(
   config: ml_collections.ConfigDict, *, training: bool = True, check_data_files: bool = True
 ) -> None:
@@ -34,6 +39,10 @@ def validate_config(
   `check_data_files=False` the data folders are not looked at (predict on another machine).
   """
   _validate_numbers(config)
+  try:
+    option_ranges.check_ranges(config, training=training)
+  except ValueError as error:
+    raise ConfigError(str(error)) from None
   if config.task not in TASKS:
     raise ConfigError(f'config.task={config.task!r} is not one of {list(TASKS)}.')
   validate_model_config(config.model)
@@ -48,6 +57,8 @@ def validate_config(
     _validate_training(config)
   try:
     data.validate_data_config(config, check_files=check_data_files)
+  except data.DataError as error:
+    raise DataConfigError(str(error)) from None
   except ValueError as error:
     raise ConfigError(str(error)) from None
 

@@ -104,7 +104,7 @@ config, model, variables = _identity('srgb')
 calls = []
 original = files.write_new_file
 
-def write_then_die(path, data):
+def write_then_die(path, data, **kwargs):
   calls.append(path)
   if len(calls) == 3:  # killed while the third photo is being written
     name = f'.{{os.path.basename(path)}}.partial-{{os.getpid()}}'
@@ -112,7 +112,7 @@ def write_then_die(path, data):
     with open(tmp, 'wb') as f:
       f.write(data[: len(data) // 2])
     os.kill(os.getpid(), signal.SIGKILL)
-  return original(path, data)
+  return original(path, data, **kwargs)
 
 files.write_new_file = write_then_die
 files.predict_paths(config, model, variables, sys.argv[1], sys.argv[2])

@@ -16,7 +16,7 @@ from unet_jax import data, losses, metrics, parallel
 from unet_jax.data import fingerprint
 from unet_jax.inference import evaluate
 from unet_jax.models import create_model
-from unet_jax.training import checkpoint, finetune, guards, run_record
+from unet_jax.training import checkpoint, finetune, guards, run_record, workdir_lock
 from unet_jax.training.guards import Interrupted, TrainingStopped
 from unet_jax.training.metric_writer import (
   IntervalMetrics,
@@ -57,12 +57,7 @@ class _StopRequest:
 
 def _check_finite(step_metrics: dict[str, Any], step: int) -> None:
   if not bool(step_metrics['finite']):
-    raise TrainingStopped(
-      f'The loss or the updated weights became non-finite at step {step} (loss '
-      f'{float(step_metrics["loss"])}). Training stopped; the parameters from before that step '
-      'are kept and no checkpoint holds a non-finite value. Lower '
-      'config.optimizer.learning_rate or check the data.'
-    )
+    raise TrainingStopped(guards.nonfinite_step_message(step_metrics, step))
 
 
 def _log_schedule_change(config: ml_collections.ConfigDict, run: run_record.Run, step: int):
@@ -107,11 +102,12 @@ def train_and_evaluate(
   validate_config(config)
   if init_from:
     finetune.check_source(init_from)
-  checkpointer = checkpoint.Checkpointer(workdir, config)
-  try:
-    return _train(config, workdir, checkpointer, stop_at_step=stop_at_step, init_from=init_from)
-  finally:
-    checkpointer.close()
+  with workdir_lock.hold(workdir, exclusive=True, purpose='training'):
+    checkpointer = checkpoint.Checkpointer(workdir, config)
+    try:
+      return _train(config, workdir, checkpointer, stop_at_step=stop_at_step, init_from=init_from)
+    finally:
+      checkpointer.close()
 
 
 def _train(config, workdir, checkpointer, *, stop_at_step, init_from) -> dict[str, Any]:
@@ -168,6 +164,9 @@ def _train(config, workdir, checkpointer, *, stop_at_step, init_from) -> dict[st
     else:
       checkpointer.save_best(state, best)
 
+  if start_step >= final_step:
+    # Nothing left to train: still record accepted changes (predict.*, cadence) in config.json.
+    run.commit(start_step)
   try:
     previous = None
     for step in range(start_step + 1, final_step + 1):
