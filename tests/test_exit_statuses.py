@@ -32,9 +32,16 @@ def _main(*args, timeout=300):
 
 
 def test_status_2_a_missing_workdir_flag():
-  run = _main('--config=configs/tiny.py')
+  # Training defaults to runs/<config name>; a reading mode with neither flag has no run to read.
+  run = _main('--mode=eval')
   assert run.returncode == 2, run.stderr[-2000:]
-  assert 'workdir' in run.stderr and 'Traceback' not in run.stderr
+  assert '--workdir' in run.stderr and 'Traceback' not in run.stderr
+
+
+def test_status_2_a_bare_config_file_beside_the_workdir(tmp_path):
+  run = _main('--mode=eval', f'--workdir={tmp_path}', '--config=configs/tiny.py')
+  assert run.returncode == 2, run.stderr[-2000:]
+  assert '--config is for --mode=train' in run.stderr and 'Traceback' not in run.stderr
 
 
 def test_status_2_a_workdir_that_is_a_file(tmp_path):

@@ -108,7 +108,12 @@ def loaded(run):
 def test_export_writes_the_folder_and_never_overwrites(run, exported):
   folder = exported['dir']
   written = [
-    'MODEL.md', 'config.json', 'grade_tile.jax', 'look.cube', 'model.safetensors', 'model.sha256'
+    'MODEL.md',
+    'config.json',
+    'grade_tile.jax',
+    'look.cube',
+    'model.safetensors',
+    'model.sha256',
   ]
   if HAS_JAX2ONNX:
     written.append('model.onnx')
