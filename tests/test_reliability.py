@@ -18,7 +18,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests import helpers as data_helpers
-from tests.training.test_train import fresh_steps, saved_params, tiny_config  # noqa: F401
+from tests.training.test_train import saved_params, tiny_config
 from unet_jax import data, parallel
 from unet_jax.data import DataError
 from unet_jax.inference import restore
@@ -79,32 +79,32 @@ def test_ema_is_the_bias_corrected_average_of_trained_weights():
   assert np.linalg.norm(kernel(ema) - kernel(initial)) > 0.3 * moved
 
 
-def test_the_jitted_step_is_built_once_per_config():
-  config = tiny_config()
-  mesh = parallel.create_mesh()
-  model = create_model(config.model)
-  sharding = {'x': parallel.replicated(mesh)}
-  first = steps.make_train_step(config, model, create_optimizer(config), mesh, sharding)
-  again = tiny_config(log_every_steps=1)  # cadence is not part of the step
-  same = steps.make_train_step(
-    again, create_model(again.model), create_optimizer(again), mesh, sharding
-  )
-  assert same is first
-  other = tiny_config(**{'loss.l1': 0.5})
-  assert steps.make_train_step(other, model, create_optimizer(other), mesh, sharding) is not first
+def test_a_run_traces_its_step_once(tmp_path, monkeypatch):
+  """Six steps, logs, saves and an eval compile the step once; nothing is left cached for a
+  later run to pick up (the non-finite tests below patch the step's code between runs)."""
+  traced = []
+  real = steps.compute_loss
+
+  def counting(*args):
+    traced.append(1)
+    return real(*args)
+
+  monkeypatch.setattr(steps, 'compute_loss', counting)
+  loop.train_and_evaluate(tiny_config(), str(tmp_path / 'run'))
+  assert len(traced) == 1
+  loop.train_and_evaluate(tiny_config(num_train_steps=7), str(tmp_path / 'run'))
+  assert len(traced) == 2
 
 
 # ----------------------------------------------------------------------------- non-finite
 
 
-@pytest.mark.usefixtures('fresh_steps')
 def test_nonfinite_weights_with_a_finite_loss_stop_training_without_a_checkpoint(
   tmp_path, monkeypatch
 ):
   workdir = str(tmp_path / 'run')
   loop.train_and_evaluate(tiny_config(), workdir, stop_at_step=2)
   good, _ = saved_params(workdir)
-  steps._STEP_CACHE.clear()
   real = optax.apply_updates
   poisoned = lambda p, u: jax.tree.map(lambda x: x * jnp.nan, real(p, u))
   monkeypatch.setattr(optax, 'apply_updates', poisoned)
@@ -189,12 +189,10 @@ def test_divergence_monitor_warns_after_patience_and_on_a_bad_eval():
   assert not monitor.stops
 
 
-@pytest.mark.usefixtures('fresh_steps')
 def test_a_diverging_run_stops_naming_the_step_when_asked(tmp_path, monkeypatch):
   config = tiny_config(**{'divergence.patience': 1, 'divergence.action': 'stop'})
   workdir = str(tmp_path / 'run')
   loop.train_and_evaluate(config, workdir, stop_at_step=2)
-  steps._STEP_CACHE.clear()
   real = steps.compute_loss
 
   def exploding(*args):

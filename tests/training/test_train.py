@@ -50,15 +50,6 @@ def saved_params(workdir, step=None):
   return restored['params'], step
 
 
-@pytest.fixture
-def fresh_steps():
-  """For a test that patches what the step traces: it empties the step cache right before
-  patching (`steps._STEP_CACHE.clear()`), and this empties it again after the test, so no
-  later test gets the patched step."""
-  yield
-  steps._STEP_CACHE.clear()
-
-
 @pytest.fixture(scope='module')
 def trained_workdir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('run'))
@@ -129,13 +120,10 @@ def test_resume_is_exact(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, resumed, expected)
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
-  tmp_path, monkeypatch, fresh_steps
-):
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
   workdir = str(tmp_path / 'nan')
   loop.train_and_evaluate(tiny_config(), workdir, stop_at_step=2)
   good, _ = saved_params(workdir)
-  steps._STEP_CACHE.clear()
 
   real_loss = steps.compute_loss
 
