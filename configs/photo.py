@@ -56,8 +56,8 @@ def get_config():
   config.predict.tile_overlap = 32
   config.model.color_head = 'lut'
   config.model.lut_size = 33
-  config.model.thumbnail_context = True
-  config.model.global_context = True
+  config.model.thumbnail = 'photo'
+  config.model.global_context = 'thumbnail'
   config.model.thumbnail_stats = True
   config.model.coords = False
   config.model.frame_gain = 9

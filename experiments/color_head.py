@@ -84,7 +84,12 @@ ROWS = {
   'recipe_crop_context': (
     'recipe, its global context pooled over the training crop, not the whole photo',
     # The exposure and the metering figures read the whole photo's thumbnail: they go with it.
-    {'model.thumbnail_context': False, 'model.exposure': False, 'model.thumbnail_stats': False},
+    {
+      'model.global_context': 'pooled',
+      'model.thumbnail': 'crop',
+      'model.exposure': False,
+      'model.thumbnail_stats': False,
+    },
   ),
   'recipe_exposure_lr10': (
     "recipe, the exposure at the global grade's 10x step",
@@ -145,8 +150,8 @@ ROWS = {
     {
       **_WITHOUT_ADDITIONS,
       'model.color_head': 'none',
-      'model.thumbnail_context': False,
-      'model.global_context': False,
+      'model.thumbnail': 'crop',
+      'model.global_context': 'none',
       'model.coords': False,
     },
   ),
@@ -156,8 +161,8 @@ ROWS = {
     {
       **_WITHOUT_ADDITIONS,
       'model.color_head': 'lut',
-      'model.thumbnail_context': False,
-      'model.global_context': False,
+      'model.thumbnail': 'crop',
+      'model.global_context': 'none',
       'model.coords': False,
     },
   ),
@@ -169,8 +174,8 @@ ROWS = {
     'adaptive LUT reading the crop (no thumbnail context, no coords)',
     {
       **_WITHOUT_ADDITIONS,
-      'model.thumbnail_context': False,
-      'model.global_context': False,
+      'model.thumbnail': 'crop',
+      'model.global_context': 'none',
       'model.coords': False,
     },
   ),

@@ -6,13 +6,11 @@ import os
 import jax
 import ml_collections
 
-from unet_jax import data, losses
+from unet_jax import data, losses, options
 from unet_jax.inference import photo_writer, tiling
 from unet_jax.models import has_global_grade, validate_model_config
-from unet_jax.training.guards import DIVERGENCE_ACTIONS
 from unet_jax.training.train_state import LR_FACTOR_MODULES
 
-TASKS = ('enhance', 'denoise', 'segment')
 EVAL_METRICS = {
   'segment': ('miou', 'pixel_accuracy'),
   'image': ('psnr', 'ssim', 'lpips', 'delta_e2000'),
@@ -32,8 +30,10 @@ def validate_config(
   `check_data_files=False` the data folders are not looked at (predict on another machine).
   """
   _validate_numbers(config)
-  if config.task not in TASKS:
-    raise ConfigError(f'config.task={config.task!r} is not one of {list(TASKS)}.')
+  try:
+    options.check_choices(config)
+  except ValueError as error:
+    raise ConfigError(str(error)) from None
   try:
     validate_model_config(config.model)
   except ValueError as error:
@@ -158,7 +158,3 @@ def _validate_divergence(div: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'config.divergence.patience must be >= 1; got {div.patience}.')
   if div.eval_margin_db < 0:
     raise ConfigError(f'config.divergence.eval_margin_db must be >= 0; got {div.eval_margin_db}.')
-  if div.action not in DIVERGENCE_ACTIONS:
-    raise ConfigError(
-      f'config.divergence.action={div.action!r} is not one of {list(DIVERGENCE_ACTIONS)}.'
-    )

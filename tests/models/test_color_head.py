@@ -172,7 +172,7 @@ def _context_of(model, variables, images, thumbnail):
 
 
 def test_tiles_whole_image_and_training_crop_get_the_same_context():
-  model = _model(color_head='adaptive_lut', global_context=True, thumbnail_context=True)
+  model = _model(color_head='adaptive_lut', global_context='thumbnail', thumbnail='photo')
   variables = _variables(model, head_scale=0.1)
   image = _photo(*SIZE, seed=4)
   photo_thumbnail = grading.photo_thumbnail(model, image)
@@ -229,10 +229,10 @@ def test_training_crop_coordinates_are_its_place_in_the_photo():
 @pytest.mark.parametrize(
   'overrides',
   [
-    dict(color_head='adaptive_lut', global_context=True, thumbnail_context=True, coords=True),
+    dict(color_head='adaptive_lut', global_context='thumbnail', thumbnail='photo', coords=True),
     dict(color_head='lut', coords=True, unet_input='lut'),
-    dict(color_head='adaptive_lut', thumbnail_context=True, thumbnail_stats=True, frame_gain=5),
-    dict(color_head='adaptive_lut', thumbnail_context=True, exposure=True),
+    dict(color_head='adaptive_lut', thumbnail='photo', thumbnail_stats=True, frame_gain=5),
+    dict(color_head='adaptive_lut', thumbnail='photo', exposure=True),
   ],
 )
 def test_tiled_predict_with_colour_head_and_coords_is_seam_free(overrides):
@@ -252,9 +252,7 @@ def test_tiled_predict_with_colour_head_and_coords_is_seam_free(overrides):
 
 @pytest.mark.parametrize('frame_gain', [0, 5])
 def test_lut_only_predict_is_the_global_grade_of_the_full_model(frame_gain):
-  model = _model(
-    color_head='adaptive_lut', thumbnail_context=True, frame_gain=frame_gain, exposure=True
-  )
+  model = _model(color_head='adaptive_lut', thumbnail='photo', frame_gain=frame_gain, exposure=True)
   variables = _variables(model)
   image = _photo(*SIZE, seed=8)
   thumbnail = grading.photo_thumbnail(model, image)
@@ -373,7 +371,7 @@ def test_training_crops_and_predict_get_the_whole_photos_metering():
   example = AddWholePhoto(thumbnail_size=16, statistics=True).map({'input': image, 'target': image})
   augment = PairedAugment(crop_size=32, hflip=True, rot90=True)
   crop = augment.random_map(example, np.random.default_rng(4))
-  model = _model(color_head='adaptive_lut', thumbnail_context=True, exposure=True)
+  model = _model(color_head='adaptive_lut', thumbnail='photo', exposure=True)
   np.testing.assert_array_equal(crop['statistics'], photo_statistics(image, np))
   np.testing.assert_array_equal(grading.photo_metering(model, image)[0], crop['statistics'])
 
@@ -385,7 +383,7 @@ def test_train_step_learns_through_the_head_with_its_regularisers():
     base_channels=8,
     lut_size=S,
     color_head='adaptive_lut',
-    thumbnail_context=True,
+    thumbnail='photo',
     frame_gain=3,
   )
   config.loss.update(
@@ -432,10 +430,10 @@ def test_bad_colour_head_options_are_named():
   with pytest.raises(ConfigError, match='config.model.color_head'):
     validate_config(config, training=False, check_data_files=False)
   config.model.color_head = 'none'
-  config.model.thumbnail_context = True
-  with pytest.raises(ConfigError, match='config.model.thumbnail_context'):
+  config.model.thumbnail = 'photo'
+  with pytest.raises(ConfigError, match="config.model.thumbnail='photo'"):
     validate_config(config, training=False, check_data_files=False)
-  config.model.thumbnail_context = False
+  config.model.thumbnail = 'crop'
   config.predict.lut_only = True
   with pytest.raises(ConfigError, match='config.predict.lut_only'):
     validate_config(config, training=False, check_data_files=False)
@@ -466,23 +464,23 @@ def test_bad_colour_head_options_are_named():
     validate_config(config, training=True, check_data_files=False)
   config.optimizer.grade_first_steps = 0
   config.model.exposure = True
-  with pytest.raises(ConfigError, match='config.model.exposure.*thumbnail_context=True'):
+  with pytest.raises(ConfigError, match="config.model.exposure.*thumbnail='photo'"):
     validate_config(config, training=False, check_data_files=False)
-  config.model.update(thumbnail_context=True, global_context=True, exposure_range_ev=0.0)
+  config.model.update(thumbnail='photo', global_context='thumbnail', exposure_range_ev=0.0)
   with pytest.raises(ConfigError, match='config.model.exposure_range_ev'):
     validate_config(config, training=False, check_data_files=False)
   # The exposure alone may read the whole photo (its metering), without the global context.
-  config.model.update(global_context=False, exposure_range_ev=2.0, color_head='lut')
+  config.model.update(global_context='none', exposure_range_ev=2.0, color_head='lut')
   validate_config(config, training=False, check_data_files=False)
   config.model.exposure = False
-  with pytest.raises(ConfigError, match='config.model.thumbnail_context=True feeds'):
+  with pytest.raises(ConfigError, match="config.model.thumbnail='photo' feeds"):
     validate_config(config, training=False, check_data_files=False)
 
 
 def test_a_workdir_written_before_these_options_loads_and_resumes(tmp_path):
   config = get_base_config()
   plain = config.to_dict()
-  for key in ('color_head', 'lut_size', 'coords', 'thumbnail_context', 'frame_gain'):
+  for key in ('color_head', 'lut_size', 'coords', 'thumbnail', 'frame_gain'):
     del plain['model'][key]
   del plain['loss']['lut_smoothness']
   old = run_record.ml_collections.ConfigDict(plain)

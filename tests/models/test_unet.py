@@ -186,7 +186,9 @@ def test_skip_none_cuts_the_gradient_path_from_the_first_encoder_stage():
 
 
 def test_bfloat16_compute_keeps_float32_params_and_output():
-  model = create_model(_model_config(dtype='bfloat16', global_context=True, attention_gates=True))
+  model = create_model(
+    _model_config(dtype='bfloat16', global_context='pooled', attention_gates=True)
+  )
   x = jax.random.uniform(jax.random.key(6), (2, 32, 32, 3))
   variables = model.init(jax.random.key(0), x)
   assert {p.dtype for p in jax.tree.leaves(variables['params'])} == {jnp.dtype('float32')}

@@ -104,7 +104,7 @@ def test_tile_grading_lowers(name):
   tile = config.predict.tile_size
   tiles = jax.ShapeDtypeStruct((2, tile, tile, config.model.in_channels), jnp.float32)
   context = None
-  if config.model.global_context:
+  if config.model.global_context != 'none':
     # The first pass: each tile's bottleneck sums over the cells it owns.
     cells = tile // 2**config.model.levels
     weights = jax.ShapeDtypeStruct((2, cells, cells), jnp.float32)

@@ -45,12 +45,10 @@ def _noise_sigma(config: ml_collections.ConfigDict) -> float | None:
 def _whole_photo(config: ml_collections.ConfigDict) -> AddWholePhoto:
   """The thumbnail (whole-photo context) and coordinates the model reads beside its crop."""
   model = config.model
+  whole = model.thumbnail == 'photo'
   return AddWholePhoto(
-    thumbnail_size=int(model.thumbnail_size) if model.get('thumbnail_context') else None,
-    statistics=bool(
-      model.get('thumbnail_context')
-      and (model.get('thumbnail_stats', False) or model.get('exposure', False))
-    ),
+    thumbnail_size=int(model.thumbnail_size) if whole else None,
+    statistics=whole and bool(model.thumbnail_stats or model.exposure),
     coords=bool(model.get('coords', False) or model.get('frame_gain', 0)),
   )
 
@@ -126,7 +124,7 @@ def create_train_iterator(
 
   enhance / denoise: `{'input', 'target'}` float32 `[b, crop, crop, 3]` in [0, 1] (denoise:
   input = target + noise); segment: `{'input'}` and `{'mask'}` int32 `[b, crop, crop]`. With
-  `model.thumbnail_context` (and a global branch): `'thumbnail'` `[b, T, T, 3]` of each whole
+  `model.thumbnail='photo'` (and a global branch): `'thumbnail'` `[b, T, T, 3]` of each whole
   input photo, and with `thumbnail_stats` or `exposure` its `'statistics'` `[b, 8]`; with
   `model.coords`: `'coords'` `[b, crop, crop, 2]` in [-1, 1] of the photo. Its
   `get_state()` / `set_state()` (or orbax `grain.checkpoint.CheckpointSave/Restore`) resume at

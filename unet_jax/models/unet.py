@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from unet_jax import options
 from unet_jax.models import batch_norm, layers, lut
 from unet_jax.models import color_head as color_head_lib
 
@@ -292,14 +293,16 @@ def _validate_color_head(model_config: ml_collections.ConfigDict) -> None:
   _check_choice('color_head', model_config.color_head, color_head_lib.COLOR_HEADS)
   _check_choice('lut_method', model_config.lut_method, lut.METHODS)
   _check_choice('unet_input', model_config.unet_input, color_head_lib.UNET_INPUTS)
-  if model_config.thumbnail_context and not (
+  _check_choice('global_context', model_config.global_context, options.GLOBAL_CONTEXTS)
+  _check_choice('thumbnail', model_config.thumbnail, options.THUMBNAILS)
+  if model_config.thumbnail == 'photo' and not (
     model_config.color_head == 'adaptive_lut'
-    or model_config.global_context
+    or model_config.global_context == 'thumbnail'
     or model_config.get('exposure', False)
   ):
     raise ValueError(
-      'config.model.thumbnail_context=True feeds the global branch, and this model has none: '
-      "set config.model.color_head='adaptive_lut', config.model.global_context=True or "
+      "config.model.thumbnail='photo' feeds the global branch, and this model has none: "
+      "set config.model.color_head='adaptive_lut', config.model.global_context='thumbnail' or "
       'config.model.exposure=True.'
     )
   stages = len(color_head_lib.ENCODER_CHANNELS)
@@ -309,12 +312,12 @@ def _validate_color_head(model_config: ml_collections.ConfigDict) -> None:
       f'{stages} times); got {model_config.thumbnail_size}.'
     )
   if model_config.get('thumbnail_stats', False) and not (
-    model_config.color_head == 'adaptive_lut' or model_config.thumbnail_context
+    model_config.color_head == 'adaptive_lut' or model_config.global_context == 'thumbnail'
   ):
     raise ValueError(
       "config.model.thumbnail_stats=True adds the thumbnail's figures to the context, and "
-      "this model reads no thumbnail: set config.model.color_head='adaptive_lut' or "
-      'config.model.thumbnail_context=True (with global_context).'
+      "this model encodes no thumbnail: set config.model.color_head='adaptive_lut' or "
+      "config.model.global_context='thumbnail'."
     )
   frame_gain = int(model_config.get('frame_gain', 0))
   if frame_gain == 1 or frame_gain < 0:
@@ -322,10 +325,10 @@ def _validate_color_head(model_config: ml_collections.ConfigDict) -> None:
       f'config.model.frame_gain must be 0 (off) or >= 2 lattice points a side; got {frame_gain}.'
     )
   if model_config.get('exposure', False):
-    if not model_config.thumbnail_context:
+    if model_config.thumbnail != 'photo':
       raise ValueError(
         "config.model.exposure=True meters the whole photo's thumbnail: it needs "
-        'config.model.thumbnail_context=True.'
+        "config.model.thumbnail='photo'."
       )
     if not model_config.get('exposure_range_ev', 2.0) > 0:
       raise ValueError(
@@ -383,6 +386,11 @@ def create_model(model_config: ml_collections.ConfigDict) -> UNet:
   validate_model_config(model_config)
   kwargs = dict(model_config)
   kwargs['dtype'] = DTYPES[model_config.dtype]
+  # The module's fields: a bottleneck context, and whether it is the thumbnail encoder's. What
+  # the training thumbnail shows (`thumbnail`) is the data pipeline's business.
+  del kwargs['thumbnail']
+  kwargs['global_context'] = model_config.global_context != 'none'
+  kwargs['thumbnail_context'] = model_config.global_context == 'thumbnail'
   return UNet(**kwargs)
 
 

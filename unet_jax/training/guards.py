@@ -19,8 +19,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-DIVERGENCE_ACTIONS = ('warn', 'stop')
-
 
 class Interrupted(Exception):
   """Training stopped on SIGTERM/SIGINT after saving a checkpoint; rerunning resumes it."""
