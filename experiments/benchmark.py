@@ -1,8 +1,8 @@
 """Train-step speed, FLOPs, predict cost and input-pipeline rate of a config, optionally raced
 against the same U-Net in PyTorch.
 
-  python experiments/benchmark.py --config=configs/res256.py --compare-torch
-  python experiments/benchmark.py --config=configs/res256.py --resolution=128,256 --batch=8 \
+  python -m experiments.benchmark --config=configs/res256.py --compare-torch
+  python -m experiments.benchmark --config=configs/res256.py --resolution=128,256 --batch=8 \
     --steps=20 --compare-torch --json-out=/tmp/benchmark.json
 
 Train step: the library's own jitted step (`unet_jax.training.steps.make_train_step`: forward, loss,
@@ -40,26 +40,22 @@ import os
 import pathlib
 import platform
 import resource
-import sys
 import tempfile
 import time
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-import data_throughput  # noqa: E402  (beside this script)
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-from unet_jax import losses, parallel  # noqa: E402
-from unet_jax.inference import grading  # noqa: E402
-from unet_jax.models import count_params, create_model  # noqa: E402
-from unet_jax.training.steps import make_train_step  # noqa: E402
-from unet_jax.training.train_state import create_optimizer, init_train_state  # noqa: E402
+from experiments import data_throughput
+from unet_jax import losses, parallel
+from unet_jax.inference import grading
+from unet_jax.models import count_params, create_model
+from unet_jax.training.steps import make_train_step
+from unet_jax.training.train_state import create_optimizer, init_train_state
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config', 'configs/res256.py', 'Model, optimiser, data and predict config.'
@@ -167,8 +163,8 @@ def _predict_in_process(
   framework: str, config_dict: dict, shape: tuple, weights_path: str, queue
 ) -> None:
   """Runs in a spawned process: grades one photo with `framework`, puts its figures on `queue`."""
-  import ml_collections  # noqa: PLC0415
-  from flax import traverse_util  # noqa: PLC0415
+  import ml_collections
+  from flax import traverse_util
 
   config = ml_collections.ConfigDict(config_dict)
   with np.load(weights_path) as stored:
@@ -184,8 +180,9 @@ def _predict_in_process(
       grading.grade_image(model, variables, photo, batch_tiles=batch, **kwargs)
 
   else:
-    import torch  # noqa: PLC0415
-    import torch_unet  # noqa: PLC0415
+    import torch
+
+    from experiments import torch_unet
 
     net = torch_unet.from_config(config.model)
     torch_unet.load_flax_params(net, variables)
@@ -215,7 +212,7 @@ def _predict_in_process(
 
 def compare_predict(config, variables, megapixels: float) -> dict[str, Any]:
   """Grades one `megapixels` photo in JAX and in PyTorch, each in its own fresh process."""
-  from flax import traverse_util  # noqa: PLC0415
+  from flax import traverse_util
 
   shape = _photo_shape(megapixels, config.model.in_channels)
   config_dict = config.to_dict()
@@ -307,7 +304,7 @@ def benchmark_resolution(config, resolution: int, batch_size: int, peak: float |
   steps = {'jax': jax_step}
   torch_info = {}
   if _COMPARE_TORCH.value:
-    import torch_unet  # noqa: PLC0415 (optional dependency, imported only when asked for)
+    from experiments import torch_unet
 
     torch_step = torch_unet.TrainStep(config, batch, channels_last=_TORCH_CHANNELS_LAST.value)
     if torch_step.num_params != jax_step.num_params:
@@ -354,11 +351,11 @@ def environment() -> dict[str, Any]:
     'device_count': jax.device_count(),
     'processor': _cpu_model(),
   }
-  import flax  # noqa: PLC0415
+  import flax
 
   info['flax'] = flax.__version__
   if _COMPARE_TORCH.value:
-    import torch  # noqa: PLC0415
+    import torch
 
     info['torch'] = torch.__version__
     info['torch_threads'] = torch.get_num_threads()
@@ -445,8 +442,6 @@ def main(argv: list[str]) -> None:
     config.loss.l1 = 1.0
   resolutions = [int(r) for r in _RESOLUTION.value] or [config.data.crop_size]
   batch_size = _BATCH.value or config.batch_size
-  if _COMPARE_TORCH.value:
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
   results: dict[str, Any] = {'environment': environment(), 'config': config.to_dict()}
   peak = peak_flops(config)
   results['peak_flops'] = peak

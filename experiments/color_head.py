@@ -1,7 +1,8 @@
 """Ablation of the colour head, whole-photo context and coordinates on every built-in look.
 
-Rows (each a short run of `configs/photo.py` with options changed, through
-`unet_jax.training.loop.train_and_evaluate`, scored on the 3 held-out built-in photos at full size):
+Rows (each a short run of `configs/photo.py` with options changed, trained and cached by the
+shared sweep runner `experiments/sweep.py`, scored on the 3 held-out built-in photos at full
+size):
 
 - `unet`: no colour head, no thumbnail, no coords (the default config's model, on the
   recipe's crops and steps);
@@ -31,33 +32,28 @@ single global grade of that size does on them: what the acceptance compares with
 17^3 LUT per held-out photo (an oracle that knows each photo's target), and `train_fit_lut` /
 `train_fit_lut_33_curvature`, fitted to the training photos instead, with the weak pull towards
 the identity or with the curvature prior: what a LUT learned from the training photos can do
-on photos it has not seen. Runs resume: a finished run's
-`result.json` is reused.
+on photos it has not seen. The fits are `unet_jax.inference.lut.fit_lut` (the solver behind
+`--mode=export_lut`). Runs resume: a finished run's `result.json` is reused.
 
-  nice -n 10 python experiments/color_head.py --steps=300 --seeds=0 --budget_minutes=45
-  python experiments/color_head.py --report_only
+  nice -n 10 python -m experiments.color_head --steps=300 --seeds=0 --budget_minutes=45
+  python -m experiments.color_head --report_only
 """
 
 import json
 import os
-import shutil
 import sys
-import time
 
 import numpy as np
-import scipy.sparse
-import scipy.sparse.linalg
 from absl import app, flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
+import configs.default
+import configs.photo
+from experiments import sweep
+from unet_jax import data, metrics, paths
+from unet_jax.inference import lut as lut_fit
+from unet_jax.models import lut as lut_lib
 
-import configs.default  # noqa: E402
-import configs.photo  # noqa: E402
-from unet_jax import data, metrics, paths  # noqa: E402
-from unet_jax.models import lut as lut_lib  # noqa: E402
-from unet_jax.training import loop  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 LOOKS = ('warm_film', 'local_contrast', 'vignette', 'auto_exposure')
 # What the rows before the recipe's later additions switch off, so each keeps its meaning.
@@ -199,6 +195,11 @@ flags.DEFINE_string('output_dir', os.path.join(ROOT, 'experiments', 'results'), 
 flags.DEFINE_string('report_name', 'color_head', 'Report files: <output_dir>/<name>.md and .json.')
 flags.DEFINE_bool('report_only', False, 'Rebuild the report from finished runs.')
 flags.DEFINE_bool('baseline_lpips', True, 'Score the baselines with LPIPS too (slow on CPU).')
+flags.DEFINE_string(
+  'compilation_cache_dir',
+  str(paths.cache_dir('jax_compilation_cache')),
+  'Persistent XLA compilation cache (empty: off).',
+)
 
 
 def make_config(look: str, row: str, seed: int, steps: int, crop_size: int):
@@ -226,94 +227,38 @@ def make_config(look: str, row: str, seed: int, steps: int, crop_size: int):
   return config.unlock()
 
 
-def run_one(runs_dir: str, look: str, row: str, seed: int) -> dict:
-  folder = os.path.join(runs_dir, look, row, f'seed_{seed}')
-  path = os.path.join(folder, 'result.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
-  shutil.rmtree(folder, ignore_errors=True)
-  config = make_config(look, row, seed, FLAGS.steps, FLAGS.crop_size)
-  started = time.perf_counter()
-  final = loop.train_and_evaluate(config, folder)
-  result = {
-    'look': look,
-    'row': row,
-    'seed': seed,
-    'steps': config.num_train_steps,
-    'crop_size': config.data.crop_size,
-    'wall_seconds': time.perf_counter() - started,
-    'model': final['model'],
-    'identity': final['identity'],
-    'images': final['images'],
+def _summarise(run: sweep.Run, workdir: str, final: dict) -> dict:
+  """What the report reads of a run (its scores on the held-out photos)."""
+  return {
+    'look': run.group,
+    'row': run.row,
+    'seed': run.seed,
+    'steps': run.config.num_train_steps,
+    'crop_size': run.config.data.crop_size,
+    'model': final.get('model', {}),
+    'identity': final.get('identity', {}),
+    'images': final.get('images', []),
   }
-  with open(path, 'w') as f:
-    json.dump(result, f, indent=1)
-  for sub in ('checkpoints', 'best', 'tensorboard', 'tfds'):
-    shutil.rmtree(os.path.join(folder, sub), ignore_errors=True)
-  return result
-
-
-def _second_differences(size: int) -> scipy.sparse.csr_matrix:
-  """The `[3 (S - 2) S^2, S^3]` operator of a table's second differences along r, g and b."""
-  line = scipy.sparse.diags(
-    [np.ones(size - 2), -2 * np.ones(size - 2), np.ones(size - 2)], [0, 1, 2], (size - 2, size)
-  )
-  eye = scipy.sparse.identity(size)
-  along = (
-    scipy.sparse.kron(scipy.sparse.kron(line, eye), eye),
-    scipy.sparse.kron(scipy.sparse.kron(eye, line), eye),
-    scipy.sparse.kron(scipy.sparse.kron(eye, eye), line),
-  )
-  return scipy.sparse.vstack(along).tocsr()
 
 
 def fit_lut(
   inputs: list[np.ndarray], targets: list[np.ndarray], size: int = 17, curvature: float = 0.0
 ) -> np.ndarray:
-  """Least-squares `[S, S, S, 3]` table mapping `inputs` to `targets` through trilinear lookup.
+  """Least-squares `[S, S, S, 3]` table mapping `inputs` to `targets` through trilinear lookup
+  (`unet_jax.inference.lut.fit_lut`, clipped to [0, 1]).
 
-  Where few pixels fall, the table is pulled weakly (1e-3) towards the identity, or with
-  `curvature > 0` towards the straight continuation of its neighbours (second differences, as
-  `loss.lut_curvature` does in training), with that weight instead.
+  Where few pixels fall, the table is pulled weakly (1e-3 of a pixel's weight per cell, spread
+  evenly) towards the identity, or with `curvature > 0` towards the straight continuation of its
+  neighbours (second differences, as `loss.lut_curvature` does in training), with that weight
+  instead.
   """
-  pixels = np.concatenate([i.reshape(-1, 3) for i in inputs]).astype(np.float64)
-  wanted = np.concatenate([t.reshape(-1, 3) for t in targets]).astype(np.float64)
-  scaled = np.clip(pixels, 0, 1) * (size - 1)
-  lower = np.clip(np.floor(scaled), 0, size - 2).astype(np.int64)
-  frac = scaled - lower
-  rows, cols, vals = [], [], []
-  n = np.arange(len(pixels))
-  for dr in (0, 1):
-    for dg in (0, 1):
-      for db in (0, 1):
-        weight = (
-          (frac[:, 0] if dr else 1 - frac[:, 0])
-          * (frac[:, 1] if dg else 1 - frac[:, 1])
-          * (frac[:, 2] if db else 1 - frac[:, 2])
-        )
-        corner = ((lower[:, 0] + dr) * size + lower[:, 1] + dg) * size + lower[:, 2] + db
-        rows.append(n)
-        cols.append(corner)
-        vals.append(weight)
-  a = scipy.sparse.csr_matrix(
-    (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-    shape=(len(pixels), size**3),
+  cells = size**3
+  pixels = np.concatenate([i.reshape(-1, 3) for i in inputs])
+  wanted = np.concatenate([t.reshape(-1, 3) for t in targets])
+  pull = (1e-9 if curvature > 0 else 1e-3) / cells
+  return lut_fit.fit_lut(
+    pixels, wanted, size=size, smoothness=0.0, curvature=curvature / cells, identity_pull=pull
   )
-  identity = np.asarray(lut_lib.identity_lut(size), np.float64).reshape(-1, 3)
-  scale = len(pixels) / size**3
-  if curvature > 0:
-    second = _second_differences(size)
-    prior = curvature * scale * (second.T @ second)
-    # A trace of the identity pull keeps the system regular where no pixel and no bend decides.
-    prior = prior + 1e-9 * scale * scipy.sparse.identity(size**3)
-  else:
-    prior = 1e-3 * scale * scipy.sparse.identity(size**3)
-  solve = scipy.sparse.linalg.factorized((a.T @ a + prior).tocsc())
-  # The identity is affine: its second differences are 0, so both priors pull towards it alike.
-  rhs = a.T @ wanted + prior @ identity
-  table = np.stack([solve(rhs[:, c]) for c in range(3)], axis=-1)
-  return table.reshape(size, size, size, 3).astype(np.float32)
 
 
 # The fits without training (`baselines`): name -> (fitted on, lattice points, curvature).
@@ -442,10 +387,20 @@ def write_report(results: list[dict], base: dict, command: str) -> str:
   return path
 
 
+def planned_runs() -> list[sweep.Run]:
+  """Every (look, row, seed) of the flags: a seed's rows before the next seed."""
+  return [
+    sweep.Run(look, row, seed, make_config(look, row, seed, FLAGS.steps, FLAGS.crop_size))
+    for seed in (int(s) for s in FLAGS.seeds)
+    for row in FLAGS.rows
+    for look in FLAGS.looks
+  ]
+
+
 def main(argv):
   del argv
+  sweep.use_compilation_cache(FLAGS.compilation_cache_dir)
   runs_dir = FLAGS.runs_dir or str(paths.cache_dir('color_head'))
-  started = time.perf_counter()
   base_path = os.path.join(runs_dir, 'baselines.json')
   base = {}
   if os.path.exists(base_path):
@@ -459,15 +414,16 @@ def main(argv):
         os.makedirs(runs_dir, exist_ok=True)
         with open(base_path, 'w') as f:
           json.dump(base, f, indent=1)
-  results = []
-  plan = [(look, row, int(s)) for s in FLAGS.seeds for row in FLAGS.rows for look in FLAGS.looks]
-  for look, row, seed in plan:
-    done = os.path.join(runs_dir, look, row, f'seed_{seed}', 'result.json')
-    over_budget = time.perf_counter() - started > 60 * FLAGS.budget_minutes
-    if (FLAGS.report_only or over_budget) and not os.path.exists(done):
-      continue
-    results.append(run_one(runs_dir, look, row, seed))
-  command = 'python experiments/color_head.py ' + ' '.join(sys.argv[1:])
+  results, _ = sweep.run_sweep(
+    planned_runs(),
+    runs_dir,
+    _summarise,
+    budget_minutes=FLAGS.budget_minutes,
+    report_only=FLAGS.report_only,
+  )
+  # A run the non-finite guard stopped has no scores to report.
+  results = [r for r in results if not r.get('error')]
+  command = 'python -m experiments.color_head ' + ' '.join(sys.argv[1:])
   print(write_report(results, base, command.strip()))
 
 

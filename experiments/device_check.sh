@@ -102,12 +102,12 @@ nvidia-smi >>"$LOG" 2>&1 || true
 # The suite's conftest asks for 8 CPU devices; JAX_PLATFORMS above puts these tests on the GPU.
 # One process (`-o addopts=` drops pyproject's `-n auto`: one GPU, and no pytest-xdist installed).
 run_step tests "$LIMIT_TESTS" "$PYTHON" -m pytest -q -o addopts= -p no:cacheprovider "${TESTS[@]}"
-run_step benchmark "$LIMIT_BENCHMARK" "$PYTHON" experiments/benchmark.py --config="$CONFIG_BENCH" \
+run_step benchmark "$LIMIT_BENCHMARK" "$PYTHON" -m experiments.benchmark --config="$CONFIG_BENCH" \
   "${BENCH_ARGS[@]}" --compare-torch --predict-size=0 --pipeline-seconds=0 \
   --json-out="$WORK/benchmark.json"
-run_step train "$LIMIT_TRAIN" "$PYTHON" experiments/train_check.py --config="$CONFIG_TRAIN" \
+run_step train "$LIMIT_TRAIN" "$PYTHON" -m experiments.train_check --config="$CONFIG_TRAIN" \
   "${TRAIN_ARGS[@]}" --workdir="$WORK/train" --json-out="$WORK/train.json"
-run_step predict "$LIMIT_PREDICT" "$PYTHON" experiments/predict_memory.py --config="$CONFIG_PREDICT" \
+run_step predict "$LIMIT_PREDICT" "$PYTHON" -m experiments.predict_memory --config="$CONFIG_PREDICT" \
   "${PREDICT_ARGS[@]}" --json-out="$WORK/predict.json"
 
 "$PYTHON" - "$WORK" "$OUT/device_check.json" "$DRY_RUN" <<'EOF'

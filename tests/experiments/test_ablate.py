@@ -3,16 +3,13 @@
 import math
 import pathlib
 import re
-import sys
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / 'experiments'))
-import ablate  # noqa: E402
-from ablation import measures, runs, verdicts  # noqa: E402
-from ablation.claims import CLAIMS  # noqa: E402
-from ablation.presets import PRESETS  # noqa: E402
+from experiments import ablate
+from experiments.ablation import measures, runs, verdicts
+from experiments.ablation.claims import CLAIMS
+from experiments.ablation.presets import PRESETS
 
 VERDICTS = (
   'supported',

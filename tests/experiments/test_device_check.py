@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
 
 import pytest
 
@@ -19,7 +20,7 @@ pytest.importorskip('torch')  # the benchmark step races the PyTorch reference
 
 @pytest.mark.slow
 def test_dry_run_writes_every_steps_figures(tmp_path):
-  env = dict(os.environ, OUT=str(tmp_path / 'out'), DRY_RUN='1')
+  env = dict(os.environ, OUT=str(tmp_path / 'out'), DRY_RUN='1', PYTHON=sys.executable)
   # One device, as a user has (the suite's 8 fake ones would split the tiny batches); compiled
   # without backend optimisation like the rest of the suite (tests/conftest.py).
   env['XLA_FLAGS'] = '--xla_backend_optimization_level=0'
@@ -45,7 +46,7 @@ def test_dry_run_writes_every_steps_figures(tmp_path):
 def test_unknown_argument_is_refused(tmp_path):
   done = subprocess.run(
     ['bash', str(SCRIPT), '--fast'],
-    env=dict(os.environ, OUT=str(tmp_path)),
+    env=dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable),
     capture_output=True,
     text=True,
     timeout=60,
