@@ -5,6 +5,7 @@ import pathlib
 import re
 
 import numpy as np
+import pytest
 
 from experiments import ablate
 from experiments.ablation import measures, runs, verdicts
@@ -58,6 +59,7 @@ def _table_rows(text: str, section: str) -> list[list[str]]:
   return [[cell.strip() for cell in row.strip('|').split('|')] for row in rows[1:]]
 
 
+@pytest.mark.slow
 def test_quick_preset_writes_the_report_and_plots(tmp_path):
   output_dir, runs_dir = tmp_path / 'results', tmp_path / 'runs'
   path = ablate.run_ablation('quick', str(output_dir), str(runs_dir))

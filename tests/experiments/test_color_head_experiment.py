@@ -10,6 +10,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 _PROBE = r"""
@@ -62,6 +64,7 @@ def _probe() -> dict:
   return json.loads(line.removeprefix('RESULT'))
 
 
+@pytest.mark.slow
 def test_rows_configs_and_lut_fits():
   report = _probe()
   # A typo in a row's option would add a new key silently and train the recipe unchanged:

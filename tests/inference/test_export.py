@@ -128,6 +128,7 @@ def test_safetensors_hold_the_ema_weights_and_load_back(run, exported, loaded):
   np.testing.assert_array_equal(from_export.grade(image), loaded.grade(image))
 
 
+@pytest.mark.slow
 def test_stablehlo_runs_with_jax_alone_and_matches_grade(exported, loaded, tmp_path):
   """The artefact deserialises in a Python that never imports unet_jax (nor flax)."""
   tile = _photo(TILE, TILE, seed=3)

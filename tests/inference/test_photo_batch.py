@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tests import photo_files as pf
-from tests.inference.test_predict import _variables
+from tests.helpers import random_variables
 from unet_jax.config import get_base_config
 from unet_jax.data import load_photo
 from unet_jax.inference import files
@@ -26,7 +26,7 @@ def _identity(working_space: str):
   config.predict.tile_size, config.predict.tile_overlap = 32, 8
   config.data.working_space = working_space
   model = UNet(levels=2, base_channels=4)
-  return config, model, _variables(model, head_scale=0.0)
+  return config, model, random_variables(model, head_scale=0.0)
 
 
 @pytest.fixture(scope='module')
@@ -96,7 +96,6 @@ def test_recursive_mirrors_sub_folders(adobe_identity, tmp_path):
 
 _KILLED_RUN = """
 import os, signal, sys
-sys.path.insert(0, {root!r})
 from tests.inference.test_photo_batch import _identity
 from unet_jax.inference import files
 
@@ -119,14 +118,18 @@ files.predict_paths(config, model, variables, sys.argv[1], sys.argv[2])
 """
 
 
+@pytest.mark.slow
 def test_killed_run_finishes_with_one_output_per_photo(tmp_path):
   source, out = tmp_path / 'in', tmp_path / 'out'
   names = [f'p{i}.png' for i in range(5)]
   for i, name in enumerate(names):
     pf.write(source / name, pf.colourful(16, 16, 8, seed=i))
-  script = textwrap.dedent(_KILLED_RUN.format(root=ROOT))
+  script = textwrap.dedent(_KILLED_RUN)
   run = subprocess.run(
-    [sys.executable, '-c', script, str(source), str(out)], capture_output=True, timeout=300
+    [sys.executable, '-c', script, str(source), str(out)],
+    cwd=ROOT,
+    capture_output=True,
+    timeout=300,
   )
   assert run.returncode == -9, run.stderr.decode()[-2000:]
   left = sorted(os.listdir(out))

@@ -8,7 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from tests.inference.test_predict import SIZE, _photo, _psnr, _variables
+from tests.helpers import PHOTO_SIZE as SIZE
+from tests.helpers import photo, psnr, random_variables
 from unet_jax import losses
 from unet_jax.config import get_base_config
 from unet_jax.data.transforms import AddWholePhoto, PairedAugment, make_thumbnail
@@ -127,7 +128,7 @@ def _initial_variables(model: UNet) -> dict:
   """Variables as `model.init` makes them for the colour head (its own init, which is what is
   tested), the U-Net's head at zero as its init leaves it, the rest random. (Compiling the whole
   `model.init` takes minutes on this machine.)"""
-  variables = _variables(model, head_scale=0.0)
+  variables = random_variables(model, head_scale=0.0)
   head = ColorHead(model.color_head, model.lut_size, model.lut_bases)
   context = jnp.zeros((1, ENCODER_CHANNELS[-1]))
   head_variables = jax.jit(head.init)(jax.random.key(0), jnp.zeros((1, 4, 4, 3)), context)
@@ -138,7 +139,7 @@ def _initial_variables(model: UNet) -> dict:
 @pytest.mark.parametrize('color_head', ['lut', 'adaptive_lut'])
 def test_an_untrained_colour_head_model_is_the_identity(color_head):
   model = _model(color_head=color_head, coords=True)
-  image = jnp.asarray(_photo(32, 48))[None]
+  image = jnp.asarray(photo(32, 48))[None]
   variables = _initial_variables(model)
   np.testing.assert_allclose(jax.jit(model.apply)(variables, image), image, atol=1e-5)
 
@@ -173,8 +174,8 @@ def _context_of(model, variables, images, thumbnail):
 
 def test_tiles_whole_image_and_training_crop_get_the_same_context():
   model = _model(color_head='adaptive_lut', global_context='thumbnail', thumbnail='photo')
-  variables = _variables(model, head_scale=0.1)
-  image = _photo(*SIZE, seed=4)
+  variables = random_variables(model, head_scale=0.1)
+  image = photo(*SIZE, seed=4)
   photo_thumbnail = grading.photo_thumbnail(model, image)
 
   whole_vector, whole_table = _context_of(model, variables, image[None], photo_thumbnail)
@@ -199,7 +200,7 @@ def test_tiles_whole_image_and_training_crop_get_the_same_context():
 
 
 def test_flipped_crop_comes_with_the_flipped_thumbnail():
-  image = _photo(32, 32, seed=5)  # the crop is the whole photo, flipped or not
+  image = photo(32, 32, seed=5)  # the crop is the whole photo, flipped or not
   example = AddWholePhoto(thumbnail_size=16).map({'input': image, 'target': image})
   thumbnail = make_thumbnail(image, 16)
   augment = PairedAugment(crop_size=32, hflip=True)
@@ -214,7 +215,7 @@ def test_flipped_crop_comes_with_the_flipped_thumbnail():
 
 
 def test_training_crop_coordinates_are_its_place_in_the_photo():
-  image = _photo(50, 70, seed=6)
+  image = photo(50, 70, seed=6)
   example = AddWholePhoto(coords=True).map({'input': image, 'target': image})
   out = PairedAugment(crop_size=32, hflip=False).random_map(example, np.random.default_rng(3))
   ys, xs = out['coords'][:, 0, 0], out['coords'][0, :, 1]
@@ -237,8 +238,8 @@ def test_training_crop_coordinates_are_its_place_in_the_photo():
 )
 def test_tiled_predict_with_colour_head_and_coords_is_seam_free(overrides):
   model = _model(**overrides)
-  variables = _variables(model)
-  image = _photo(*SIZE, seed=7)
+  variables = random_variables(model)
+  image = photo(*SIZE, seed=7)
   side = dict(
     thumbnail=grading.photo_thumbnail(model, image),
     statistics=grading.photo_metering(model, image),
@@ -246,15 +247,15 @@ def test_tiled_predict_with_colour_head_and_coords_is_seam_free(overrides):
   whole = np.asarray(jax.jit(model.apply)(variables, image[None], **side))[0]
   assert np.std(whole - image) > 0.02
   tiled = grading.grade_image(model, variables, image, tile_size=48, tile_overlap=16)
-  print(f'tiled vs whole: {_psnr(tiled, whole):.1f} dB')
-  assert _psnr(tiled, whole) >= 50.0
+  print(f'tiled vs whole: {psnr(tiled, whole):.1f} dB')
+  assert psnr(tiled, whole) >= 50.0
 
 
 @pytest.mark.parametrize('frame_gain', [0, 5])
 def test_lut_only_predict_is_the_global_grade_of_the_full_model(frame_gain):
   model = _model(color_head='adaptive_lut', thumbnail='photo', frame_gain=frame_gain, exposure=True)
-  variables = _variables(model)
-  image = _photo(*SIZE, seed=8)
+  variables = random_variables(model)
+  image = photo(*SIZE, seed=8)
   thumbnail = grading.photo_thumbnail(model, image)
   statistics = grading.photo_metering(model, image)
   rows = jnp.asarray(image)[None]
@@ -263,7 +264,7 @@ def test_lut_only_predict_is_the_global_grade_of_the_full_model(frame_gain):
   np.testing.assert_allclose(graded, head, atol=1e-6)
   assert np.abs(graded - image).max() > 0.01
   with pytest.raises(ValueError, match='color_head'):
-    grading.grade_lut_only(_model(), _variables(_model()), image)
+    grading.grade_lut_only(_model(), random_variables(_model()), image)
 
 
 def test_frame_gain_is_one_at_init_without_a_uniform_part_and_bilinear_over_the_frame():
@@ -367,7 +368,7 @@ def test_photo_statistics_do_not_depend_on_the_photos_size():
 
 
 def test_training_crops_and_predict_get_the_whole_photos_metering():
-  image = _photo(96, 128, seed=12)
+  image = photo(96, 128, seed=12)
   example = AddWholePhoto(thumbnail_size=16, statistics=True).map({'input': image, 'target': image})
   augment = PairedAugment(crop_size=32, hflip=True, rot90=True)
   crop = augment.random_map(example, np.random.default_rng(4))
@@ -391,7 +392,7 @@ def test_train_step_learns_through_the_head_with_its_regularisers():
   )
   model = create_model(config.model)
   optimizer = optax.adam(2e-3)
-  image = _photo(32, 32, seed=9)
+  image = photo(32, 32, seed=9)
   batch = {
     'input': jnp.asarray(image)[None],
     'target': jnp.asarray(np.clip(image * 0.8 + 0.1, 0, 1))[None],

@@ -21,7 +21,7 @@ STRUCTURE = dict(
   skip=['concat', 'none'],
   attention_gates=[False, True],
   multiscale_input=[False, True],
-  global_context=[False, True],
+  global_context=['none', 'pooled'],
 )
 ALL_OPTIONS = dict(
   **STRUCTURE,
