@@ -101,6 +101,7 @@ def loaded(run):
   return unet_jax.load(run['workdir'])
 
 
+@pytest.mark.slow
 def test_export_writes_the_folder_and_never_overwrites(run, exported):
   folder = exported['dir']
   assert sorted(p.name for p in folder.iterdir()) == sorted(
@@ -118,6 +119,7 @@ def test_export_writes_the_folder_and_never_overwrites(run, exported):
   assert not [p for p in folder.parent.iterdir() if p.name.startswith('.export-')]
 
 
+@pytest.mark.slow
 def test_safetensors_hold_the_ema_weights_and_load_back(run, exported, loaded):
   from_export = unet_jax.load(exported['dir'])
   flat = export.flatten_variables(loaded.variables)
@@ -166,6 +168,7 @@ def test_stablehlo_runs_with_jax_alone_and_matches_grade(exported, loaded, tmp_p
   np.testing.assert_allclose(np.load(tmp_path / 'whole_out.npy'), reference, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_onnx_runs_in_onnxruntime_and_matches_grade(exported, loaded):
   session = onnxruntime.InferenceSession(str(exported['dir'] / 'model.onnx'))
   tiles = np.stack([_photo(TILE, TILE, seed=s) for s in (3, 8)])
@@ -182,6 +185,7 @@ def test_onnx_names_the_option_it_cannot_express():
     export.export_onnx(model, variables, TILE)
 
 
+@pytest.mark.slow
 def test_cube_is_read_by_colour_science_and_keeps_the_reported_fidelity(run, exported, loaded):
   cube = colour.read_LUT(str(exported['dir'] / 'look.cube'))
   assert isinstance(cube, colour.LUT3D) and cube.size == lut.DEFAULT_SIZE

@@ -377,6 +377,7 @@ def test_training_crops_and_predict_get_the_whole_photos_metering():
   np.testing.assert_array_equal(grading.photo_metering(model, image)[0], crop['statistics'])
 
 
+@pytest.mark.slow
 def test_train_step_learns_through_the_head_with_its_regularisers():
   config = get_base_config()
   config.model.update(
