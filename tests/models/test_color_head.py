@@ -503,9 +503,9 @@ def test_lr_factors_scale_only_the_global_grade_and_on_top_the_exposure_steps():
   grads = jax.tree.map(lambda p: 0.5 * p, params)
   config = get_base_config()
   config.optimizer.update(warmup_steps=0, grad_clip_norm=1e9)
-  plain = train_state._build_optimizer(config)
+  plain = train_state.create_optimizer(config)
   config.optimizer.update(global_grade_lr_factor=10.0, exposure_lr_factor=3.0)
-  faster = train_state._build_optimizer(config)
+  faster = train_state.create_optimizer(config)
   step = {}
   for name, optimizer in (('plain', plain), ('faster', faster)):
     updates, _ = jax.jit(optimizer.update)(grads, optimizer.init(params), params)
@@ -528,7 +528,7 @@ def test_grade_first_steps_hold_the_unet_still_while_the_global_branch_learns():
   grads = jax.tree.map(lambda p: 0.5 * p, params)
   config = get_base_config()
   config.optimizer.update(warmup_steps=0, grad_clip_norm=1e9, grade_first_steps=2)
-  optimizer = train_state._build_optimizer(config)
+  optimizer = train_state.create_optimizer(config)
   update = jax.jit(optimizer.update)
   opt_state = optimizer.init(params)
   moved = []
