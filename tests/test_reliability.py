@@ -47,6 +47,7 @@ def write_dataset(root, *, seed=0, train_names=('a', 'b', 'c', 'd')):
 # ----------------------------------------------------------------------------- EMA
 
 
+@pytest.mark.slow
 def test_ema_is_the_bias_corrected_average_of_trained_weights():
   config = tiny_config(steps=6)  # the same step as the training tests: compiled once
   decay = config.optimizer.ema_decay
