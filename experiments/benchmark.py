@@ -44,18 +44,18 @@ import tempfile
 import time
 from typing import Any
 
-import jax
-import jax.numpy as jnp
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments import data_throughput
-from unet_jax import losses, parallel
-from unet_jax.inference import grading
-from unet_jax.models import count_params, create_model
-from unet_jax.training.steps import make_train_step
-from unet_jax.training.train_state import create_optimizer, init_train_state
+from experiments import data_throughput  # noqa: E402
+from unet_jax import losses, parallel  # noqa: E402
+from unet_jax.inference import grading, tile_programs  # noqa: E402
+from unet_jax.models import count_params, create_model  # noqa: E402
+from unet_jax.training.steps import make_train_step  # noqa: E402
+from unet_jax.training.train_state import create_optimizer, init_train_state  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config', 'configs/res256.py', 'Model, optimiser, data and predict config.'
@@ -163,8 +163,8 @@ def _predict_in_process(
   framework: str, config_dict: dict, shape: tuple, weights_path: str, queue
 ) -> None:
   """Runs in a spawned process: grades one photo with `framework`, puts its figures on `queue`."""
-  import ml_collections
-  from flax import traverse_util
+  import ml_collections  # noqa: PLC0415
+  from flax import traverse_util  # noqa: PLC0415
 
   config = ml_collections.ConfigDict(config_dict)
   with np.load(weights_path) as stored:
@@ -174,15 +174,15 @@ def _predict_in_process(
   kwargs = dict(tile_size=tile, tile_overlap=config.predict.tile_overlap)
   if framework == 'jax':
     model = create_model(config.model)
-    batch = config.predict.batch_tiles or grading.auto_batch_tiles(model, variables, tile)
+    batch = config.predict.batch_tiles or tile_programs.auto_batch_tiles(model, variables, tile)
 
     def grade(photo):
       grading.grade_image(model, variables, photo, batch_tiles=batch, **kwargs)
 
   else:
-    import torch
+    import torch  # noqa: PLC0415
 
-    from experiments import torch_unet
+    from experiments import torch_unet  # noqa: PLC0415
 
     net = torch_unet.from_config(config.model)
     torch_unet.load_flax_params(net, variables)
@@ -212,7 +212,7 @@ def _predict_in_process(
 
 def compare_predict(config, variables, megapixels: float) -> dict[str, Any]:
   """Grades one `megapixels` photo in JAX and in PyTorch, each in its own fresh process."""
-  from flax import traverse_util
+  from flax import traverse_util  # noqa: PLC0415
 
   shape = _photo_shape(megapixels, config.model.in_channels)
   config_dict = config.to_dict()
@@ -304,7 +304,7 @@ def benchmark_resolution(config, resolution: int, batch_size: int, peak: float |
   steps = {'jax': jax_step}
   torch_info = {}
   if _COMPARE_TORCH.value:
-    from experiments import torch_unet
+    from experiments import torch_unet  # noqa: PLC0415 (optional dependency, imported only when asked for)
 
     torch_step = torch_unet.TrainStep(config, batch, channels_last=_TORCH_CHANNELS_LAST.value)
     if torch_step.num_params != jax_step.num_params:
@@ -351,11 +351,11 @@ def environment() -> dict[str, Any]:
     'device_count': jax.device_count(),
     'processor': _cpu_model(),
   }
-  import flax
+  import flax  # noqa: PLC0415
 
   info['flax'] = flax.__version__
   if _COMPARE_TORCH.value:
-    import torch
+    import torch  # noqa: PLC0415
 
     info['torch'] = torch.__version__
     info['torch_threads'] = torch.get_num_threads()

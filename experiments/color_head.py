@@ -1,8 +1,7 @@
 """Ablation of the colour head, whole-photo context and coordinates on every built-in look.
 
-Rows (each a short run of `configs/photo.py` with options changed, trained and cached by the
-shared sweep runner `experiments/sweep.py`, scored on the 3 held-out built-in photos at full
-size):
+Rows (each a short run of `configs/photo.py` with options changed, through
+`unet_jax.training.loop.train_and_evaluate`, scored on the 3 held-out built-in photos at full size):
 
 - `unet`: no colour head, no thumbnail, no coords (the default config's model, on the
   recipe's crops and steps);
@@ -32,8 +31,14 @@ single global grade of that size does on them: what the acceptance compares with
 17^3 LUT per held-out photo (an oracle that knows each photo's target), and `train_fit_lut` /
 `train_fit_lut_33_curvature`, fitted to the training photos instead, with the weak pull towards
 the identity or with the curvature prior: what a LUT learned from the training photos can do
-on photos it has not seen. The fits are `unet_jax.inference.lut.fit_lut` (the solver behind
-`--mode=export_lut`). Runs resume: a finished run's `result.json` is reused.
+on photos it has not seen. Runs resume: a finished run's
+`result.json` is reused.
+
+With `--pairs_root`, the looks are paired folders under it instead of built-in looks (the
+editor looks of `experiments/editor_looks.py`: `--pairs_root=runs/editor_looks
+--looks=im_auto_level,...`); their runs and the report follow the same rows, scored on each
+folder's `test` split, and the fits to the training pairs use `--fit_pixels_per_photo` pixels
+of each (all pixels of 128 photos of 0.7 megapixels would not fit in memory).
 
   nice -n 10 python -m experiments.color_head --steps=300 --seeds=0 --budget_minutes=45
   python -m experiments.color_head --report_only
@@ -41,20 +46,23 @@ on photos it has not seen. The fits are `unet_jax.inference.lut.fit_lut` (the so
 
 import json
 import os
+import shutil
 import sys
+import time
 
 import numpy as np
+import scipy.sparse
+import scipy.sparse.linalg
 from absl import app, flags
 
 import configs.default
 import configs.photo
-from experiments import sweep
 from unet_jax import data, metrics, paths
-from unet_jax.inference import lut as lut_fit
+from unet_jax.inference import lut as inference_lut
 from unet_jax.models import lut as lut_lib
+from unet_jax.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 LOOKS = ('warm_film', 'local_contrast', 'vignette', 'auto_exposure')
 # What the rows before the recipe's later additions switch off, so each keeps its meaning.
 _WITHOUT_ADDITIONS = {
@@ -190,19 +198,41 @@ flags.DEFINE_list('seeds', ['0'], 'Seeds.')
 flags.DEFINE_list('looks', list(LOOKS), 'Built-in looks.')
 flags.DEFINE_list('rows', list(ROWS), 'Rows to train, in order.')
 flags.DEFINE_float('budget_minutes', 45.0, 'No new run starts after this much wall clock.')
-flags.DEFINE_string('runs_dir', None, 'Default: $UNET_JAX_CACHE/color_head.')
+flags.DEFINE_string(
+  'runs_dir', None, 'Default: $UNET_JAX_CACHE/color_head (<pairs_root>/_runs with --pairs_root).'
+)
 flags.DEFINE_string('output_dir', os.path.join(ROOT, 'experiments', 'results'), 'Report folder.')
 flags.DEFINE_string('report_name', 'color_head', 'Report files: <output_dir>/<name>.md and .json.')
 flags.DEFINE_bool('report_only', False, 'Rebuild the report from finished runs.')
 flags.DEFINE_bool('baseline_lpips', True, 'Score the baselines with LPIPS too (slow on CPU).')
 flags.DEFINE_string(
-  'compilation_cache_dir',
-  str(paths.cache_dir('jax_compilation_cache')),
-  'Persistent XLA compilation cache (empty: off).',
+  'pairs_root',
+  None,
+  'Looks are paired folders <pairs_root>/<look> (editor_looks.py), not built-in.',
+)
+flags.DEFINE_bool(
+  'baselines', True, 'Fit and score the rows without training first (looks not yet in the cache).'
+)
+flags.DEFINE_list(
+  'fits', None, 'Least-squares LUT rows to compute (default: all of FITS); 33^3 ones cost minutes.'
+)
+flags.DEFINE_enum(
+  'lut_solver',
+  'direct',
+  ['direct', 'cg'],
+  "Least-squares LUTs: 'direct' is fit_lut here (sparse LU, minutes at 33^3 on a busy CPU); "
+  "'cg' is unet_jax.inference.lut.fit_lut (conjugate gradients, seconds; its own weak "
+  'smoothness prior; no curvature rows).',
+)
+flags.DEFINE_integer(
+  'fit_pixels_per_photo', 0, 'LUT fits to the training photos: this many pixels of each (0: all).'
 )
 
 
-def make_config(look: str, row: str, seed: int, steps: int, crop_size: int):
+def make_config(
+  look: str, row: str, seed: int, steps: int, crop_size: int, pairs_root: str | None = None
+):
+  """The row's config on `look`: a built-in look, or the paired folder `pairs_root/look`."""
   if row in ROW_CONFIGS:
     config = ROW_CONFIGS[row].get_config()
     steps = config.num_train_steps
@@ -211,7 +241,13 @@ def make_config(look: str, row: str, seed: int, steps: int, crop_size: int):
     config.data.crop_size = crop_size
     config.num_train_steps = steps
   config.seed = seed
-  config.data.look = look
+  if pairs_root:
+    config.data.name = 'paired_folders'
+    config.data.dir = os.path.join(os.path.abspath(pairs_root), look)
+    # Prepared once per look for every run, beside the looks (not inside each run's workdir).
+    config.data.tfds_data_dir = os.path.join(os.path.abspath(pairs_root), '_tfds')
+  else:
+    config.data.look = look
   config.optimizer.warmup_steps = min(50, steps // 10)
   config.eval_every_steps = steps
   config.checkpoint_every_steps = steps
@@ -227,38 +263,94 @@ def make_config(look: str, row: str, seed: int, steps: int, crop_size: int):
   return config.unlock()
 
 
-def _summarise(run: sweep.Run, workdir: str, final: dict) -> dict:
-  """What the report reads of a run (its scores on the held-out photos)."""
-  return {
-    'look': run.group,
-    'row': run.row,
-    'seed': run.seed,
-    'steps': run.config.num_train_steps,
-    'crop_size': run.config.data.crop_size,
-    'model': final.get('model', {}),
-    'identity': final.get('identity', {}),
-    'images': final.get('images', []),
+def run_one(runs_dir: str, look: str, row: str, seed: int) -> dict:
+  folder = os.path.join(runs_dir, look, row, f'seed_{seed}')
+  path = os.path.join(folder, 'result.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  shutil.rmtree(folder, ignore_errors=True)
+  config = make_config(look, row, seed, FLAGS.steps, FLAGS.crop_size, FLAGS.pairs_root)
+  started = time.perf_counter()
+  final = loop.train_and_evaluate(config, folder)
+  result = {
+    'look': look,
+    'row': row,
+    'seed': seed,
+    'steps': config.num_train_steps,
+    'crop_size': config.data.crop_size,
+    'wall_seconds': time.perf_counter() - started,
+    'model': final['model'],
+    'identity': final['identity'],
+    'images': final['images'],
   }
+  with open(path, 'w') as f:
+    json.dump(result, f, indent=1)
+  for sub in ('checkpoints', 'best', 'tensorboard', 'tfds'):
+    shutil.rmtree(os.path.join(folder, sub), ignore_errors=True)
+  return result
+
+
+def _second_differences(size: int) -> scipy.sparse.csr_matrix:
+  """The `[3 (S - 2) S^2, S^3]` operator of a table's second differences along r, g and b."""
+  line = scipy.sparse.diags(
+    [np.ones(size - 2), -2 * np.ones(size - 2), np.ones(size - 2)], [0, 1, 2], (size - 2, size)
+  )
+  eye = scipy.sparse.identity(size)
+  along = (
+    scipy.sparse.kron(scipy.sparse.kron(line, eye), eye),
+    scipy.sparse.kron(scipy.sparse.kron(eye, line), eye),
+    scipy.sparse.kron(scipy.sparse.kron(eye, eye), line),
+  )
+  return scipy.sparse.vstack(along).tocsr()
 
 
 def fit_lut(
   inputs: list[np.ndarray], targets: list[np.ndarray], size: int = 17, curvature: float = 0.0
 ) -> np.ndarray:
-  """Least-squares `[S, S, S, 3]` table mapping `inputs` to `targets` through trilinear lookup
-  (`unet_jax.inference.lut.fit_lut`, clipped to [0, 1]).
+  """Least-squares `[S, S, S, 3]` table mapping `inputs` to `targets` through trilinear lookup.
 
-  Where few pixels fall, the table is pulled weakly (1e-3 of a pixel's weight per cell, spread
-  evenly) towards the identity, or with `curvature > 0` towards the straight continuation of its
-  neighbours (second differences, as `loss.lut_curvature` does in training), with that weight
-  instead.
+  Where few pixels fall, the table is pulled weakly (1e-3) towards the identity, or with
+  `curvature > 0` towards the straight continuation of its neighbours (second differences, as
+  `loss.lut_curvature` does in training), with that weight instead.
   """
-  cells = size**3
-  pixels = np.concatenate([i.reshape(-1, 3) for i in inputs])
-  wanted = np.concatenate([t.reshape(-1, 3) for t in targets])
-  pull = (1e-9 if curvature > 0 else 1e-3) / cells
-  return lut_fit.fit_lut(
-    pixels, wanted, size=size, smoothness=0.0, curvature=curvature / cells, identity_pull=pull
+  pixels = np.concatenate([i.reshape(-1, 3) for i in inputs]).astype(np.float64)
+  wanted = np.concatenate([t.reshape(-1, 3) for t in targets]).astype(np.float64)
+  scaled = np.clip(pixels, 0, 1) * (size - 1)
+  lower = np.clip(np.floor(scaled), 0, size - 2).astype(np.int64)
+  frac = scaled - lower
+  rows, cols, vals = [], [], []
+  n = np.arange(len(pixels))
+  for dr in (0, 1):
+    for dg in (0, 1):
+      for db in (0, 1):
+        weight = (
+          (frac[:, 0] if dr else 1 - frac[:, 0])
+          * (frac[:, 1] if dg else 1 - frac[:, 1])
+          * (frac[:, 2] if db else 1 - frac[:, 2])
+        )
+        corner = ((lower[:, 0] + dr) * size + lower[:, 1] + dg) * size + lower[:, 2] + db
+        rows.append(n)
+        cols.append(corner)
+        vals.append(weight)
+  a = scipy.sparse.csr_matrix(
+    (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+    shape=(len(pixels), size**3),
   )
+  identity = np.asarray(lut_lib.identity_lut(size), np.float64).reshape(-1, 3)
+  scale = len(pixels) / size**3
+  if curvature > 0:
+    second = _second_differences(size)
+    prior = curvature * scale * (second.T @ second)
+    # A trace of the identity pull keeps the system regular where no pixel and no bend decides.
+    prior = prior + 1e-9 * scale * scipy.sparse.identity(size**3)
+  else:
+    prior = 1e-3 * scale * scipy.sparse.identity(size**3)
+  solve = scipy.sparse.linalg.factorized((a.T @ a + prior).tocsc())
+  # The identity is affine: its second differences are 0, so both priors pull towards it alike.
+  rhs = a.T @ wanted + prior @ identity
+  table = np.stack([solve(rhs[:, c]) for c in range(3)], axis=-1)
+  return table.reshape(size, size, size, 3).astype(np.float32)
 
 
 # The fits without training (`baselines`): name -> (fitted on, lattice points, curvature).
@@ -266,27 +358,58 @@ FITS = {
   'best_fit_lut_joint': ('test', 17, 0.0),
   'best_fit_lut_joint_33': ('test', 33, 0.0),
   'train_fit_lut': ('train', 17, 0.0),
+  'train_fit_lut_33': ('train', 33, 0.0),
   'train_fit_lut_33_curvature': ('train', 33, TRAIN_FIT_CURVATURE),
 }
 BASELINES = ('identity', 'best_fit_lut', *FITS)
 
 
+def _pixel_sample(
+  image: np.ndarray, target: np.ndarray, count: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+  """The same `count` pixels (fixed by `seed`) of a photo and its target, as `[count, 3]`."""
+  pixels, wanted = image.reshape(-1, 3), target.reshape(-1, 3)
+  if len(pixels) <= count:
+    return pixels, wanted
+  keep = np.random.default_rng(seed).choice(len(pixels), count, replace=False)
+  return pixels[keep], wanted[keep]
+
+
+def _fit(inputs: list, targets: list, size: int, curvature: float) -> np.ndarray:
+  """A least-squares LUT by the solver of `--lut_solver` (the two solve the same problem under
+  slightly different weak priors; `fit_lut` here duplicates `unet_jax.inference.lut.fit_lut`
+  but for its curvature option)."""
+  if FLAGS.lut_solver == 'direct':
+    return fit_lut(inputs, targets, size, curvature)
+  pixels = np.concatenate([i.reshape(-1, 3) for i in inputs])
+  wanted = np.concatenate([t.reshape(-1, 3) for t in targets])
+  return inference_lut.fit_lut(pixels, wanted, size=size)
+
+
 def baselines(look: str) -> dict:
   """Scores of the rows that need no training (`BASELINES`) on the held-out photos."""
-  config = make_config(look, 'recipe', 0, FLAGS.steps, FLAGS.crop_size)
+  config = make_config(look, 'recipe', 0, FLAGS.steps, FLAGS.crop_size, FLAGS.pairs_root)
   photos = {}
   for split in ('test', 'train'):
     config.data.eval_split = split
-    examples = list(data.create_eval_iterator(config))
-    photos[split] = ([e['input'] for e in examples], [e['target'] for e in examples])
+    inputs, targets = [], []
+    for index, example in enumerate(data.create_eval_iterator(config)):
+      image, target = example['input'], example['target']
+      if split == 'train' and FLAGS.fit_pixels_per_photo:
+        image, target = _pixel_sample(image, target, FLAGS.fit_pixels_per_photo, index)
+      inputs.append(image)
+      targets.append(target)
+    photos[split] = (inputs, targets)
   lpips_params = metrics.load_lpips_params() if FLAGS.baseline_lpips else None
+  chosen = FLAGS.fits or list(FITS)
   tables = {
-    name: fit_lut(*photos[split], size, curvature)
+    name: _fit(*photos[split], size, curvature)
     for name, (split, size, curvature) in FITS.items()
+    if name in chosen
   }
-  scores = {name: [] for name in BASELINES}
+  scores = {name: [] for name in ('identity', 'best_fit_lut', *tables)}
   for image, target in zip(*photos['test'], strict=True):
-    graded = {'identity': image, 'best_fit_lut': fit_lut([image], [target])}
+    graded = {'identity': image, 'best_fit_lut': _fit([image], [target], 17, 0.0)}
     graded.update(tables)
     for name, table in graded.items():
       output = table if name == 'identity' else lut_lib.apply_lut(table, image[None], 'gather')[0]
@@ -298,20 +421,108 @@ def baselines(look: str) -> dict:
   }
 
 
+def _steps_note(runs: list[dict]) -> str:
+  """The runs' training steps where they differ from --steps (runs of several invocations)."""
+  steps = sorted({r['steps'] for r in runs})
+  return '' if steps == [FLAGS.steps] or not FLAGS.pairs_root else f' ({steps} steps)'
+
+
 def _mean_std(values: list[float]) -> str:
   if len(values) == 1:
     return f'{values[0]:.2f}'
   return f'{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}'
 
 
+_SOLVERS = {
+  'direct': '`fit_lut` of this script (sparse LU; weak pull to the identity, 1e-3)',
+  'cg': '`unet_jax.inference.lut.fit_lut` (conjugate gradients; first-difference smoothness '
+  '1e-5, identity pull 1e-9)',
+}
+
+
+def _editor_looks_header(command: str, seeds: list[int]) -> list[str]:
+  """The report's opening for the paired folders of `--pairs_root` (their manifests)."""
+  default = configs.default.get_config()
+  lines = [
+    '# Edits by real editing software on real photos (issue 31): baselines and trained rows',
+    '',
+    f'Command: `{command}` (the pairs: `python -m experiments.editor_looks`). Each look: '
+    '128 training pairs (16 photos of Debian wallpaper packages, whole and 7 sub-frames each, '
+    'long side 1024 px) and 6 held-out photos never seen in training, scored whole (long side '
+    '1024 px). Rows without training: `identity` (the input), `train_fit_lut` (one 17^3 LUT '
+    'least-squares fitted on the training pairs; `_33`: 33^3 points; `_33_curvature`: under the '
+    "curvature prior), `best_fit_lut` (a 17^3 LUT fitted to each held-out photo's own target: "
+    'the bound for any global method), `best_fit_lut_joint` (one 17^3 LUT fitted to the 6 '
+    'held-out targets together: the best single global grade). Solver: '
+    f'{_SOLVERS[FLAGS.lut_solver]}. The training fits use '
+    f'{FLAGS.fit_pixels_per_photo or "all"} pixels of each training pair (a fixed random draw). '
+    f"Trained rows: `configs/photo.py` with the row's options, {FLAGS.steps} steps of "
+    f'{FLAGS.crop_size} px crops, batch 8, seeds {seeds} (`default_config`: its own '
+    f'{default.num_train_steps} steps of {default.data.crop_size} px crops). A 2-core CPU.',
+    '',
+    '| look | family | tool | command |',
+    '|---|---|---|---|',
+  ]
+  photos = []
+  for look in FLAGS.looks:
+    path = os.path.join(FLAGS.pairs_root, look, 'manifest.json')
+    if not os.path.exists(path):
+      lines.append(f'| {look} | not built | - | - |')
+      continue
+    with open(path) as f:
+      manifest = json.load(f)
+    photos = manifest['photos']
+    command_line = ' '.join(
+      f"'{part}'" if ' ' in part or ';' in part else part for part in manifest['command']
+    )
+    lines.append(
+      f'| {look} | {manifest["family"]} | {manifest["tool_version"]} | `{command_line}` |'
+    )
+  for split, heading in (('train', 'Training photos'), ('test', 'Held-out photos')):
+    listed = ', '.join(
+      f'{p["stem"]} ({p["package"]} {p["package_version"] or ""}: {p["path"]})'.replace(' :', ':')
+      for p in photos
+      if p['split'] == split
+    )
+    lines += ['', f'{heading}: {listed}.']
+  return lines + ['']
+
+
+def _editor_looks_acceptance(summary: dict, base: dict) -> list[str]:
+  """Issue 31's bars: the recipe over the training-pairs LUT and the U-Net alone on every look,
+  and within 6 dB of the per-photo LUT bound on the image-adaptive global looks."""
+  lines = ['## Acceptance (issue 31)', '']
+  for look in FLAGS.looks:
+    runs = summary.get(look, {})
+    if 'recipe' not in runs or look not in base:
+      lines.append(f'- {look}: recipe not run')
+      continue
+    recipe = runs['recipe']
+    lut = max(base[look][n]['psnr'] for n in ('train_fit_lut', 'train_fit_lut_33_curvature'))
+    parts = [
+      f'recipe {recipe:.2f} dB; vs the best LUT fitted on the training pairs '
+      f'{recipe - lut:+.2f} dB ({"holds" if recipe > lut else "does not hold"})'
+    ]
+    if 'unet' in runs:
+      gap = recipe - runs['unet']
+      parts.append(f'vs the U-Net alone {gap:+.2f} dB ({"holds" if gap > 0 else "does not hold"})')
+    else:
+      parts.append('U-Net alone not run')
+    bound = recipe - base[look]['best_fit_lut']['psnr']
+    parts.append(f'vs the per-photo LUT bound {bound:+.2f} dB')
+    lines.append(f'- {look}: ' + '; '.join(parts))
+  return lines
+
+
 def write_report(results: list[dict], base: dict, command: str) -> str:
   default = configs.default.get_config()
+  seeds = sorted({r['seed'] for r in results})
   lines = [
     '# Colour head ablation (built-in looks, held-out photos at full size)',
     '',
     f"Command: `{command}`. Each run: `configs/photo.py` with the row's options, "
     f'{FLAGS.steps} steps of {FLAGS.crop_size} px crops, batch 8, seeds '
-    f'{sorted({r["seed"] for r in results})} (`default_config`: its own '
+    f'{seeds} (`default_config`: its own '
     f'{default.num_train_steps} steps of {default.data.crop_size} px crops); scored on '
     'chelsea, coffee and china (the 3 held-out photos) graded whole by tiled predict. A 2-core '
     'CPU: short runs, not converged. `best_fit_lut_joint`: one 17^3 LUT fitted to the three '
@@ -322,6 +533,8 @@ def write_report(results: list[dict], base: dict, command: str) -> str:
     'the most a LUT learned from them does on the held-out photos.',
     '',
   ]
+  if FLAGS.pairs_root:
+    lines = _editor_looks_header(command, seeds)
   summary = {}
   for look in FLAGS.looks:
     lines += [
@@ -341,14 +554,18 @@ def write_report(results: list[dict], base: dict, command: str) -> str:
       runs = [r for r in results if r['look'] == look and r['row'] == row]
       if not runs:
         continue
-      cell = {m: [r['model'][m] for r in runs] for m in METRIC_NAMES}
+      cell = {m: [r['model'][m] for r in runs if m in r['model']] for m in METRIC_NAMES}
       summary.setdefault(look, {})[row] = float(np.mean(cell['psnr']))
+      lpips = f'{np.mean(cell["lpips"]):.4f}' if cell['lpips'] else '-'
       lines.append(
-        f'| {row}: {ROWS[row][0]} | {_mean_std(cell["psnr"])} | '
+        f'| {row}: {ROWS[row][0]}{_steps_note(runs)} | {_mean_std(cell["psnr"])} | '
         f'{np.mean(cell["ssim"]):.4f} | {np.mean(cell["delta_e2000"]):.2f} | '
-        f'{np.mean(cell["lpips"]):.4f} | {len(runs)} |'
+        f'{lpips} | {len(runs)} |'
       )
     lines.append('')
+  if FLAGS.pairs_root:
+    lines += _editor_looks_acceptance(summary, base)
+    return _write(lines, results, base)
   lines += ['## Acceptance (recipe vs the best-fit global LUT, fitted on the held-out photos)', '']
   targets = {
     'warm_film': ('within 1 dB of', lambda d: d >= -1.0),
@@ -378,6 +595,10 @@ def write_report(results: list[dict], base: dict, command: str) -> str:
       else:
         extra += '; configs/default.py not run'
     lines.append(f'- {look}: recipe {wanted} the LUT? {delta:+.2f} dB: {verdict}{extra}')
+  return _write(lines, results, base)
+
+
+def _write(lines: list[str], results: list[dict], base: dict) -> str:
   os.makedirs(FLAGS.output_dir, exist_ok=True)
   path = os.path.join(FLAGS.output_dir, f'{FLAGS.report_name}.md')
   with open(path, 'w') as f:
@@ -387,26 +608,25 @@ def write_report(results: list[dict], base: dict, command: str) -> str:
   return path
 
 
-def planned_runs() -> list[sweep.Run]:
-  """Every (look, row, seed) of the flags: a seed's rows before the next seed."""
-  return [
-    sweep.Run(look, row, seed, make_config(look, row, seed, FLAGS.steps, FLAGS.crop_size))
-    for seed in (int(s) for s in FLAGS.seeds)
-    for row in FLAGS.rows
-    for look in FLAGS.looks
-  ]
-
-
 def main(argv):
   del argv
-  sweep.use_compilation_cache(FLAGS.compilation_cache_dir)
-  runs_dir = FLAGS.runs_dir or str(paths.cache_dir('color_head'))
+  if FLAGS.pairs_root:
+    runs_dir = FLAGS.runs_dir or os.path.join(FLAGS.pairs_root, '_runs')
+  else:
+    runs_dir = FLAGS.runs_dir or str(paths.cache_dir('color_head'))
+  unknown = sorted(set(FLAGS.fits or ()) - set(FITS))
+  if unknown:
+    sys.exit(f'Error: --fits: unknown {unknown}; known: {list(FITS)}')
+  curved = [n for n in FLAGS.fits or FITS if FITS[n][2] > 0]
+  if FLAGS.lut_solver == 'cg' and curved:
+    sys.exit(f'Error: --lut_solver=cg has no curvature prior; leave {curved} out of --fits.')
+  started = time.perf_counter()
   base_path = os.path.join(runs_dir, 'baselines.json')
   base = {}
   if os.path.exists(base_path):
     with open(base_path) as f:
       base = json.load(f)
-  if not FLAGS.report_only:
+  if not FLAGS.report_only and FLAGS.baselines:
     # The baselines first: cheap, and what every row is judged against.
     for look in FLAGS.looks:
       if look not in base:
@@ -414,16 +634,18 @@ def main(argv):
         os.makedirs(runs_dir, exist_ok=True)
         with open(base_path, 'w') as f:
           json.dump(base, f, indent=1)
-  results, _ = sweep.run_sweep(
-    planned_runs(),
-    runs_dir,
-    _summarise,
-    budget_minutes=FLAGS.budget_minutes,
-    report_only=FLAGS.report_only,
-  )
-  # A run the non-finite guard stopped has no scores to report.
-  results = [r for r in results if not r.get('error')]
-  command = 'python -m experiments.color_head ' + ' '.join(sys.argv[1:])
+  results = []
+  plan = [(look, row, int(s)) for s in FLAGS.seeds for row in FLAGS.rows for look in FLAGS.looks]
+  for look, row, seed in plan:
+    done = os.path.join(runs_dir, look, row, f'seed_{seed}', 'result.json')
+    over_budget = time.perf_counter() - started > 60 * FLAGS.budget_minutes
+    if (FLAGS.report_only or over_budget) and not os.path.exists(done):
+      continue
+    results.append(run_one(runs_dir, look, row, seed))
+  # The command that produces these numbers: without --report_only, which only re-reads them.
+  rereading = ('--report_only', '--noreport_only')
+  flags_given = [a for a in sys.argv[1:] if a.split('=')[0] not in rereading]
+  command = 'python -m experiments.color_head ' + ' '.join(flags_given)
   print(write_report(results, base, command.strip()))
 
 

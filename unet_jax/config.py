@@ -45,7 +45,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   model.dtype = 'float32'  # compute dtype: float32 | bfloat16 (params stay float32)
   # Recompute each conv block's activations in the backward pass (less memory, ~1/3 more work).
   model.remat = False
-  # Global colour head (models/color_head.py): none | lut (one learned 3D LUT) | adaptive_lut
+  # Global colour head (models/global_grade.py): none | lut (one learned 3D LUT) | adaptive_lut
   # (lut_bases tables mixed per photo from its thumbnail). The U-Net's edit goes on top.
   model.color_head = 'none'
   model.lut_size = 17  # lattice points per axis (17 or 33)
@@ -58,7 +58,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   model.thumbnail = 'crop'
   model.thumbnail_size = 64
   # The thumbnail's metering figures (log-luminance key, spread, percentiles, colour cast)
-  # join the context vector: exposure-adaptive edits (color_head_lib.photo_statistics).
+  # join the context vector: exposure-adaptive edits (whole_photo.photo_statistics).
   model.thumbnail_stats = False
   model.coords = False  # (y, x) whole-photo coordinates as two extra input channels
   # A learned per-channel gain over the frame, frame_gain^2 lattice points (0: off), on the

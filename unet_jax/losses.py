@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from unet_jax import metrics, pretrained
-from unet_jax.models import color_head, lut, vgg
+from unet_jax.models import global_grade, lut, vgg
 
 IMAGE_TERMS = ('l1', 'l2', 'charbonnier', 'ssim', 'ms_ssim', 'perceptual')
 SEGMENTATION_TERMS = ('cross_entropy', 'dice')
@@ -29,7 +29,7 @@ SOWN_REGULARISERS = {
   'lut_smoothness': ('lut', lut.smoothness),
   'lut_curvature': ('lut', lut.curvature),
   'lut_monotonicity': ('lut', lut.monotonicity),
-  'frame_gain_curvature': ('frame_gain', color_head.frame_curvature),
+  'frame_gain_curvature': ('frame_gain', global_grade.frame_curvature),
 }
 
 

@@ -1,13 +1,27 @@
-"""Command line: train, evaluate or predict.
+r"""Train a U-Net on photo pairs, or grade, score and export with a trained run.
 
-python -m unet_jax.main --config=configs/default.py --workdir=runs/demo
-python -m unet_jax.main --config=configs/default.py --workdir=runs/ft --init_from=runs/demo
-python -m unet_jax.main --mode=eval --workdir=runs/demo
-python -m unet_jax.main --mode=predict --workdir=runs/demo --input=photos/ --output=graded/
-python -m unet_jax.main --mode=export --workdir=runs/demo --output=exported/
-python -m unet_jax.main --mode=export_lut --workdir=runs/demo --output=look.cube
+Modes (--mode):
+  train       the default: train --config into --workdir, or resume it; ends with held-out scores
+  eval        score the best checkpoint of --workdir on its held-out photos, next to doing nothing
+  predict     grade --input (a photo or a folder) into the folder --output, full size, files
+              written like their inputs (format, bits, profile, EXIF); never overwrites
+  export      write the new folder --output: weights (safetensors), a jax.export program,
+              model.onnx (with pip install '.[export]'), MODEL.md and look.cube
+  export_lut  write the model's global colour mapping to --output, a new .cube 3D LUT
 
-Exit statuses: see cli_errors.py (and the README's usage section).
+Examples, one per mode:
+  python -m unet_jax.main --config=configs/default.py --workdir=runs/demo
+  python -m unet_jax.main --config=configs/photo.py --workdir=runs/photo \
+      --config.data.name=paired_folders --config.data.dir=pairs
+  python -m unet_jax.main --mode=eval --workdir=runs/photo
+  python -m unet_jax.main --mode=predict --workdir=runs/photo --input=shoot/ --output=graded/
+  python -m unet_jax.main --mode=export --workdir=runs/photo --output=runs/photo_export
+  python -m unet_jax.main --mode=export_lut --workdir=runs/photo --output=look.cube
+
+Config values: --config.KEY=VALUE (e.g. --config.num_train_steps=2000); rerun with a larger
+num_train_steps to train longer, --init_from=WORKDIR to fine-tune. Exit statuses: 0 done,
+1 a bug, 2 command line, 3 config, 4 data, 5 the workdir refuses, 6 training stopped,
+7 some photos failed in predict, 75 interrupted (rerun to resume). More: README.md, docs/.
 """
 
 import logging
@@ -24,7 +38,12 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
   'config', None, 'Training config file (configs/*.py); eval and predict read the workdir.'
 )
-flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs, the config and eval output.')
+flags.DEFINE_string(
+  'workdir',
+  None,
+  'Folder for checkpoints, logs, the config and eval output (default with --config: '
+  'runs/<config file name>).',
+)
 flags.DEFINE_enum(
   'mode', 'train', ['train', 'eval', 'predict', 'export', 'export_lut'], 'What to do.'
 )
@@ -44,12 +63,28 @@ flags.DEFINE_string(
   'init_from', None, 'train: start a new run from the weights of this trained --workdir.'
 )
 flags.DEFINE_bool('verbose', False, 'Print the traceback of expected errors too.')
-flags.mark_flag_as_required('workdir')
+
+
+def _workdir() -> str:
+  """--workdir, or `runs/<config file name>` when only --config is given (printed, so the
+  eval, predict and export commands that follow know where the run is)."""
+  if FLAGS.workdir:
+    return FLAGS.workdir
+  if FLAGS.config is None:
+    raise cli_errors.UsageError(
+      f'--mode={FLAGS.mode} needs --workdir=DIR (or --config=FILE, whose default workdir is '
+      'runs/<config file name>).'
+    )
+  name = os.path.splitext(os.path.basename(config_flags.get_config_filename(FLAGS['config'])))[0]
+  workdir = os.path.join('runs', name)
+  print(f'Workdir: {workdir} (the default for this --config; choose one with --workdir=DIR)')
+  return workdir
 
 
 def _train() -> None:
   if FLAGS.config is None:
     raise cli_errors.UsageError('--mode=train needs --config (e.g. --config=configs/default.py).')
+  FLAGS.workdir = _workdir()
   results = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir, init_from=FLAGS.init_from)
   loop.log_final_comparison(results)
   graded = run_record.eval_dir(FLAGS.workdir, FLAGS.config.num_train_steps)
@@ -97,6 +132,7 @@ def _dispatch() -> int | None:
     return _train()
   if FLAGS.init_from:
     raise cli_errors.UsageError('--init_from is for --mode=train.')
+  FLAGS.workdir = _workdir()
   if FLAGS.mode == 'eval':
     loop.log_final_comparison(restore.run_eval(FLAGS.workdir))
     return None

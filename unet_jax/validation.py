@@ -2,13 +2,15 @@
 
 import math
 import os
+from typing import Any
 
 import jax
 import ml_collections
 
 from unet_jax import data, losses, options
 from unet_jax.inference import photo_writer, tiling
-from unet_jax.models import has_global_grade, validate_model_config
+from unet_jax.models import batch_norm, global_grade, layers, lut, thumbnail, unet
+from unet_jax.models.global_grade import has_global_grade
 from unet_jax.training.train_state import LR_FACTOR_MODULES
 
 EVAL_METRICS = {
@@ -34,10 +36,7 @@ def validate_config(
     options.check_choices(config)
   except ValueError as error:
     raise ConfigError(str(error)) from None
-  try:
-    validate_model_config(config.model)
-  except ValueError as error:
-    raise ConfigError(str(error)) from None
+  validate_model_config(config.model)
   head = 'segmentation' if config.task == 'segment' else 'image'
   if config.model.head != head:
     raise ConfigError(
@@ -158,3 +157,122 @@ def _validate_divergence(div: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'config.divergence.patience must be >= 1; got {div.patience}.')
   if div.eval_margin_db < 0:
     raise ConfigError(f'config.divergence.eval_margin_db must be >= 0; got {div.eval_margin_db}.')
+
+
+# ---------------------------------------------------------------------------------------------
+# config.model: the options one by one, then how the global grade's options fit together.
+
+
+def _check_choice(option: str, value: Any, choices: tuple) -> None:
+  if value not in choices:
+    raise ConfigError(f'config.model.{option}={value!r} is not one of {list(choices)}.')
+
+
+def validate_model_config(model_config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the `config.model` option that cannot build a U-Net."""
+  _check_choice('norm', model_config.norm, layers.NORMS)
+  # .get: configs saved in workdirs before these options existed lack them.
+  _check_choice('batch_norm', model_config.get('batch_norm', 'auto'), batch_norm.IMPLEMENTATIONS)
+  _check_choice('activation', model_config.activation, tuple(layers.ACTIVATIONS))
+  _check_choice('down', model_config.down, layers.DOWNS)
+  _check_choice('up', model_config.up, layers.UPS)
+  _check_choice('skip', model_config.skip, ('concat', 'none'))
+  _check_choice('head', model_config.head, unet.HEADS)
+  _check_choice('dtype', model_config.dtype, tuple(unet.DTYPES))
+  _validate_color_head(model_config)
+  for option in ('levels', 'base_channels', 'max_channels', 'in_channels', 'group_norm_groups'):
+    if int(model_config[option]) < 1:
+      raise ConfigError(f'config.model.{option} must be >= 1; got {model_config[option]}.')
+  if model_config.head == 'image' and model_config.out_channels < 1:
+    raise ConfigError(f'config.model.out_channels must be >= 1; got {model_config.out_channels}.')
+  if model_config.head == 'segmentation':
+    if model_config.num_classes < 2:
+      raise ConfigError(
+        f'config.model.num_classes must be >= 2 for segmentation; got {model_config.num_classes}.'
+      )
+    if model_config.residual:
+      raise ConfigError(
+        'config.model.residual=True needs the image head (output = input + edit); set '
+        '--config.model.residual=False for config.model.head=segmentation.'
+      )
+  elif model_config.residual and model_config.out_channels != model_config.in_channels:
+    raise ConfigError(
+      f'config.model.residual=True adds the input to the output, so out_channels '
+      f'({model_config.out_channels}) must equal in_channels ({model_config.in_channels}).'
+    )
+
+
+def _validate_color_head(model_config: ml_collections.ConfigDict) -> None:
+  _check_choice('color_head', model_config.color_head, global_grade.COLOR_HEADS)
+  _check_choice('lut_method', model_config.lut_method, lut.METHODS)
+  _check_choice('unet_input', model_config.unet_input, global_grade.UNET_INPUTS)
+  _check_choice('global_context', model_config.global_context, options.GLOBAL_CONTEXTS)
+  _check_choice('thumbnail', model_config.thumbnail, options.THUMBNAILS)
+  if model_config.thumbnail == 'photo' and not (
+    model_config.color_head == 'adaptive_lut'
+    or model_config.global_context == 'thumbnail'
+    or model_config.get('exposure', False)
+  ):
+    raise ConfigError(
+      "config.model.thumbnail='photo' feeds the global branch, and this model has none: "
+      "set config.model.color_head='adaptive_lut', config.model.global_context='thumbnail' or "
+      'config.model.exposure=True.'
+    )
+  stages = len(thumbnail.ENCODER_CHANNELS)
+  if model_config.thumbnail_size < 2**stages:
+    raise ConfigError(
+      f'config.model.thumbnail_size must be >= {2**stages} (the thumbnail encoder halves it '
+      f'{stages} times); got {model_config.thumbnail_size}.'
+    )
+  if model_config.get('thumbnail_stats', False) and not (
+    model_config.color_head == 'adaptive_lut' or model_config.global_context == 'thumbnail'
+  ):
+    raise ConfigError(
+      "config.model.thumbnail_stats=True adds the thumbnail's figures to the context, and "
+      "this model encodes no thumbnail: set config.model.color_head='adaptive_lut' or "
+      "config.model.global_context='thumbnail'."
+    )
+  frame_gain = int(model_config.get('frame_gain', 0))
+  if frame_gain == 1 or frame_gain < 0:
+    raise ConfigError(
+      f'config.model.frame_gain must be 0 (off) or >= 2 lattice points a side; got {frame_gain}.'
+    )
+  if model_config.get('exposure', False):
+    if model_config.thumbnail != 'photo':
+      raise ConfigError(
+        "config.model.exposure=True meters the whole photo's thumbnail: it needs "
+        "config.model.thumbnail='photo'."
+      )
+    if not model_config.get('exposure_range_ev', 2.0) > 0:
+      raise ConfigError(
+        f'config.model.exposure_range_ev must be > 0; got {model_config.exposure_range_ev}.'
+      )
+  if not has_global_grade(model_config):
+    if model_config.unet_input != 'input':
+      raise ConfigError(
+        f'config.model.unet_input={model_config.unet_input!r} needs a colour head; set '
+        "config.model.color_head to 'lut' or 'adaptive_lut'."
+      )
+    return
+  # The global grade sits under the U-Net's residual edit.
+  grade = (
+    f'color_head={model_config.color_head!r}'
+    if model_config.color_head != 'none'
+    else ('frame_gain' if model_config.get('frame_gain', 0) else 'exposure')
+  )
+  if model_config.head != 'image' or not model_config.residual:
+    raise ConfigError(
+      f"config.model.{grade} grades colours under the U-Net's residual edit: it needs "
+      'config.model.head=image and config.model.residual=True.'
+    )
+  if model_config.in_channels != 3 or model_config.out_channels != 3:
+    raise ConfigError(
+      f'config.model.{grade} maps RGB to RGB: it needs in_channels=3 and out_channels=3; '
+      f'got {model_config.in_channels} and {model_config.out_channels}.'
+    )
+  if model_config.color_head == 'none':
+    return
+  if model_config.lut_size < 2:
+    raise ConfigError(f'config.model.lut_size must be >= 2; got {model_config.lut_size}.')
+  if model_config.lut_bases < 1:
+    raise ConfigError(f'config.model.lut_bases must be >= 1; got {model_config.lut_bases}.')

@@ -88,8 +88,21 @@ def test_builtin_settings_are_checked():
   validate_data_config(tiny_config())
   with pytest.raises(DataError, match='config.data.look'):
     validate_data_config(tiny_config(**{'data.look': 'sepia'}))
-  with pytest.raises(DataError, match='config.data.crop_size=320 is bigger than the built-in'):
-    validate_data_config(tiny_config(**{'data.crop_size': 320, 'data.train_split': 'test'}))
+  # A crop bigger than some photos is no error: those photos are built enlarged to it.
+  bigger = tiny_config(**{'data.crop_size': 320, 'data.train_split': 'test'})
+  validate_data_config(bigger)
+  assert builtin.min_side(bigger.data) == 320
+  assert builtin.min_side(tiny_config().data) is None  # the default build serves 32 px crops
   with pytest.raises(DataError, match='config.data.eval_split'):
     validate_data_config(tiny_config(**{'data.eval_split': 'val'}))
-  validate_data_config(tiny_config(**{'data.crop_size': 320, 'data.sampling': 'resize'}))
+  resized = tiny_config(**{'data.crop_size': 320, 'data.sampling': 'resize'})
+  validate_data_config(resized)
+  assert builtin.min_side(resized.data) is None
+
+
+def test_stored_sizes_shrink_long_photos_and_enlarge_short_ones():
+  assert builtin.stored_size(300, 451) == (300, 451)  # chelsea: as it is
+  assert builtin.stored_size(1000, 1500) == (341, 512)  # longer side to MAX_SIDE
+  assert builtin.stored_size(1000, 1500, min_side=512) == (512, 768)  # shorter side to the crop
+  assert builtin.stored_size(300, 451, min_side=1024) == (1024, 1539)
+  assert builtin.stored_size(512, 512, min_side=512) == (512, 512)

@@ -1,9 +1,10 @@
 """Colour-managed reading and writing of photographers' files, checked against colour-science.
 
-Tolerances: LittleCMS (through libvips) converts 16-bit data through a sampled 3D table, so a
-converted colour is within CIEDE2000 2.0 of colour-science's exact conversion, and within 0.1
-on average (measured: at most 1.5, 0.02 on average). Files already in the working space are
-read bit for bit.
+Tolerances: RGB matrix/TRC profiles are converted in float (`data/matrix_shaper.py`), so a
+converted colour is within CIEDE2000 0.1 of colour-science's exact conversion, 0.02 on average
+(what is left is the profiles' 1/65536 fixed-point colorants and 16-bit output codes).
+LittleCMS's 16-bit transforms, used before, were up to 1.5 off. Files already in the working
+space are read bit for bit.
 """
 
 import io
@@ -18,11 +19,11 @@ from PIL import Image, ImageCms
 from tests import photo_files as pf
 from tests.helpers import tiny_config
 from unet_jax.config import get_base_config
-from unet_jax.data import colour_spaces, dataset_summary, load_photo, tiff_exif
+from unet_jax.data import colour_spaces, dataset_summary, load_photo, matrix_shaper, tiff_exif
 from unet_jax.data.transforms import DecodePair
 from unet_jax.inference import photo_writer
 
-MAX_DE, MEAN_DE = 2.0, 0.1
+MAX_DE, MEAN_DE = 0.1, 0.02
 
 
 def _clipped_by_reference(values, source, target) -> int:
@@ -89,8 +90,9 @@ def test_libvips_own_p3_profile_is_read_as_display_p3(tmp_path):
   path = pf.write(tmp_path / 'p3.jpg', values, profile=_libvips_profile('p3'), Q=100)
   photo = load_photo(path, 'display_p3')
   assert photo.converted
+  # Near, not equal: the difference is that profile's clipped colorants, not the conversion.
   de = pf.delta_e(photo.pixels, pf.stored(path), 'display_p3')
-  assert de.max() < MAX_DE and de.mean() < 0.3
+  assert de.max() < 1.0 and de.mean() < 0.3, (de.max(), de.mean())
 
 
 def test_sixteen_bit_adobe_rgb_tiff(tmp_path):
@@ -110,6 +112,36 @@ def test_sixteen_bit_prophoto_png(tmp_path):
   assert photo.container == 'png' and photo.bits == 16
   _check_conversion(photo, values / 65535, 'prophoto_rgb', 'display_p3')
   assert photo.clipped_pixels > 0  # ProPhoto holds colours P3 has not
+
+
+def _profile_with_curve(space: str, curve_tag: bytes) -> bytes:
+  """`space`'s colorants with another producer's kind of curve tag."""
+  definition = colour_spaces.WORKING_SPACES[space]
+  white = colour_spaces._xyz(definition.white)
+  return colour_spaces.matrix_profile(
+    f'{space} with its own curve',
+    colour_spaces.pcs_colorants(definition),
+    colour_spaces.bradford(white, np.array(colour_spaces.PCS_WHITE)),
+    curve_tag,
+  )
+
+
+def test_files_own_matrix_profiles_are_converted_exactly(tmp_path):
+  # Adobe's own Adobe RGB profile stores its gamma as one u8.8 number (563/256 exactly) ...
+  gamma = b'curv\0\0\0\0' + struct.pack('>IH', 1, 563) + b'\0\0'
+  # ... and many sRGB profiles sample the curve in a table (here 4096 entries).
+  codes = np.linspace(0, 1, 4096)
+  table = colour.models.eotf_sRGB(codes)
+  sampled = b'curv\0\0\0\0' + struct.pack(
+    f'>I{len(codes)}H', len(codes), *np.round(table * 65535).astype(int)
+  )
+  for space, curve_tag, seed in (('adobe_rgb', gamma, 12), ('display_p3', sampled, 13)):
+    values = pf.colourful(32, 40, 16, seed=seed)
+    profile = _profile_with_curve(space, curve_tag)
+    path = pf.write(tmp_path / f'{space}.tif', values, profile=profile)
+    photo = load_photo(path, 'srgb')
+    assert photo.converted and photo.profile == profile
+    _check_conversion(photo, values / 65535, space, 'srgb')
 
 
 def test_untagged_file_is_srgb(tmp_path):
@@ -230,12 +262,8 @@ def test_pairs_in_different_profiles_are_aligned_in_the_working_space(tmp_path):
   for split in ('train', 'test'):
     srgb = pf.colourful(40, 40, 8, seed=10 if split == 'train' else 11)
     # The input exported as 16-bit Display P3, the target left as an untagged 8-bit sRGB PNG.
-    p3 = (
-      pyvips.Image.new_from_array(srgb)
-      .copy(interpretation='srgb')
-      .icc_transform(colour_spaces.profile_path('display_p3'), input_profile='srgb', depth=16)
-    )
-    pf.write(root / split / 'input' / 'a.tif', p3.numpy(), profile=pf.profile('display_p3'))
+    p3 = np.round(pf.reference(srgb / 255, 'srgb', 'display_p3') * 65535).astype(np.uint16)
+    pf.write(root / split / 'input' / 'a.tif', p3, profile=pf.profile('display_p3'))
     pf.write(root / split / 'target' / 'a.png', srgb)
   config = tiny_config(**{'data.name': 'paired_folders', 'data.dir': str(root)})
 
@@ -251,4 +279,27 @@ def test_pairs_in_different_profiles_are_aligned_in_the_working_space(tmp_path):
   }
   pair = DecodePair(working_space='srgb').map(record)
   de = pf.delta_e(pair['input'], pair['target'], 'srgb')
-  assert de.max() < MAX_DE and de.mean() < 0.3, (de.max(), de.mean())
+  assert de.max() < MAX_DE and de.mean() < MEAN_DE, (de.max(), de.mean())
+
+
+def test_pairs_exported_as_p3_tiffs_come_back_as_the_srgb_pngs(tmp_path):
+  # sRGB 8-bit -> 16-bit Display P3 TIFF -> sRGB working space: the PNG's values again, so
+  # pairs stored either way train on the same data (LittleCMS's 16-bit path kept ~59 dB of it,
+  # the level a good grade reaches: experiments/results/colour_exactness.md).
+  # Exported through the P3 profile's own matrix and curve, as an editor that embeds it does.
+  srgb = pf.colourful(48, 40, 8, seed=14)
+  shapers = [matrix_shaper.working_shaper(name) for name in ('srgb', 'display_p3')]
+  p3 = np.round(matrix_shaper.convert(srgb, *shapers)[0] * 65535).astype(np.uint16)
+  path = pf.write(tmp_path / 'export.tif', p3, profile=pf.profile('display_p3'))
+  back = load_photo(path, 'srgb').pixels.astype(np.float64)
+  psnr = 10 * np.log10(1 / np.mean((back - srgb / 255) ** 2))
+  assert psnr > 90 and np.abs(back * 255 - srgb).max() < 0.05, psnr
+  # The other way: a P3 file's in-gamut colours written to sRGB at 16 bits and read into P3.
+  inside = np.all((pf.reference(p3 / 65535, 'display_p3', 'srgb') > 0), axis=-1)
+  photo = load_photo(path, 'display_p3')
+  options = _predict_options(output_profile='srgb', output_format='png')
+  spec = photo_writer.output_spec(photo, str(path), options)
+  data, _ = photo_writer.encode_photo(photo.pixels, photo, spec)
+  (tmp_path / 'srgb.png').write_bytes(data)
+  again = load_photo(tmp_path / 'srgb.png', 'display_p3').pixels
+  assert np.abs(again - photo.pixels)[inside].max() < 3 / 65535

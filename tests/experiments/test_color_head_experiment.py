@@ -46,6 +46,10 @@ for curvature in (0.0, 1.0):
   table = color_head.fit_lut(photos, graded, size=9, curvature=curvature)
   output = np.asarray(lut_lib.apply_lut(table, held_out, 'gather'))
   report[f'fit_error_{curvature}'] = float(np.abs(output - (held_out @ matrix.T + offset)).max())
+for row in ('recipe', 'default_config'):
+  config = color_head.make_config('im_auto_level', row, 0, 7, 48, pairs_root='looks')
+  report[f'pairs_{row}'] = [config.data.name, config.data.dir, config.data.tfds_data_dir]
+  validation.validate_config(config, check_data_files=False)
 color_head.ROWS['misspelt'] = ('a row with a typo', {'model.colr_head': 'lut'})
 try:
   color_head.make_config('vignette', 'misspelt', 0, 7, 48)
@@ -80,5 +84,12 @@ def test_rows_configs_and_lut_fits():
   # Least squares through the trilinear lookup reproduces an affine grade on photos it was not
   # fitted to: exactly under the curvature prior (an affine table has no second differences),
   # and within the weak identity pull's bias (cells few pixels reach lean to the identity).
+  # With --pairs_root a look is the paired folder of that name (editor_looks.py), for every
+  # row, and its prepared files are shared by the runs beside the looks.
+  for row in ('recipe', 'default_config'):
+    name, folder, tfds_dir = report[f'pairs_{row}']
+    assert name == 'paired_folders'
+    assert folder == str(ROOT / 'looks' / 'im_auto_level')
+    assert tfds_dir == str(ROOT / 'looks' / '_tfds')
   assert report['fit_error_1.0'] < 1e-5
   assert report['fit_error_0.0'] < 2e-2

@@ -9,7 +9,7 @@ import pytest
 
 from configs import tiny
 from unet_jax import parallel, validation
-from unet_jax.inference import grading
+from unet_jax.inference import grading, tile_programs
 from unet_jax.models import create_model
 
 
@@ -56,14 +56,14 @@ def test_automatic_batch_on_an_accelerator_grades_the_same(model_and_variables, 
 
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   monkeypatch.setattr(parallel, 'batch_that_fits', lambda b: 32)
-  assert grading.auto_batch_tiles(model, variables, 32) == 32
-  per_tile = grading._tile_bytes[model, 32]
+  assert tile_programs.auto_batch_tiles(model, variables, 32) == 32
+  per_tile = tile_programs._tile_bytes[model, 32]
   assert per_tile > 32 * 32 * 3 * 4  # at least the input tile itself
   monkeypatch.undo()
   gpu = _FakeDevice('gpu', {'bytes_limit': 6 * per_tile, 'bytes_in_use': 0})
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   monkeypatch.setattr(jax, 'local_devices', lambda: [gpu])
-  assert grading.auto_batch_tiles(model, variables, 32) == 3
+  assert tile_programs.auto_batch_tiles(model, variables, 32) == 3
   auto = grading.grade_image(model, variables, image, batch_tiles=0, **kwargs)
   np.testing.assert_allclose(auto, one, rtol=1e-5, atol=1e-5)
 
@@ -71,7 +71,7 @@ def test_automatic_batch_on_an_accelerator_grades_the_same(model_and_variables, 
 def test_cpu_default_is_one_tile_per_call(model_and_variables):
   model, variables = model_and_variables
   assert tiny.get_config().predict.batch_tiles == 0
-  assert grading.auto_batch_tiles(model, variables, 32) == 1
+  assert tile_programs.auto_batch_tiles(model, variables, 32) == 1
 
 
 def test_negative_batch_is_refused():

@@ -4,6 +4,7 @@ One workdir per module: the tiny config's state with random, non-identity weight
 run's best checkpoint (training it would cost minutes), exported once.
 """
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -31,6 +32,8 @@ from unet_jax.training.train_state import create_optimizer, create_train_state
 
 STEP = 4
 TILE = 32  # configs/tiny.py: predict.tile_size
+# model.onnx needs the `export` extra (jax2onnx); .ci/run runs this file again with it installed.
+HAS_JAX2ONNX = importlib.util.find_spec('jax2onnx') is not None
 
 
 def _photo(height: int, width: int, seed: int) -> np.ndarray:
@@ -104,9 +107,12 @@ def loaded(run):
 @pytest.mark.slow
 def test_export_writes_the_folder_and_never_overwrites(run, exported):
   folder = exported['dir']
-  assert sorted(p.name for p in folder.iterdir()) == sorted(
-    ['MODEL.md', 'config.json', 'grade_tile.jax', 'look.cube', 'model.onnx', 'model.safetensors']
-  )
+  written = ['MODEL.md', 'config.json', 'grade_tile.jax', 'look.cube', 'model.safetensors']
+  if HAS_JAX2ONNX:
+    written.append('model.onnx')
+  else:  # the rest is written, and the card says how to get the ONNX file
+    assert "pip install '.[export]'" in ' '.join(exported['summary']['notes'])
+  assert sorted(p.name for p in folder.iterdir()) == sorted(written)
   card = (folder / 'MODEL.md').read_text()
   assert f'step {STEP} of 4' in card and 'EMA' in card
   assert '| psnr | 31.2500 | 27.5000 |' in card  # held-out model vs identity, from metrics.jsonl
@@ -169,6 +175,7 @@ def test_stablehlo_runs_with_jax_alone_and_matches_grade(exported, loaded, tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not HAS_JAX2ONNX, reason="model.onnx needs pip install '.[export]'")
 def test_onnx_runs_in_onnxruntime_and_matches_grade(exported, loaded):
   session = onnxruntime.InferenceSession(str(exported['dir'] / 'model.onnx'))
   tiles = np.stack([_photo(TILE, TILE, seed=s) for s in (3, 8)])

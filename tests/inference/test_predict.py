@@ -11,7 +11,7 @@ from tests.helpers import PHOTO_SIZE as SIZE
 from tests.helpers import photo, psnr, random_variables
 from unet_jax import data
 from unet_jax.config import get_base_config
-from unet_jax.inference import files, grading, tiling
+from unet_jax.inference import files, grading, tile_programs, tiling
 from unet_jax.models import UNet
 
 
@@ -58,7 +58,7 @@ def test_global_context_is_the_whole_images_from_tile_cores():
   shared = grading._global_context(
     model,
     variables,
-    grading._TileBatches(image, tile, 2),
+    tile_programs.TileBatches(image, tile, 2),
     [(r, c) for r in rows for c in cols],
     rows,
     cols,
@@ -73,13 +73,13 @@ def test_small_image_is_one_padded_tile_and_no_new_compile():
   variables = random_variables(model, seed=3)
   tiling = dict(tile_size=32, tile_overlap=8)
   grading.grade_image(model, variables, photo(40, 70), **tiling)
-  compiled = grading._grade_tiles._cache_size()
+  compiled = tile_programs.grade_tiles._cache_size()
 
   small = photo(20, 27)
   graded = grading.grade_image(model, variables, small, **tiling)
   tiny = grading.grade_image(model, variables, photo(1, 5), **tiling)
 
-  assert grading._grade_tiles._cache_size() == compiled
+  assert tile_programs.grade_tiles._cache_size() == compiled
   assert graded.shape == (20, 27, 3) and tiny.shape == (1, 5, 3)
   assert np.isfinite(graded).all() and np.isfinite(tiny).all()
   # Whole-image inference pads with zeros past the bottom-right border where the tile reflects

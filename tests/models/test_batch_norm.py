@@ -10,6 +10,7 @@ import pytest
 from configs import tiny
 from unet_jax.models import batch_norm, create_model
 from unet_jax.models.batch_norm import GemmBatchNorm as BatchNorm
+from unet_jax.validation import validate_model_config
 
 
 def _apply(module, variables, x, train):
@@ -120,7 +121,7 @@ def test_unknown_implementation_names_the_option():
   config = tiny.get_config()
   config.model.batch_norm = 'fast'
   with pytest.raises(ValueError, match='config.model.batch_norm'):
-    create_model(config.model)
+    validate_model_config(config.model)
 
 
 @pytest.mark.slow

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from unet_jax.config import get_base_config
-from unet_jax.models import UNet, count_params, create_model, layers, validate_model_config
+from unet_jax.models import UNet, count_params, create_model, layers
+from unet_jax.validation import validate_model_config
 
 TINY = dict(levels=2, base_channels=4)
 

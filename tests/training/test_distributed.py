@@ -1,5 +1,6 @@
 """Two processes x 2 CPU devices train the same parameters as one process x 4 devices."""
 
+import json
 import os
 import pathlib
 import socket
@@ -58,3 +59,14 @@ def test_two_processes_match_one_process_with_the_same_device_count(tmp_path):
   got, multi_step = saved_params(multi)
   assert step == multi_step == 3
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, expected)
+  # Eval scores averaged over both processes' shares of the images equal one process's.
+  single_eval, multi_eval = (_logged_eval(workdir) for workdir in (single, multi))
+  assert single_eval.keys() == multi_eval.keys() and 'eval/psnr' in single_eval
+  for name, value in single_eval.items():
+    np.testing.assert_allclose(multi_eval[name], value, rtol=1e-4, err_msg=name)
+
+
+def _logged_eval(workdir: str) -> dict[str, float]:
+  lines = pathlib.Path(workdir, 'metrics.jsonl').read_text().splitlines()
+  logged = [json.loads(line) for line in lines]
+  return {k: v for line in logged for k, v in line.items() if k.startswith('eval')}

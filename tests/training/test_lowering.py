@@ -21,7 +21,7 @@ import pytest
 from jax import export
 
 from unet_jax import losses, metrics, parallel
-from unet_jax.inference import grading
+from unet_jax.inference import tile_programs
 from unet_jax.models import batch_norm, create_model
 from unet_jax.training.steps import make_train_step
 from unet_jax.training.train_state import create_optimizer, create_train_state
@@ -109,10 +109,10 @@ def test_tile_grading_lowers(name):
     # The first pass: each tile's bottleneck sums over the cells it owns.
     cells = tile // 2**config.model.levels
     weights = jax.ShapeDtypeStruct((2, cells, cells), jnp.float32)
-    sums = _lower(grading._context_sums, model, variables, tiles, weights)
+    sums = _lower(tile_programs.context_sums, model, variables, tiles, weights)
     (sums_aval,) = sums.out_avals
     context = jax.ShapeDtypeStruct(sums_aval.shape, jnp.float32)
-  exported = _lower(grading._grade_tiles, model, variables, tiles, context)
+  exported = _lower(tile_programs.grade_tiles, model, variables, tiles, context)
   (graded,) = exported.out_avals
   assert graded.shape == (2, tile, tile, config.model.out_channels)
   assert graded.dtype == jnp.float32

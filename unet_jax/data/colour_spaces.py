@@ -136,11 +136,15 @@ def _pad(tag: bytes) -> bytes:
 
 
 def matrix_profile(
-  description: str, colorants: np.ndarray, adaptation: np.ndarray, curve: tuple[float, ...]
+  description: str,
+  colorants: np.ndarray,
+  adaptation: np.ndarray,
+  curve: tuple[float, ...] | bytes,
 ) -> bytes:
   """An ICC v4 RGB display profile from D50 colorants `[3, 3]` (columns), the `[3, 3]`
-  adaptation of the space's white to D50 (`chad`), and one parametric curve for R, G and B."""
-  curve_tag = _curve_tag(curve)
+  adaptation of the space's white to D50 (`chad`), and one curve for R, G and B: parametric
+  parameters, or a ready curve tag (e.g. a sampled `curv` table as other producers write)."""
+  curve_tag = curve if isinstance(curve, bytes) else _curve_tag(curve)
   tags = [
     (b'desc', _mluc_tag(description)),
     (b'cprt', _mluc_tag('No copyright, use freely')),
@@ -207,7 +211,7 @@ def profile_file(profile: bytes, stem: str) -> str:
   return str(path)
 
 
-def _tags(profile: bytes) -> dict[bytes, bytes]:
+def icc_tags(profile: bytes) -> dict[bytes, bytes]:
   """Tag signature -> tag data of an ICC profile ({} if the table cannot be read)."""
   if len(profile) < 132:
     return {}
@@ -236,7 +240,7 @@ def same_colours(profile: bytes, name: str) -> bool:
   """
   if profile == profile_bytes(name):
     return True
-  ours, theirs = _tags(profile_bytes(name)), _tags(profile)
+  ours, theirs = icc_tags(profile_bytes(name)), icc_tags(profile)
   return colour_space_of(profile) == 'RGB' and all(
     tag in theirs and theirs[tag] == ours[tag] for tag in _COLORIMETRIC_TAGS
   )
@@ -250,7 +254,7 @@ def describe(profile: bytes | None) -> str:
   for name in WORKING_SPACES:
     if profile == profile_bytes(name):
       return WORKING_SPACES[name].description
-  desc = _tags(profile).get(b'desc', b'')
+  desc = icc_tags(profile).get(b'desc', b'')
   text = ''
   if desc[:4] == b'desc' and len(desc) >= 12:
     (length,) = struct.unpack_from('>I', desc, 8)

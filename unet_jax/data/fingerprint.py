@@ -30,7 +30,7 @@ def _sha256(path: str) -> str:
 
 def _pairs_root(config: ml_collections.ConfigDict) -> str:
   if config.data.name == 'builtin':
-    return str(builtin.build_folder(config.data.look))
+    return str(builtin.build_folder(config.data.look, builtin.min_side(config.data)))
   return config.data.dir
 
 

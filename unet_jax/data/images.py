@@ -1,15 +1,19 @@
 """Decodes photo files into float32 RGB `[H, W, 3]` in [0, 1] of a working space, or says which
 file is broken. One decoder for training pairs, eval and predict, built on libvips (LittleCMS
-colour management, libjpeg-turbo, libpng, libtiff, libwebp, libheif).
+colour management, libjpeg-turbo, libpng, libtiff, libwebp, libheif for AVIF), with
+pillow-heif for HEVC-coded HEIC (phones' photos), which the libvips wheel cannot decode.
 
 What a file becomes (the contract every loader here shares):
 - Colour: the embedded ICC profile is converted to the working space (`colour_spaces.py`,
-  `config.data.working_space`) with LittleCMS, relative colorimetric; a file without profile is
-  taken as sRGB. Colours outside the working space are clipped, and the pixels that were are
-  counted (`Photo.clipped_pixels`). A profile equal to the working space's skips the transform,
+  `config.data.working_space`), relative colorimetric; a file without profile is taken as sRGB.
+  RGB matrix/TRC profiles (sRGB, Display P3, Adobe RGB, ProPhoto and their kin) are converted
+  exactly, in float (`matrix_shaper.py`); other profiles (CMYK, grey, lookup tables) with
+  LittleCMS at 16 bits. Colours outside the working space are clipped, and the pixels that were
+  are counted (`Photo.clipped_pixels`). A profile equal to the working space's skips the transform,
   so such files, and untagged files in an sRGB run, are read bit for bit.
 - Precision: 8-bit files give value / 255 exactly, 16-bit RGB, RGBA and grayscale PNG and TIFF
-  value / 65535 (no 8-bit step anywhere); a converted file is transformed at 16 bits. 32-bit
+  value / 65535 (no 8-bit step anywhere); a converted file keeps float precision (LittleCMS's
+  transforms: 16 bits). 32-bit
   integer files give value / 65535, float files are clipped to [0, 1].
 - EXIF orientation is applied, so a camera JPEG stored sideways and its upright edited export
   line up pixel for pixel.
@@ -29,14 +33,17 @@ import numpy as np
 import pyvips
 from PIL import Image
 
-from unet_jax.data import colour_spaces, tiff_exif
+from unet_jax.data import colour_spaces, matrix_shaper, tiff_exif
 from unet_jax.data.errors import DataError
+from unet_jax.data.matrix_shaper import MatrixShaper
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.tif', '.tiff', '.webp', '.heic', '.heif', '.avif')
 DEFAULT_WORKING_SPACE = 'srgb'
 # EXIF orientations 5..8 swap width and height.
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 _BITS = {'uchar': 8, 'char': 8, 'ushort': 16, 'short': 16, 'uint': 32, 'int': 32, 'float': 32}
+# Set on images decoded outside libvips (HEVC HEIC): they are whole in memory already.
+_DECODED_BY = 'unet-jax-decoder'
 _SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.uint32): 65535.0}
 
 # libvips' operation cache keeps the last results (and the file bytes they hold) alive; a data
@@ -130,11 +137,13 @@ def read_photo(data: bytes, name: str, working_space: str = DEFAULT_WORKING_SPAC
   """Encoded file bytes -> a Photo in `working_space`; DataError naming `name` if broken."""
   colour_spaces.check_working_space(working_space)
   image = _open(data, name)
+  if _is_hevc(image):
+    image = _decode_hevc(data, name)  # already upright: libheif applies the file's rotation
   container = image.get('vips-loader').split('load')[0]
   exif = _blob(image, 'exif-data') or (_tiff_exif(data) if container == 'tiff' else None)
   profile = _blob(image, 'icc-profile-data')
   try:
-    if _orientation(image) in (1, 0):
+    if _orientation(image) in (1, 0) and not _is_decoded(image):
       # Top to bottom in one pass: a quarter faster than random access, and enough unturned.
       image = _open(data, name, access='sequential')
     else:
@@ -150,14 +159,18 @@ def read_photo(data: bytes, name: str, working_space: str = DEFAULT_WORKING_SPAC
     if colours == 'cmyk' and profile is None:
       image = _plain_cmyk_image(image)
     converted = _needs_transform(profile, image, working_space)
-    if converted:
+    shaper = _matrix_shaper(profile, image) if converted else None
+    if converted and shaper is None:
       image = image.copy_memory()  # decoded once: read again below to count clipped colours
       source, image = image, _to_working_space(image, profile, working_space, name)
     pixels = image.numpy()
   except pyvips.Error as error:
     raise DataError(f'{name}: truncated or corrupt image ({_first_line(error)}).') from None
   pixels = pixels.reshape(*pixels.shape[:2], -1)
-  clipped = _clipped(source.numpy(), pixels) if converted else 0
+  if shaper is not None:
+    pixels, clipped = _exact_to_working_space(pixels, shaper, working_space)
+  else:
+    clipped = _clipped(source.numpy(), pixels) if converted else 0
   return Photo(
     _to_float_rgb(pixels, has_alpha=pixels.shape[-1] in (2, 4)),
     working_space,
@@ -169,6 +182,48 @@ def read_photo(data: bytes, name: str, working_space: str = DEFAULT_WORKING_SPAC
     converted,
     clipped,
   )
+
+
+def _is_hevc(image: pyvips.Image) -> bool:
+  """An HEVC-coded HEIF (what phones write): the libvips wheel's libheif decodes AVIF only."""
+  return (
+    image.get('vips-loader').startswith('heifload')
+    and image.get_typeof('heif-compression') != 0
+    and image.get('heif-compression') == 'hevc'
+  )
+
+
+def _is_decoded(image: pyvips.Image) -> bool:
+  return image.get_typeof(_DECODED_BY) != 0
+
+
+def _decode_hevc(data: bytes, name: str) -> pyvips.Image:
+  """An HEVC HEIC decoded by pillow-heif (libheif with libde265 inside its wheel) as a libvips
+  image in memory with the file's ICC profile and EXIF, so the rest of `read_photo` treats it
+  like any other file. libheif turns the pixels upright (the file's rotation and mirror
+  properties, which phones keep in step with the EXIF orientation), so the orientation is 1.
+  8-bit files give uint8; 10- and 12-bit files uint16 over the full 16-bit range."""
+  try:
+    import pillow_heif  # noqa: PLC0415 - only HEIC files need it
+  except ImportError:
+    raise DataError(
+      f'{name}: an HEVC-coded HEIC; reading it needs pillow-heif (pip install pillow-heif).'
+    ) from None
+  try:
+    heif = pillow_heif.open_heif(data, convert_hdr_to_8bit=False)
+    pixels = np.ascontiguousarray(np.asarray(heif))
+  except Exception as error:  # libheif's errors are plain RuntimeErrors/ValueErrors
+    raise DataError(f'{name}: an HEIC that pillow-heif cannot decode ({error}).') from None
+  interpretation = 'rgb16' if pixels.dtype == np.uint16 else 'srgb'
+  image = pyvips.Image.new_from_array(pixels).copy(interpretation=interpretation)
+  image.set_type(pyvips.GValue.gstr_type, 'vips-loader', 'heifload')
+  image.set_type(pyvips.GValue.gstr_type, _DECODED_BY, 'pillow-heif')
+  for field, key in (('icc-profile-data', 'icc_profile'), ('exif-data', 'exif')):
+    if heif.info.get(key):
+      image.set_type(pyvips.GValue.blob_type, field, bytes(heif.info[key]))
+  # libvips takes an orientation out of the EXIF block just set: the pixels are upright already.
+  image.set_type(pyvips.GValue.gint_type, 'orientation', 1)
+  return image
 
 
 def _plain_cmyk_image(image: pyvips.Image) -> pyvips.Image:
@@ -188,6 +243,28 @@ def _needs_transform(profile: bytes | None, image: pyvips.Image, working_space: 
     return working_space != 'srgb'  # untagged grey and RGB are sRGB
   is_rgb = image.bands - int(image.hasalpha()) == 3
   return not (is_rgb and colour_spaces.same_colours(profile, working_space))
+
+
+def _matrix_shaper(profile: bytes | None, image: pyvips.Image) -> MatrixShaper | None:
+  """The file's matrix/TRC profile (sRGB when untagged) when its RGB pixels can be converted
+  exactly in float; None sends them through LittleCMS (grey, CMYK, lookup-table profiles)."""
+  if image.bands - int(image.hasalpha()) != 3 or image.format not in ('uchar', 'ushort'):
+    return None
+  return matrix_shaper.matrix_shaper(profile or colour_spaces.profile_bytes('srgb'))
+
+
+def _exact_to_working_space(
+  pixels: np.ndarray, shaper: MatrixShaper, working_space: str
+) -> tuple[np.ndarray, int]:
+  """uint8/uint16 RGB(A) `[H, W, 3 or 4]` -> (float32 in [0, 1] of the working space, alpha
+  kept as a fraction; pixels clipped to its gamut)."""
+  rgb, outside = matrix_shaper.convert(
+    pixels[..., :3], shaper, matrix_shaper.working_shaper(working_space)
+  )
+  if pixels.shape[-1] == 4:
+    alpha = pixels[..., 3:].astype(np.float32) / np.float32(np.iinfo(pixels.dtype).max)
+    rgb = np.concatenate([rgb, alpha], axis=-1)
+  return rgb, int(np.count_nonzero(outside))
 
 
 def _to_working_space(

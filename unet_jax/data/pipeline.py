@@ -21,6 +21,7 @@ from absl import flags
 from unet_jax.data import segmentation, sources
 from unet_jax.data.errors import DataError
 from unet_jax.data.transforms import AddWholePhoto, DecodePair, EvalExample, PairedAugment
+from unet_jax.whole_photo import WholePhotoInputs
 
 _SEED_MODULUS = 2**32
 
@@ -40,17 +41,6 @@ def _decoder(config: ml_collections.ConfigDict) -> grain.transforms.Map:
 
 def _noise_sigma(config: ml_collections.ConfigDict) -> float | None:
   return float(config.data.noise_sigma) if config.task == 'denoise' else None
-
-
-def _whole_photo(config: ml_collections.ConfigDict) -> AddWholePhoto:
-  """The thumbnail (whole-photo context) and coordinates the model reads beside its crop."""
-  model = config.model
-  whole = model.thumbnail == 'photo'
-  return AddWholePhoto(
-    thumbnail_size=int(model.thumbnail_size) if whole else None,
-    statistics=whole and bool(model.thumbnail_stats or model.exposure),
-    coords=bool(model.get('coords', False) or model.get('frame_gain', 0)),
-  )
 
 
 def host_batch_size(config: ml_collections.ConfigDict, process_count: int) -> int:
@@ -95,7 +85,7 @@ def train_dataset(
     .shuffle(seed=seed)
     .repeat()
     .map(_decoder(config))
-    .map(_whole_photo(config))
+    .map(AddWholePhoto(WholePhotoInputs.from_model_config(config.model).in_training_batches()))
     .random_map(augment, seed=(seed + 1) % _SEED_MODULUS)
     .batch(batch, drop_remainder=True)[process_index::process_count]
     .to_iter_dataset(_read_options(config))
@@ -123,10 +113,10 @@ def create_train_iterator(
   """Infinite iterator of this host's batches, as numpy arrays, b = batch_size // process_count.
 
   enhance / denoise: `{'input', 'target'}` float32 `[b, crop, crop, 3]` in [0, 1] (denoise:
-  input = target + noise); segment: `{'input'}` and `{'mask'}` int32 `[b, crop, crop]`. With
-  `model.thumbnail='photo'` (and a global branch): `'thumbnail'` `[b, T, T, 3]` of each whole
-  input photo, and with `thumbnail_stats` or `exposure` its `'statistics'` `[b, 8]`; with
-  `model.coords`: `'coords'` `[b, crop, crop, 2]` in [-1, 1] of the photo. Its
+  input = target + noise); segment: `{'input'}` and `{'mask'}` int32 `[b, crop, crop]`. And
+  the whole-photo inputs the model reads that the crop cannot give
+  (`whole_photo.WholePhotoInputs.in_training_batches`): `'thumbnail'` `[b, T, T, 3]` and
+  `'statistics'` `[b, 8]` of each whole input photo, `'coords'` `[b, crop, crop, 2]`. Its
   `get_state()` / `set_state()` (or orbax `grain.checkpoint.CheckpointSave/Restore`) resume at
   exactly the next batch.
   """

@@ -133,7 +133,8 @@ def prepare(config: ml_collections.ConfigDict, data_dir: str | None = None) -> P
   data = config.data
   data_dir = os.path.abspath(data_dir or tfds_dir(config))
   if data.name == 'builtin':
-    return PreparedData(config, data_dir, builtin.prepare(data.look, data_dir))
+    folders = builtin.prepare(data.look, data_dir, builtin.min_side(data))
+    return PreparedData(config, data_dir, folders)
   if data.name == 'paired_folders':
     if not data.dir:
       raise DataError("config.data.name='paired_folders' needs config.data.dir (the pairs root).")
@@ -184,7 +185,7 @@ def dataset_summary(config: ml_collections.ConfigDict, data_dir: str | None = No
   data = config.data
   lines = [f'Data: {data.name!r} for task {config.task!r}']
   if data.name == 'builtin':
-    info = builtin.summary(prepared.folders, data.look, prepared.data_dir)
+    info = builtin.summary(prepared.folders, data.look, prepared.data_dir, builtin.min_side(data))
     lines.append(builtin.format_summary(info))
   elif prepared.folders is not None:
     lines.append(f'  root: {prepared.folders.root}')

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from unet_jax.data.images import DEFAULT_WORKING_SPACE, decode_image
-from unet_jax.models.color_head import photo_coords, photo_statistics
+from unet_jax.whole_photo import WholePhotoInputs, resize_image
 
 SAMPLINGS = ('crop', 'resize', 'mixed')
 _IMAGE_KEYS = ('input', 'target', 'coords')
@@ -29,21 +29,6 @@ EVAL_NOISE_SEED = 20_240_601
 def record_text(value: Any) -> str:
   """A text field of a tfds record as str: real records give bytes, mocked ones str."""
   return value.decode('utf-8') if isinstance(value, bytes) else str(value)
-
-
-def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
-  """float32 `[H, W, C]` -> `[height, width, C]`, bilinear with antialiasing when shrinking."""
-  if image.shape[:2] == (height, width):
-    return image
-  channels = [
-    np.asarray(
-      Image.fromarray(np.ascontiguousarray(image[..., c], np.float32)).resize(
-        (width, height), Image.Resampling.BILINEAR
-      )
-    )
-    for c in range(image.shape[-1])
-  ]
-  return np.stack(channels, axis=-1)
 
 
 def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -66,38 +51,21 @@ def _resize(example: dict[str, np.ndarray], height: int, width: int) -> dict[str
   return out
 
 
-def make_thumbnail(image: np.ndarray, size: int) -> np.ndarray:
-  """`[H, W, 3]` photo -> `[size, size, 3]` float32 thumbnail of the whole frame (squeezed,
-  aspect not kept), the one thing the model's global branch sees, at training and predict."""
-  return resize_image(np.asarray(image, np.float32), size, size)
-
-
 @dataclasses.dataclass(frozen=True)
 class AddWholePhoto(grain.transforms.Map):
-  """Adds what the crop cannot see of its photo, before the geometry is drawn.
+  """Adds what the crop cannot see of its photo, before the geometry is drawn: the
+  `whole_photo` inputs of the whole input photo that `inputs` names.
 
-  `thumbnail_size`: `'thumbnail'` `[T, T, 3]` of the whole input photo (flipped and turned
-  with the crop later, never cropped). `statistics`: `'statistics'` `[8]`, the photo's metering
-  figures at full resolution (`photo_statistics`). `coords`: `'coords'` `[H, W, 2]`, each
-  pixel's position in the photo, which the crop, rotation and flips then carry along like the
-  image.
+  `'thumbnail'` `[T, T, 3]` is flipped and turned with the crop later, never cropped;
+  `'statistics'` `[8]` no geometry changes; `'coords'` `[H, W, 2]`, each pixel's position in the
+  photo, the crop, rotation and flips carry along like the image.
   """
 
-  thumbnail_size: int | None = None
-  statistics: bool = False
-  coords: bool = False
+  inputs: WholePhotoInputs = WholePhotoInputs()
 
   def map(self, example: dict[str, Any]) -> dict[str, Any]:
-    example = dict(example)
     source = example['input'] if 'input' in example else example['target']
-    height, width = source.shape[:2]
-    if self.thumbnail_size:
-      example['thumbnail'] = make_thumbnail(source, self.thumbnail_size)
-    if self.statistics:
-      example['statistics'] = photo_statistics(source, np)
-    if self.coords:
-      example['coords'] = photo_coords(np.arange(height), np.arange(width), height, width)
-    return example
+    return {**example, **self.inputs.of_photo(source)}
 
 
 def fit_longer_side(example: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:

@@ -8,7 +8,6 @@ import ml_collections
 from unet_jax.data import builtin, colour_spaces, folder_scan, looks, segmentation
 from unet_jax.data.errors import DataError
 from unet_jax.data.folder_scan import report
-from unet_jax.data.images import image_size
 from unet_jax.data.paired_folders import POLICIES
 from unet_jax.data.sources import PAIR_DATASETS
 from unet_jax.data.transforms import SAMPLINGS
@@ -89,22 +88,7 @@ def _validate_builtin(config: ml_collections.ConfigDict) -> None:
         f'The built-in dataset has no {data[option]!r} photos here (config.data.{option}): it '
         'needs scikit-image, scikit-learn or matplotlib installed.'
       )
-  if data.sampling == 'resize':
-    return
-  # Known without building anything: the photos' sizes once shrunk to MAX_SIDE.
-  shorts = {}
-  for name, path in photos.items():
-    if builtin.split_of(name) == data.train_split:
-      height, width = image_size(path.read_bytes(), str(path))
-      scale = min(1.0, builtin.MAX_SIDE / max(height, width))
-      shorts[name] = round(min(height, width) * scale)
-  small = sorted(name for name, short in shorts.items() if short < data.crop_size)
-  if small and (data.bad_pair_policy == 'error' or len(small) == len(shorts)):
-    raise DataError(
-      f'config.data.crop_size={data.crop_size} is bigger than the built-in photos '
-      f'{", ".join(small)}; use a crop of at most {min(shorts.values())} px, '
-      "config.data.sampling='resize', or config.data.bad_pair_policy='skip'."
-    )
+  # Crops larger than some photos are no error: builtin.min_side() enlarges those photos.
 
 
 def _validate_paired_folders(config: ml_collections.ConfigDict) -> None:

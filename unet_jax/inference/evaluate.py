@@ -10,8 +10,10 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from clu import metrics as clu_metrics
 from jax.experimental import multihost_utils
 from PIL import Image
 
@@ -20,32 +22,49 @@ from unet_jax.data import colour_spaces
 from unet_jax.data.images import to_uint8
 from unet_jax.inference import grading
 from unet_jax.models import UNet
-from unet_jax.training.metric_writer import side_by_side
+
+
+def side_by_side(*images: np.ndarray) -> np.ndarray:
+  """Concatenates `[H, W, C]` images left to right (input | output | target)."""
+  height = max(image.shape[0] for image in images)
+  padded = [np.pad(image, ((0, height - image.shape[0]), (0, 0), (0, 0))) for image in images]
+  return np.concatenate(padded, axis=1)
+
+
+class ImageScores:
+  """Per-image scores averaged over every image of every process (`clu.metrics.Average`)."""
+
+  def __init__(self):
+    self._averages: dict[str, clu_metrics.Average] = {}
+    self.count = 0
+
+  @property
+  def names(self) -> list[str]:
+    return sorted(self._averages)
+
+  def add(self, scores: dict[str, Any]) -> None:
+    for name, value in scores.items():
+      one = clu_metrics.Average.from_model_output(jnp.asarray(value, jnp.float32).reshape(()))
+      self._averages[name] = self._averages[name].merge(one) if name in self._averages else one
+    self.count += 1
+
+  def means(self, names: list[str]) -> dict[str, float]:
+    """The mean of each of `names` over all processes' images (0 where none were scored)."""
+    empty = clu_metrics.Average(total=jnp.float32(0.0), count=jnp.int32(0))
+    averages = {name: self._averages.get(name, empty) for name in names}
+    if jax.process_count() > 1:
+      # Each process's (total, count) stacked on a leading axis, which clu's reduce() sums.
+      averages = {
+        name: jax.tree.map(jnp.asarray, multihost_utils.process_allgather(average)).reduce()
+        for name, average in averages.items()
+      }
+    return {name: float(a.compute()) if int(a.count) else 0.0 for name, a in averages.items()}
 
 
 def _sum_over_processes(values: np.ndarray) -> np.ndarray:
   if jax.process_count() == 1:
     return values
   return np.asarray(multihost_utils.process_allgather(values)).sum(axis=0)
-
-
-class _ImageScores:
-  """Sums per-image metrics; `means()` averages over every image of every process."""
-
-  def __init__(self):
-    self.totals: dict[str, float] = {}
-    self.count = 0
-
-  def add(self, scores: dict[str, Any]) -> None:
-    for name, value in scores.items():
-      self.totals[name] = self.totals.get(name, 0.0) + float(np.asarray(value).reshape(()))
-    self.count += 1
-
-  def means(self, names: list[str]) -> dict[str, float]:
-    local = np.array([self.totals.get(name, 0.0) for name in names] + [self.count], np.float64)
-    combined = _sum_over_processes(local)
-    count = max(combined[-1], 1.0)
-    return {name: float(total / count) for name, total in zip(names, combined[:-1], strict=True)}
 
 
 def evaluate(
@@ -74,7 +93,7 @@ def evaluate(
   if config.task == 'segment':
     return _evaluate_segmentation(config, model, variables, data_dir, output_dir, max_images)
 
-  model_scores, identity_scores = _ImageScores(), _ImageScores()
+  model_scores, identity_scores = ImageScores(), ImageScores()
   per_image, examples, nonfinite = [], [], 0
   # The pixels are in the run's working space: tag the PNGs with it (sRGB ones stay untagged).
   space = config.data.working_space
@@ -105,7 +124,7 @@ def evaluate(
       graded_path = os.path.join(output_dir, f'{name}_graded.png')
       Image.fromarray(to_uint8(graded)).save(graded_path, **tag)
 
-  names = sorted(model_scores.totals) or ['psnr']
+  names = model_scores.names or ['psnr']
   results = {
     'model': model_scores.means(names),
     'identity': identity_scores.means(names),

@@ -30,6 +30,7 @@ import numpy as np
 import safetensors.numpy
 
 from unet_jax.inference import files, lut_export, restore
+from unet_jax.whole_photo import WholePhotoInputs
 
 WEIGHTS_FILE = 'model.safetensors'
 CONFIG_FILE = 'config.json'
@@ -107,11 +108,15 @@ def export_onnx(model: nn.Module, variables: dict[str, Any], tile_size: int) -> 
   padding and up-sampling need it. A bfloat16 model is written computing in float32 (the
   weights are float32; onnxruntime has no bfloat16 convolution on CPU).
   """
-  from jax2onnx import to_onnx  # heavy (onnx, onnx_ir); only export needs it
-
   blockers = onnx_blockers(model)
   if blockers:
     raise ValueError('ONNX export is not possible: ' + '; '.join(blockers) + '.')
+  try:
+    from jax2onnx import to_onnx  # heavy (onnx, onnx_ir), and an extra: only export needs it
+  except ImportError as error:
+    raise ValueError(
+      f"ONNX export needs jax2onnx, which is not installed: pip install '.[export]' ({error})"
+    ) from error
   note = f'fixed {tile_size}x{tile_size} tiles, symbolic batch'
   if model.dtype != jnp.float32:
     model = model.clone(dtype=jnp.float32)
@@ -263,6 +268,18 @@ def _trained_on(config: ml_collections.ConfigDict) -> str:
   return f"the tfds dataset '{data.name}'"
 
 
+def whole_photo_parts(model: nn.Module) -> list[str]:
+  """What the model reads of the whole photo, which an exported tile program takes of the tile."""
+  inputs = WholePhotoInputs.from_model_config(model)
+  parts = {
+    'its global context': model.global_context,
+    'its thumbnail': inputs.thumbnail_size > 0,
+    'its metering statistics': inputs.statistics,
+    'its pixel coordinates': inputs.coords,
+  }
+  return [name for name, used in parts.items() if used]
+
+
 def model_card(config, model, workdir, checkpoint_path, summary) -> str:
   step = int(checkpoint_path.rstrip('/').rsplit('/', 1)[-1])
   multiple = 2**model.levels
@@ -303,10 +320,10 @@ def model_card(config, model, workdir, checkpoint_path, summary) -> str:
       else f'`[B, H, W, {model.out_channels}]`, not clipped (clip to [0, 1]).'
     ),
   ]
-  if model.global_context:
+  if whole := whole_photo_parts(model):
     lines.append(
-      "  Global context is pooled over each call's input: grade a whole photo in one call "
-      '(padded to the multiple) for the photo-wide context.'
+      f'  The model reads the whole photo ({", ".join(whole)}); the program takes it of each '
+      "call's input: grade a whole photo in one call (padded to the multiple) as predict does."
     )
   if 'onnx' in summary:
     lines.append(f'- `{ONNX_FILE}`: the same function, {summary["onnx"]}.')

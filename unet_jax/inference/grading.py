@@ -4,10 +4,9 @@ Tile layout and blending weights are in `tiling.py`. Here:
 - An image smaller than a tile is one tile, reflect-padded to the tile shape (no new compile).
   Whole-image inference sees zeros past the image instead, so the two differ in the last rows
   and columns of such an image.
-- The whole-photo inputs are made once per image: the thumbnail that the colour head and the
-  thumbnail global context read (`model.thumbnail_context`; the same `make_thumbnail` as in
-  training), the photo's metering figures (`thumbnail_stats`, `exposure`; the same
-  `photo_statistics`), and for `model.coords` each tile's pixel coordinates in the whole photo.
+- The whole-photo inputs the model reads (`whole_photo.WholePhotoInputs`, as in training) are
+  made once per image: its thumbnail and its metering figures; and each tile's pixel
+  coordinates in the whole photo.
 - The bottleneck global context (`model.global_context` without `thumbnail_context`) is computed
   once per image and shared by all tiles.
   A first pass sums each tile's bottleneck features over the cells that tile owns (its core,
@@ -34,145 +33,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from unet_jax import parallel
-from unet_jax.data.transforms import make_thumbnail
-from unet_jax.inference import tiling
-from unet_jax.models.color_head import photo_coords, photo_statistics
-from unet_jax.models.unet import has_global_grade
-
-_BOTTLENECK = 'bottleneck'
-
-
-# ---------------------------------------------------------------------------------------------
-# The two compiled programs. The model is static (hashable linen dataclass), so jax.jit keeps
-# one executable per (model, tile batch shape): one compile per tile shape, reused by every image.
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _grade_tiles(
-  model: nn.Module,
-  variables: Any,
-  tiles: jax.Array,
-  pooled_context: jax.Array | None,
-  thumbnail: jax.Array | None = None,
-  coords: jax.Array | None = None,
-  statistics: jax.Array | None = None,
-) -> jax.Array:
-  return model.apply(
-    variables,
-    tiles,
-    train=False,
-    pooled_context=pooled_context,
-    thumbnail=thumbnail,
-    statistics=statistics,
-    coords=coords,
-  )
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _grade_lut_only(
-  model: nn.Module,
-  variables: Any,
-  rows: jax.Array,
-  thumbnail: jax.Array | None,
-  coords: jax.Array | None = None,
-  statistics: jax.Array | None = None,
-) -> jax.Array:
-  return model.apply(
-    variables,
-    rows,
-    train=False,
-    thumbnail=thumbnail,
-    statistics=statistics,
-    coords=coords,
-    lut_only=True,
-  )
-
-
-def _is_bottleneck(module: nn.Module, method_name: str) -> bool:
-  return module.name == _BOTTLENECK and method_name == '__call__'
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _context_sums(
-  model: nn.Module, variables: Any, tiles: jax.Array, cell_weights: jax.Array
-) -> jax.Array:
-  """[B, C] weighted sums of each tile's bottleneck features over its owned cells, in float32
-  (the same precision `layers.pool_features` averages in)."""
-  _, state = model.apply(
-    variables,
-    tiles,
-    train=False,
-    return_pooled_context=True,
-    capture_intermediates=_is_bottleneck,
-    mutable=['intermediates'],
-  )
-  features = state['intermediates'][_BOTTLENECK]['__call__'][0].astype(jnp.float32)
-  return jnp.einsum('bhwc,bhw->bc', features, cell_weights)
-
-
-# Bytes per tile by (model, tile size): a model's variables have the shapes the model gives them.
-_tile_bytes: dict[tuple[nn.Module, int], int] = {}
-
-
-def auto_batch_tiles(model: nn.Module, variables: Any, tile: int) -> int:
-  """`batch_tiles=0`: as many tiles per call as fill the device (`parallel.batch_that_fits`).
-
-  1 on CPU, without compiling anything. Elsewhere one extra compile per model and tile size
-  reads from XLA's plan what a tile costs: its input, output and temporaries.
-  """
-  if jax.default_backend() == 'cpu':
-    return 1
-  if (model, tile) not in _tile_bytes:
-    tiles = jax.ShapeDtypeStruct((1, tile, tile, model.in_channels), jnp.float32)
-    context = None
-    if getattr(model, 'global_context', False):
-      context = jax.ShapeDtypeStruct((1, model.channels(model.levels)), jnp.float32)
-    memory = _grade_tiles.lower(model, variables, tiles, context).compile().memory_analysis()
-    _tile_bytes[model, tile] = (
-      memory.temp_size_in_bytes + memory.output_size_in_bytes + tiles.size * 4
-    )
-  return parallel.batch_that_fits(_tile_bytes[model, tile])
-
-
-# ---------------------------------------------------------------------------------------------
-# Grading one image.
-
-
-class _TileBatches:
-  """Feeds tiles to a compiled function `batch_tiles` at a time (the last batch padded), and
-  hands back results one batch behind so the host works while the device computes."""
-
-  def __init__(self, image: np.ndarray, tile: int, batch_tiles: int):
-    self.image, self.tile, self.batch_tiles = image, tile, batch_tiles
-
-  def run(self, positions, compute, extra=None):
-    """Yields (position, result) for each (top, left) in positions; `extra(batch_positions)`
-    builds an optional second argument for `compute`."""
-    pending = None
-    batch = self.batch_tiles
-    for start in range(0, len(positions), batch):
-      chunk = positions[start : start + batch]
-      # A fresh buffer per batch: on CPU the device array may alias this memory, and the
-      # previous batch can still be running when the next one is filled.
-      tiles = np.zeros((batch, self.tile, self.tile, self.image.shape[-1]), np.float32)
-      for k, (top, left) in enumerate(chunk):
-        tiling.extract_tile(self.image, top, left, self.tile, tiles[k])
-      args = (jnp.asarray(tiles),)
-      if extra is not None:
-        args += (extra(chunk),)
-      result = compute(*args)
-      if pending is not None:
-        yield from _unbatch(*pending)
-      pending = (chunk, result)
-    if pending is not None:
-      yield from _unbatch(*pending)
-
-
-def _unbatch(chunk, result):
-  result = np.asarray(result)
-  for k, position in enumerate(chunk):
-    yield position, result[k]
+from unet_jax.inference import tile_programs, tiling
+from unet_jax.models import has_global_grade
+from unet_jax.whole_photo import WholePhotoInputs, photo_coords
 
 
 def _check_image(model: nn.Module, image: np.ndarray) -> np.ndarray:
@@ -244,13 +107,13 @@ def grade_image(
   cols = tiling.tile_offsets(width, tile, tile_overlap, multiple)
   positions = [(top, left) for top in rows for left in cols]
   if batch_tiles == 0:
-    batch_tiles = min(auto_batch_tiles(model, variables, tile), len(positions))
-  batches = _TileBatches(image, tile, batch_tiles)
+    batch_tiles = min(tile_programs.auto_batch_tiles(model, variables, tile), len(positions))
+  batches = tile_programs.TileBatches(image, tile, batch_tiles)
 
-  thumbnail = photo_thumbnail(model, image)
-  statistics = photo_metering(model, image)
+  inputs = WholePhotoInputs.from_model_config(model)
+  photo = photo_inputs(model, image)
   pooled_context = None
-  if getattr(model, 'pools_bottleneck', getattr(model, 'global_context', False)):
+  if model.pools_bottleneck:
     pooled_context = _global_context(
       model, variables, batches, positions, rows, cols, height, width, multiple
     )
@@ -261,14 +124,12 @@ def grade_image(
   col_weights = dict(zip(cols, tiling.axis_weights(cols, tile, width), strict=True))
 
   def compute(tiles, coords=None):
-    context, thumbnails, figures = None, None, None
-    if pooled_context is not None:
-      context = jnp.broadcast_to(pooled_context, (tiles.shape[0], pooled_context.shape[-1]))
-    if thumbnail is not None:
-      thumbnails = jnp.broadcast_to(thumbnail, (tiles.shape[0], *thumbnail.shape[1:]))
-    if statistics is not None:
-      figures = jnp.broadcast_to(statistics, (tiles.shape[0], statistics.shape[-1]))
-    return _grade_tiles(model, variables, tiles, context, thumbnails, coords, figures)
+    batch = lambda value: jnp.broadcast_to(value, (tiles.shape[0], *value.shape[1:]))
+    context = None if pooled_context is None else batch(pooled_context)
+    tiled = {key: batch(value) for key, value in photo.items()}
+    return tile_programs.grade_tiles(
+      model, variables, tiles, context, tiled.get('thumbnail'), coords, tiled.get('statistics')
+    )
 
   def tile_coords(chunk):
     coords = np.zeros((batch_tiles, tile, tile, 2), np.float32)
@@ -279,7 +140,7 @@ def grade_image(
       coords[k] = photo_coords(ys, xs, height, width)
     return jnp.asarray(coords)
 
-  extra = tile_coords if getattr(model, 'reads_coords', False) else None
+  extra = tile_coords if inputs.coords else None
   for (top, left), graded in batches.run(positions, compute, extra=extra):
     wy, wx = row_weights[top], col_weights[left]
     bottom, right = top + wy.shape[0], left + wx.shape[0]
@@ -289,20 +150,12 @@ def grade_image(
   return output
 
 
-def photo_thumbnail(model: nn.Module, image: np.ndarray) -> jax.Array | None:
-  """`[1, T, T, 3]` thumbnail of the whole photo for a model whose global branch reads one
-  (the same `make_thumbnail` the training pipeline uses), else None."""
-  if not getattr(model, 'reads_thumbnail', False):
-    return None
-  return jnp.asarray(make_thumbnail(image, model.thumbnail_size)[None])
-
-
-def photo_metering(model: nn.Module, image: np.ndarray) -> jax.Array | None:
-  """`[1, 8]` metering figures of the whole photo for a model that reads them (the same
-  `photo_statistics` the training pipeline takes of each photo), else None."""
-  if not getattr(model, 'reads_statistics', False):
-    return None
-  return jnp.asarray(photo_statistics(image, np)[None])
+def photo_inputs(model: nn.Module, image: np.ndarray) -> dict[str, jax.Array]:
+  """The whole-photo inputs `model` reads of `image` `[H, W, 3]`, batched as one photo:
+  `'thumbnail'` `[1, T, T, 3]`, `'statistics'` `[1, 8]` (`WholePhotoInputs`, as the training
+  pipeline makes them). Coordinates are left out: each tile or band gets its own."""
+  inputs = WholePhotoInputs.from_model_config(model).of_photo(image, coords=False)
+  return {key: jnp.asarray(value[None]) for key, value in inputs.items()}
 
 
 def grade_lut_only(
@@ -321,8 +174,8 @@ def grade_lut_only(
     )
   image = _check_image(model, image)
   height, width = image.shape[:2]
-  thumbnail = photo_thumbnail(model, image)
-  statistics = photo_metering(model, image)
+  photo = photo_inputs(model, image)
+  reads_coords = WholePhotoInputs.from_model_config(model).coords
   band = min(rows_per_call, height)
   output = np.empty((height, width, 3), np.float32)
   pending = None
@@ -331,11 +184,13 @@ def grade_lut_only(
     stop = min(top + band, height)
     rows[0, : stop - top] = image[top:stop]
     coords = None
-    if getattr(model, 'frame_gain', 0):
+    if reads_coords:
       # The band's pixels at their place in the whole photo (padding rows repeat the last).
       ys = np.minimum(np.arange(top, top + band), height - 1)
       coords = jnp.asarray(photo_coords(ys, np.arange(width), height, width)[None])
-    result = _grade_lut_only(model, variables, jnp.asarray(rows), thumbnail, coords, statistics)
+    result = tile_programs.grade_rows(
+      model, variables, jnp.asarray(rows), photo.get('thumbnail'), coords, photo.get('statistics')
+    )
     if pending is not None:
       output[pending[0] : pending[1]] = np.asarray(pending[2])[0, : pending[1] - pending[0]]
     pending = (top, stop, result)
@@ -346,7 +201,7 @@ def grade_lut_only(
 def _global_context(
   model: nn.Module,
   variables: Any,
-  batches: _TileBatches,
+  batches: tile_programs.TileBatches,
   positions: list[tuple[int, int]],
   rows: list[int],
   cols: list[int],
@@ -368,7 +223,7 @@ def _global_context(
       weights[k, y0 // multiple : y1 // multiple, x0 // multiple : x1 // multiple] = 1.0
     return jnp.asarray(weights)
 
-  compute = functools.partial(_context_sums, model, variables)
+  compute = functools.partial(tile_programs.context_sums, model, variables)
   total = None
   for _, sums in batches.run(positions, compute, extra=cell_weights):
     total = sums.astype(np.float64) if total is None else total + sums

@@ -8,9 +8,14 @@ do.
 
 The fit: every pixel's output is a trilinear blend of the 8 grid cells around its input colour,
 so the table is the least-squares solution of a sparse linear system (one row per pixel, 8
-non-zeros). Colours the photos never show leave cells without data; a smoothness term (squared
-second differences along r, g and b) fills them by extending their neighbours' trend, and a
-tiny pull towards the identity table keeps the system well posed where nothing else applies.
+non-zeros). Colours the photos never show leave cells without data; a smoothness term fills
+them: squared first differences, along r, g and b, of the edit (the table minus the identity),
+so the edit of a cell without data is a smooth blend of the edits of the cells around it (and
+past the last data, the nearest one carried on). A tiny pull towards the identity table keeps
+the system well posed where nothing else applies. Second differences (`curvature > 0`), which
+continue the edit's trend instead (as `loss.lut_curvature` does in training), are for the
+least-squares baselines of `experiments/color_head.py`; exported `.cube` files keep the fit
+they have always had (first differences only).
 """
 
 import os
@@ -101,10 +106,11 @@ def fit_lut(
     inputs: `[N, 3]` input colours in [0, 1] (pixels of the photos, flattened).
     outputs: `[N, 3]` the model's output colours for those pixels.
     size: grid points per axis (33 is the common size for grading LUTs).
-    smoothness: weight of the first-difference penalty relative to the mean squared error.
-    curvature: weight of a second-difference penalty (0: none). It leaves affine edits alone,
-      so cells without data continue their neighbours' straight trend (as `loss.lut_curvature`
-      does in training).
+    smoothness: weight of the penalty on the edit's first differences, relative to the mean
+      squared error.
+    curvature: weight of a penalty on the table's second differences (0: none). It leaves
+      affine edits alone, so cells without data continue their neighbours' straight trend (as
+      `loss.lut_curvature` does in training).
     identity_pull: weight of the pull of every cell towards the identity table.
 
   Returns float32 values clipped to [0, 1] (what a photo file can hold).

@@ -11,7 +11,8 @@ bytes. By default (`config.predict.output_*='same'`):
 - EXIF is copied with the orientation set to 1: the pixels were turned upright on reading. For
   TIFF, whose EXIF libvips neither reads nor writes, Pillow reads the tags and
   `tiff_exif.add_exif` appends them to the file.
-Colours outside the output profile are clipped and counted.
+Colours outside the output profile are clipped and counted. Conversions to a matrix/TRC
+profile are exact, in float (`data/matrix_shaper.py`); others go through LittleCMS.
 """
 
 import dataclasses
@@ -22,7 +23,7 @@ import numpy as np
 import pyvips
 from PIL import Image
 
-from unet_jax.data import colour_spaces, tiff_exif
+from unet_jax.data import colour_spaces, matrix_shaper, tiff_exif
 from unet_jax.data.images import Photo, _clipped
 
 OUTPUT_FORMATS = ('same', 'jpeg', 'png', 'tiff')
@@ -140,6 +141,14 @@ def encode_photo(
     top = 255.0 if spec.bits == 8 else 65535.0
     dtype = np.uint8 if spec.bits == 8 else np.uint16
     image = _vips_rgb(np.round(pixels * top).astype(dtype))
+  elif (exact := _exact_target(target)) is not None:
+    converted, outside = matrix_shaper.convert(
+      pixels, matrix_shaper.working_shaper(photo.working_space), exact
+    )
+    top = 255.0 if spec.bits == 8 else 65535.0
+    dtype = np.uint8 if spec.bits == 8 else np.uint16
+    image = _vips_rgb(np.round(converted * top).astype(dtype))
+    clipped = int(np.count_nonzero(outside))
   else:
     source = np.round(pixels * 65535.0).astype(np.uint16)
     image = _vips_rgb(source).icc_transform(
@@ -162,6 +171,12 @@ def encode_photo(
   if exif is not None and spec.container == 'tiff':
     data = tiff_exif.add_exif(data, exif)
   return data, clipped
+
+
+def _exact_target(target: bytes | None) -> matrix_shaper.MatrixShaper | None:
+  """The output profile's matrix and curves (untagged: sRGB) when it is a matrix/TRC profile,
+  converted to exactly in float; None leaves it to LittleCMS."""
+  return matrix_shaper.matrix_shaper(target or colour_spaces.profile_bytes('srgb'))
 
 
 def _vips_rgb(array: np.ndarray) -> pyvips.Image:

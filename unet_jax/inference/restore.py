@@ -4,15 +4,41 @@ import logging
 import math
 from typing import Any
 
+import flax.struct
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from unet_jax import data, metrics
 from unet_jax.inference import evaluate, files
 from unet_jax.models import UNet, create_model
 from unet_jax.training import checkpoint, run_record
-from unet_jax.training.train_state import create_optimizer, create_train_state, inference_variables
+from unet_jax.training.train_state import inference_variables
 from unet_jax.validation import validate_config
+
+
+class Weights(flax.struct.PyTreeNode):
+  """What inference reads of a checkpoint: the step, the parameters, their EMA and the
+  BatchNorm statistics; the optimizer state is left on disk."""
+
+  step: Any
+  params: Any
+  batch_stats: Any
+  ema_params: Any
+
+
+def weights_target(config: ml_collections.ConfigDict, model: UNet) -> Weights:
+  """The shapes and dtypes of a run's `Weights`, from the model alone: no optimizer is built
+  and nothing is computed (`jax.eval_shape` of the model's init)."""
+  size = config.data.crop_size
+  dummy = jax.ShapeDtypeStruct((1, size, size, config.model.in_channels), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), dummy)
+  return Weights(
+    step=jax.ShapeDtypeStruct((), jnp.int32),
+    params=variables['params'],
+    batch_stats=variables.get('batch_stats', {}),
+    ema_params=variables['params'],
+  )
 
 
 def load_trained_model(
@@ -20,17 +46,16 @@ def load_trained_model(
 ) -> tuple[ml_collections.ConfigDict, UNet, dict[str, Any], str]:
   """(config, model, EMA variables, checkpoint path) of the run in `workdir`.
 
-  The one way inference restores a run. `needs_data` also checks that the run's data is still
-  where its config says (for eval).
+  The one way inference restores a run: the config is checked once, then only the `Weights`
+  are read from the best (else latest) checkpoint. `needs_data` also checks that the run's
+  data is still where its config says (for eval).
   """
   config = run_record.load_config(workdir)
   validate_config(config, training=False, check_data_files=needs_data)
   model = create_model(config.model)
-  init = lambda: create_train_state(config, model, create_optimizer(config), jax.random.key(0))
-  target = jax.eval_shape(init)
-  state, path = checkpoint.restore_for_inference(workdir, target)
-  logging.info('Loaded %s (step %d).', path, int(state.step))
-  return config, model, inference_variables(state), path
+  weights, path = checkpoint.restore_for_inference(workdir, weights_target(config, model))
+  logging.info('Loaded %s (step %d).', path, int(weights.step))
+  return config, model, inference_variables(weights), path
 
 
 def run_eval(workdir: str) -> dict[str, Any]:

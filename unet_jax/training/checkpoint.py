@@ -44,7 +44,7 @@ def _refuse_nonfinite_save(state: TrainState) -> None:
     )
 
 
-def check_restored(state: TrainState, path: str) -> TrainState:
+def check_restored(state: Any, path: str) -> Any:
   """Raises CheckpointError when the weights restored from `path` are not all finite."""
   bad = nonfinite_leaves(_weights(state))
   if bad:
@@ -167,8 +167,11 @@ class Checkpointer:
     self._best.close()
 
 
-def restore_for_inference(workdir: str, target: TrainState) -> tuple[TrainState, str]:
-  """The best checkpoint if one exists, else the latest; raises if there is none."""
+def restore_for_inference(workdir: str, target: Any) -> tuple[Any, str]:
+  """The best checkpoint if one exists, else the latest; raises if there is none.
+
+  Only the items of `target` are read (a pytree with some of `TrainState`'s fields, such as the
+  weights without the optimizer state), into `target`'s structure."""
   workdir = os.path.abspath(workdir)
   for sub in (BEST_DIR, LATEST_DIR):
     path = os.path.join(workdir, sub)
@@ -182,9 +185,13 @@ def restore_for_inference(workdir: str, target: TrainState) -> tuple[TrainState,
     if step is None:
       manager.close()
       continue
-    restored = manager.restore(
-      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(target)))
+    abstract = _abstract(target)
+    items = ocp.args.PyTreeRestore(
+      abstract,
+      restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+      partial_restore=True,
     )
+    restored = manager.restore(step, args=ocp.args.Composite(state=items))
     manager.close()
     return check_restored(restored['state'], f'{path}/{step}'), f'{path}/{step}'
   raise MissingRunError(

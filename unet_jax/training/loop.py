@@ -17,7 +17,13 @@ from unet_jax.inference import evaluate
 from unet_jax.models import create_model
 from unet_jax.training import checkpoint, finetune, guards, run_record
 from unet_jax.training.guards import Interrupted, TrainingStopped
-from unet_jax.training.metric_writer import MetricWriter, Progress, read_logged
+from unet_jax.training.metric_writer import (
+  IntervalMetrics,
+  MetricWriter,
+  Progress,
+  log_parameter_overview,
+  read_logged,
+)
 from unet_jax.training.steps import make_train_step
 from unet_jax.training.train_state import (
   TrainState,
@@ -137,6 +143,7 @@ def _setup(config, workdir, checkpointer, *, init_from) -> _Session:
   elif source:
     state, origin = finetune.load_weights(source, state)
     run.set_origin(origin)
+  log_parameter_overview(state.params, workdir)
   _log_schedule_change(config, run, int(state.step))
   return _Session(
     config=config,
@@ -161,6 +168,7 @@ def _loop(s: _Session, final_step: int) -> dict[str, Any]:
   config = s.config
   s.writer = MetricWriter(s.workdir)
   progress = Progress(config.num_train_steps, config.batch_size, s.start_step)
+  interval = IntervalMetrics()  # the logged train metrics are means over each interval
   schedule = learning_rate_schedule(config)
   lpips_params = metrics.load_lpips_params() if config.task != 'segment' else None
   divergence = guards.DivergenceMonitor(config)
@@ -177,10 +185,11 @@ def _loop(s: _Session, final_step: int) -> dict[str, Any]:
       if previous is not None:
         _check_finite(*previous)
       previous = (step_metrics, step)
+      interval.add(step_metrics)
       is_last = step == final_step
       diverged = None
       if step % config.log_every_steps == 0 or is_last:
-        diverged = _log(s, step, step_metrics, progress, schedule, divergence)
+        diverged = _log(s, step, step_metrics, interval, progress, schedule, divergence)
       if step % config.eval_every_steps == 0 or step == config.num_train_steps:
         diverged = _evaluate(s, step, step_metrics, lpips_params, divergence) or diverged
       stopping = diverged is not None and divergence.stops
@@ -194,10 +203,10 @@ def _loop(s: _Session, final_step: int) -> dict[str, Any]:
   return s.last_eval
 
 
-def _log(s: _Session, step, step_metrics, progress, schedule, divergence) -> str | None:
-  """Writes the step's scalars; returns the divergence monitor's warning, if any."""
+def _log(s: _Session, step, step_metrics, interval, progress, schedule, divergence) -> str | None:
+  """Writes the interval's mean scalars; returns the divergence monitor's warning, if any."""
   _check_finite(step_metrics, step)
-  scalars = {k: v for k, v in jax.device_get(step_metrics).items() if k != 'finite'}
+  scalars = interval.compute_and_reset()
   scalars.update(progress.report(step, float(scalars['loss'])))
   scalars['learning_rate'] = float(schedule(step - 1))
   s.writer.write_scalars(step, scalars, prefix='train/')

@@ -1,5 +1,12 @@
-"""Where training reports go: TensorBoard event files, a JSONL log, and a console line."""
+"""Where training reports go: TensorBoard event files, a JSONL log, and a console line.
 
+What is reported is aggregated with `clu.metrics` (the train step's metrics averaged over each
+logging interval, eval scores averaged over images and processes) and the parameter table at
+start comes from `clu.parameter_overview`. clu's `metric_writers` and `periodic_actions` import
+TensorFlow, so they are never imported here: tensorboardX writes the event files.
+"""
+
+import functools
 import json
 import logging
 import os
@@ -8,7 +15,12 @@ from typing import Any
 
 import jax
 import numpy as np
+from clu import metrics as clu_metrics
+from clu import parameter_overview
 from tensorboardX import SummaryWriter
+
+# Step outputs that are flags for the host, not numbers to average.
+_NOT_AVERAGED = ('finite',)
 
 
 class MetricWriter:
@@ -65,13 +77,6 @@ def read_logged(workdir: str, name: str, *, up_to_step: int) -> list[float]:
   return values
 
 
-def side_by_side(*images: np.ndarray) -> np.ndarray:
-  """Concatenates `[H, W, C]` images left to right (input | output | target)."""
-  height = max(image.shape[0] for image in images)
-  padded = [np.pad(image, ((0, height - image.shape[0]), (0, 0), (0, 0))) for image in images]
-  return np.concatenate(padded, axis=1)
-
-
 class Progress:
   """Images per second and ETA between reports, measured on the host's wall clock."""
 
@@ -97,3 +102,58 @@ class Progress:
       time.strftime('%H:%M:%S', time.gmtime(eta)),
     )
     return {'images_per_second': images_per_second, 'seconds_per_step': seconds_per_step}
+
+
+@functools.cache
+def _interval_steps(names: tuple[str, ...]):
+  """Jitted (first, merge) of a Collection of one Average per name: one device call a step
+  instead of a dozen small eager ones."""
+  collection = clu_metrics.Collection.create(
+    **{name: clu_metrics.Average.from_output(name) for name in names}
+  )
+
+  def first(outputs):
+    return collection.single_from_model_output(**outputs)
+
+  def merge(total, outputs):
+    return total.merge(first(outputs))
+
+  return jax.jit(first), jax.jit(merge)
+
+
+class IntervalMetrics:
+  """The train step's metrics averaged over the steps since the last report.
+
+  A `clu.metrics.Collection` of one `Average` per metric the step returns; each `add` merges one
+  step on the device (no host transfer), `compute_and_reset` reads the means and starts over.
+  """
+
+  def __init__(self):
+    self._total = None
+
+  def add(self, step_metrics: dict[str, Any]) -> None:
+    outputs = {k: v for k, v in step_metrics.items() if k not in _NOT_AVERAGED}
+    first, merge = _interval_steps(tuple(sorted(outputs)))
+    self._total = first(outputs) if self._total is None else merge(self._total, outputs)
+
+  def compute_and_reset(self) -> dict[str, float]:
+    """name -> mean over the steps added since the last call ({} if none were)."""
+    if self._total is None:
+      return {}
+    means = {k: float(v) for k, v in jax.device_get(self._total.compute()).items()}
+    self._total = None
+    return means
+
+
+def log_parameter_overview(params: Any, workdir: str) -> str:
+  """Writes clu's parameter table (shapes, sizes, mean and std at init) to
+  `workdir/parameters.txt` from process 0, logs the total; returns the table."""
+  table = parameter_overview.get_parameter_overview(jax.device_get(params))
+  total = parameter_overview.count_parameters(params)
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, 'parameters.txt')
+    with open(path, 'w') as f:
+      f.write(table + '\n')
+    logging.info('Model: %s parameters (table: %s)', f'{total:,}', path)
+  return table

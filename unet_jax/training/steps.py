@@ -10,7 +10,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from unet_jax import losses, parallel
+from unet_jax import losses, parallel, whole_photo
 from unet_jax.models import UNet
 from unet_jax.training import guards
 from unet_jax.training.train_state import TrainState
@@ -33,7 +33,7 @@ def compute_loss(
 def model_inputs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
   """The whole-photo side inputs a batch carries (`thumbnail`, `statistics`, `coords`), as
   model keywords."""
-  return {key: batch[key] for key in ('thumbnail', 'statistics', 'coords') if key in batch}
+  return {key: batch[key] for key in whole_photo.KEYS if key in batch}
 
 
 def _sown(intermediates: Any, name: str) -> list[jax.Array]:

@@ -41,7 +41,7 @@ def _decay_mask(params: Any) -> Any:
   )
 
 
-# The modules whose parameters make the global grade (models/color_head.py).
+# The modules whose parameters make the global grade (models/global_grade.py).
 GLOBAL_GRADE_MODULES = ('exposure', 'color_head', 'frame_gain')
 # ... and with the thumbnail encoder that mixes the LUT bases, the global branch.
 GLOBAL_BRANCH_MODULES = (*GLOBAL_GRADE_MODULES, 'thumbnail_encoder')

@@ -1,4 +1,5 @@
-"""The colour head (3D LUTs), whole-photo context and coordinates: the same at train and predict."""
+"""The global grade (3D LUTs, exposure, frame gain) and the whole-photo inputs (thumbnail, metering,
+coordinates): the same at train and predict."""
 
 import functools
 
@@ -12,23 +13,22 @@ from tests.helpers import PHOTO_SIZE as SIZE
 from tests.helpers import photo, psnr, random_variables
 from unet_jax import losses
 from unet_jax.config import get_base_config
-from unet_jax.data.transforms import AddWholePhoto, PairedAugment, make_thumbnail
-from unet_jax.inference import grading, tiling
+from unet_jax.data.transforms import AddWholePhoto, PairedAugment
+from unet_jax.inference import grading, tile_programs, tiling
 from unet_jax.models import UNet, create_model
 from unet_jax.models import lut as lut_lib
-from unet_jax.models.color_head import (
-  ENCODER_CHANNELS,
+from unet_jax.models.global_grade import (
   ColorHead,
   Exposure,
   FrameGain,
   frame_curvature,
-  photo_coords,
-  photo_statistics,
   sample_frame_field,
 )
+from unet_jax.models.thumbnail import ENCODER_CHANNELS
 from unet_jax.training import run_record, steps, train_state
 from unet_jax.training.train_state import TrainState
 from unet_jax.validation import ConfigError, validate_config
+from unet_jax.whole_photo import WholePhotoInputs, make_thumbnail, photo_coords, photo_statistics
 
 S = 9
 
@@ -176,12 +176,12 @@ def test_tiles_whole_image_and_training_crop_get_the_same_context():
   model = _model(color_head='adaptive_lut', global_context='thumbnail', thumbnail='photo')
   variables = random_variables(model, head_scale=0.1)
   image = photo(*SIZE, seed=4)
-  photo_thumbnail = grading.photo_thumbnail(model, image)
+  photo_thumbnail = grading.photo_inputs(model, image)['thumbnail']
 
   whole_vector, whole_table = _context_of(model, variables, image[None], photo_thumbnail)
 
   # The training pipeline's example for the same photo: a crop and its photo's thumbnail.
-  whole_photo = AddWholePhoto(thumbnail_size=model.thumbnail_size)
+  whole_photo = AddWholePhoto(WholePhotoInputs(thumbnail_size=model.thumbnail_size))
   example = whole_photo.map({'input': image, 'target': image})
   augment = PairedAugment(crop_size=32, hflip=False)
   crop = augment.random_map(example, np.random.default_rng(0))
@@ -201,7 +201,9 @@ def test_tiles_whole_image_and_training_crop_get_the_same_context():
 
 def test_flipped_crop_comes_with_the_flipped_thumbnail():
   image = photo(32, 32, seed=5)  # the crop is the whole photo, flipped or not
-  example = AddWholePhoto(thumbnail_size=16).map({'input': image, 'target': image})
+  example = AddWholePhoto(WholePhotoInputs(thumbnail_size=16)).map(
+    {'input': image, 'target': image}
+  )
   thumbnail = make_thumbnail(image, 16)
   augment = PairedAugment(crop_size=32, hflip=True)
   flips = []
@@ -216,7 +218,7 @@ def test_flipped_crop_comes_with_the_flipped_thumbnail():
 
 def test_training_crop_coordinates_are_its_place_in_the_photo():
   image = photo(50, 70, seed=6)
-  example = AddWholePhoto(coords=True).map({'input': image, 'target': image})
+  example = AddWholePhoto(WholePhotoInputs(coords=True)).map({'input': image, 'target': image})
   out = PairedAugment(crop_size=32, hflip=False).random_map(example, np.random.default_rng(3))
   ys, xs = out['coords'][:, 0, 0], out['coords'][0, :, 1]
   top = int(round((ys[0] + 1) / 2 * 50 - 0.5))
@@ -240,10 +242,7 @@ def test_tiled_predict_with_colour_head_and_coords_is_seam_free(overrides):
   model = _model(**overrides)
   variables = random_variables(model)
   image = photo(*SIZE, seed=7)
-  side = dict(
-    thumbnail=grading.photo_thumbnail(model, image),
-    statistics=grading.photo_metering(model, image),
-  )
+  side = grading.photo_inputs(model, image)
   whole = np.asarray(jax.jit(model.apply)(variables, image[None], **side))[0]
   assert np.std(whole - image) > 0.02
   tiled = grading.grade_image(model, variables, image, tile_size=48, tile_overlap=16)
@@ -256,10 +255,11 @@ def test_lut_only_predict_is_the_global_grade_of_the_full_model(frame_gain):
   model = _model(color_head='adaptive_lut', thumbnail='photo', frame_gain=frame_gain, exposure=True)
   variables = random_variables(model)
   image = photo(*SIZE, seed=8)
-  thumbnail = grading.photo_thumbnail(model, image)
-  statistics = grading.photo_metering(model, image)
+  inputs = grading.photo_inputs(model, image)
   rows = jnp.asarray(image)[None]
-  head = grading._grade_lut_only(model, variables, rows, thumbnail, None, statistics)[0]
+  head = tile_programs.grade_rows(
+    model, variables, rows, inputs['thumbnail'], None, inputs['statistics']
+  )[0]
   graded = grading.grade_lut_only(model, variables, image, rows_per_call=40)
   np.testing.assert_allclose(graded, head, atol=1e-6)
   assert np.abs(graded - image).max() > 0.01
@@ -369,12 +369,16 @@ def test_photo_statistics_do_not_depend_on_the_photos_size():
 
 def test_training_crops_and_predict_get_the_whole_photos_metering():
   image = photo(96, 128, seed=12)
-  example = AddWholePhoto(thumbnail_size=16, statistics=True).map({'input': image, 'target': image})
+  example = AddWholePhoto(WholePhotoInputs(thumbnail_size=16, statistics=True)).map(
+    {'input': image, 'target': image}
+  )
   augment = PairedAugment(crop_size=32, hflip=True, rot90=True)
   crop = augment.random_map(example, np.random.default_rng(4))
   model = _model(color_head='adaptive_lut', thumbnail='photo', exposure=True)
   np.testing.assert_array_equal(crop['statistics'], photo_statistics(image, np))
-  np.testing.assert_array_equal(grading.photo_metering(model, image)[0], crop['statistics'])
+  np.testing.assert_array_equal(
+    grading.photo_inputs(model, image)['statistics'][0], crop['statistics']
+  )
 
 
 @pytest.mark.slow
@@ -397,7 +401,7 @@ def test_train_step_learns_through_the_head_with_its_regularisers():
   batch = {
     'input': jnp.asarray(image)[None],
     'target': jnp.asarray(np.clip(image * 0.8 + 0.1, 0, 1))[None],
-    'thumbnail': grading.photo_thumbnail(model, image),
+    'thumbnail': grading.photo_inputs(model, image)['thumbnail'],
   }
   variables = _initial_variables(model)
   params = variables['params']

@@ -1,0 +1,65 @@
+"""`WholePhotoInputs`: one decision, from the model's options, of what a model reads of the
+whole photo; the model, the data pipeline and predict all take it from there."""
+
+import numpy as np
+import pytest
+
+from unet_jax.config import get_base_config
+from unet_jax.models import create_model
+from unet_jax.whole_photo import WholePhotoInputs
+
+
+def _model_config(**options):
+  config = get_base_config().model
+  config.update(levels=2, base_channels=8, thumbnail_size=16, **options)
+  return config
+
+
+@pytest.mark.parametrize(
+  ('options', 'reads', 'batches'),
+  [
+    ({}, (0, False, False), (0, False, False)),
+    # The adaptive LUT reads a thumbnail; with thumbnail='crop', the crop's, in the graph.
+    ({'color_head': 'adaptive_lut'}, (16, False, False), (0, False, False)),
+    (
+      {'color_head': 'adaptive_lut', 'thumbnail': 'photo', 'thumbnail_stats': True},
+      (16, True, False),
+      (16, True, False),
+    ),
+    (
+      {'color_head': 'lut', 'thumbnail': 'photo', 'exposure': True},
+      (16, True, False),
+      (16, True, False),
+    ),
+    # Coordinates are always the photo's: the pipeline adds them.
+    ({'color_head': 'lut', 'frame_gain': 3}, (0, False, True), (0, False, True)),
+    ({'coords': True}, (0, False, True), (0, False, True)),
+    ({'global_context': 'pooled'}, (0, False, False), (0, False, False)),
+    (
+      {'global_context': 'thumbnail', 'thumbnail': 'photo'},
+      (16, False, False),
+      (16, False, False),
+    ),
+  ],
+)
+def test_what_a_model_reads_and_what_training_batches_carry(options, reads, batches):
+  config = _model_config(**options)
+  inputs = WholePhotoInputs.from_model_config(config)
+  training = inputs.in_training_batches()
+  assert (inputs.thumbnail_size, inputs.statistics, inputs.coords) == reads
+  assert (training.thumbnail_size, training.statistics, training.coords) == batches
+  assert create_model(config).whole_photo == inputs  # the model decides the same
+
+
+def test_of_photo_makes_what_the_model_reads():
+  inputs = WholePhotoInputs(thumbnail_size=8, statistics=True, coords=True)
+  photo = np.random.default_rng(0).random((30, 50, 3)).astype(np.float32)
+  made = inputs.of_photo(photo)
+  assert {k: v.shape for k, v in made.items()} == {
+    'thumbnail': (8, 8, 3),
+    'statistics': (8,),
+    'coords': (30, 50, 2),
+  }
+  assert made['coords'][0, 0].tolist() == pytest.approx([-1 + 1 / 30, -1 + 1 / 50])
+  assert set(inputs.of_photo(photo, coords=False)) == {'thumbnail', 'statistics'}
+  assert WholePhotoInputs().of_photo(photo) == {}

@@ -1,0 +1,179 @@
+"""What a model reads of the whole photo beside the crop or tile it grades.
+
+A training crop and a predict tile are parts of a photo; the global branch of a model (the
+exposure, the adaptive LUT's weights, the thumbnail global context, the frame gain) reads the
+photo they were cut from, so that every part of a photo is graded alike:
+
+- a thumbnail: `[T, T, 3]`, the whole frame squeezed to a square (`make_thumbnail`);
+- metering statistics: `[8]` figures of the photo's light and colour cast (`photo_statistics`);
+- coordinates: `[H, W, 2]`, each pixel's place in the photo (`photo_coords`).
+
+`WholePhotoInputs.from_model_config(config.model)` decides which of them a model reads and makes
+them for a photo. The data pipeline, the train step, predict's grading and export all ask it,
+so they agree; `data/` and `models/` both import this module and never each other.
+"""
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+# The keys under which a batch carries the whole-photo inputs, and the model's keywords for them.
+KEYS = ('thumbnail', 'statistics', 'coords')
+# Rec. 709 luma weights and the display gamma the metering figures decode with.
+_LUMA = (0.2126, 0.7152, 0.0722)
+GAMMA = 2.2
+# The floor under the log of the luminance, as in Reinhard's log-average key (delta = 1e-4).
+_LOG_FLOOR = 1e-4
+# Metering is relative to middle grey: a photo whose key is 18 % grey reads 0.
+_MIDDLE_GREY = 0.18
+_PERCENTILES = (10.0, 50.0, 90.0)
+# The darkest value metered: its decoded light (1e-26) is 0 for every figure, and its log is finite.
+_DARKEST = 1e-12
+# Where `photo_statistics` puts the key (the mean log luminance) among its figures.
+KEY_FIGURE = 0
+
+
+def photo_statistics(images: Any, xp: Any = jnp) -> Any:
+  """`[..., H, W, 3]` photos -> `[..., 8]` metering figures of each, with `xp` numpy or jax.numpy.
+
+  The log of the (approximately linear) luminance relative to middle grey: its mean (the photo's
+  key, as Reinhard's operator and camera metering use it), spread and 10th / 50th / 90th
+  percentiles, and the log mean of each linear channel (the colour cast). The data pipeline
+  meters each whole photo at full resolution (numpy) and predict does the same, so a crop, a
+  tile and the whole image get the same figures; a thumbnail would not do, as its averaged
+  pixels read brighter than the photo (the log of a mean exceeds the mean of the logs).
+  """
+  # The decode as exp(gamma log x): numpy's float32 exp and log are vectorised and its power is
+  # not; the two agree to 3e-6, relative.
+  linear = xp.exp(GAMMA * xp.log(xp.clip(xp.asarray(images, xp.float32), _DARKEST, 1.0)))
+  log_grey = float(np.log(_MIDDLE_GREY))
+  log_luma = xp.log(_LOG_FLOOR + linear @ xp.asarray(_LUMA, xp.float32)) - log_grey
+  log_luma = log_luma.reshape(*log_luma.shape[:-2], -1)
+  percentiles = xp.percentile(log_luma, xp.asarray(_PERCENTILES), axis=-1)
+  # numpy's float32 sums over a large photo's pixels drift with its size, so the colour cast
+  # would depend on the photo's size: numpy sums in float64.
+  sums_dtype = np.float64 if xp is np else None
+  figures = [
+    xp.mean(log_luma, axis=-1, keepdims=True),  # the key: KEY_FIGURE
+    xp.std(log_luma, axis=-1, keepdims=True),
+    xp.moveaxis(percentiles, 0, -1),
+    xp.log(_LOG_FLOOR + xp.mean(linear, axis=(-3, -2), dtype=sums_dtype)) - log_grey,
+  ]
+  return xp.concatenate(figures, axis=-1).astype(xp.float32)
+
+
+def photo_coords(rows: Any, cols: Any, height: int, width: int) -> np.ndarray:
+  """`[len(rows), len(cols), 2]` float32 (y, x) in [-1, 1] of the pixel centres `rows` x `cols`
+  of a `height` x `width` photo. Training crops, predict tiles and whole images all take theirs
+  from here, so they agree to the bit."""
+  ys = (np.asarray(rows, np.float64) + 0.5) / height * 2.0 - 1.0
+  xs = (np.asarray(cols, np.float64) + 0.5) / width * 2.0 - 1.0
+  return np.stack(np.meshgrid(ys, xs, indexing='ij'), axis=-1).astype(np.float32)
+
+
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """float32 `[H, W, C]` -> `[height, width, C]`, bilinear with antialiasing when shrinking.
+
+  The one resize of the data pipeline (crops, eval sizes) and of thumbnails."""
+  if image.shape[:2] == (height, width):
+    return image
+  channels = [
+    np.asarray(
+      Image.fromarray(np.ascontiguousarray(image[..., c], np.float32)).resize(
+        (width, height), Image.Resampling.BILINEAR
+      )
+    )
+    for c in range(image.shape[-1])
+  ]
+  return np.stack(channels, axis=-1)
+
+
+def make_thumbnail(image: np.ndarray, size: int) -> np.ndarray:
+  """`[H, W, 3]` photo -> `[size, size, 3]` float32 thumbnail of the whole frame (squeezed,
+  aspect not kept), what the model's global branch sees, at training and predict."""
+  return resize_image(np.asarray(image, np.float32), size, size)
+
+
+def resize_thumbnail(images: jax.Array, size: int) -> jax.Array:
+  """`[B, H, W, 3]` -> `[B, size, size, 3]` (antialiased): the in-graph thumbnail of the input
+  itself, for calls that pass none (a model reading the crop, an exported tile program)."""
+  batch, _, _, channels = images.shape
+  return jax.image.resize(
+    images.astype(jnp.float32), (batch, size, size, channels), 'linear', antialias=True
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class WholePhotoInputs:
+  """Which whole-photo inputs a model reads, and where they come from.
+
+  `thumbnail_size`: the side of the thumbnail it reads (0: none). `statistics`: it reads the
+  metering figures. `coords`: it reads pixel coordinates. `of_whole_photo`
+  (`model.thumbnail='photo'`): training gives the thumbnail and figures of the whole photo;
+  without it the model takes them of its crop, in the graph. Coordinates are always the
+  photo's. Predict always gives the whole photo's: the crop stood in for it in training.
+  """
+
+  thumbnail_size: int = 0
+  statistics: bool = False
+  coords: bool = False
+  of_whole_photo: bool = False
+
+  @classmethod
+  def from_model_config(cls, model: Any) -> 'WholePhotoInputs':
+    """From `config.model` or a `UNet` (same option names). The thumbnail feeds the global
+    branch: the adaptive LUT's weights, the exposure, the thumbnail global context."""
+    context = model.global_context
+    if not isinstance(context, str):  # a UNet's fields: two booleans
+      context = ('thumbnail' if model.thumbnail_context else 'pooled') if context else 'none'
+    exposure = bool(model.exposure)
+    reads_thumbnail = model.color_head == 'adaptive_lut' or exposure or context == 'thumbnail'
+    return cls(
+      thumbnail_size=int(model.thumbnail_size) if reads_thumbnail else 0,
+      statistics=bool(model.thumbnail_stats) or exposure,
+      coords=bool(model.coords) or int(model.frame_gain) > 0,
+      of_whole_photo=model.thumbnail == 'photo',
+    )
+
+  def in_training_batches(self) -> 'WholePhotoInputs':
+    """The inputs the data pipeline adds to each example (the rest the model makes itself)."""
+    if self.of_whole_photo:
+      return self
+    return dataclasses.replace(self, thumbnail_size=0, statistics=False)
+
+  def of_photo(self, image: np.ndarray, *, coords: bool = True) -> dict[str, np.ndarray]:
+    """The inputs of one `[H, W, 3]` photo, unbatched: `'thumbnail'` `[T, T, 3]`,
+    `'statistics'` `[8]` and `'coords'` `[H, W, 2]`, those this model reads. `coords=False`
+    leaves the coordinates out (predict makes each tile's own)."""
+    out = {}
+    height, width = image.shape[:2]
+    if self.thumbnail_size:
+      out['thumbnail'] = make_thumbnail(image, self.thumbnail_size)
+    if self.statistics:
+      out['statistics'] = photo_statistics(image, np)
+    if self.coords and coords:
+      out['coords'] = photo_coords(np.arange(height), np.arange(width), height, width)
+    return out
+
+  def fill_in(
+    self,
+    images: jax.Array,
+    thumbnail: jax.Array | None,
+    statistics: jax.Array | None,
+    coords: jax.Array | None,
+  ) -> tuple[jax.Array | None, jax.Array | None, jax.Array | None]:
+    """In the graph: the inputs a call did not pass, taken of `[B, H, W, 3]` `images` as whole
+    photos; those the model does not read stay None."""
+    if self.thumbnail_size and thumbnail is None:
+      thumbnail = resize_thumbnail(images, self.thumbnail_size)
+    if self.statistics and statistics is None:
+      statistics = photo_statistics(images)
+    if self.coords and coords is None:
+      batch, height, width = images.shape[:3]
+      grid = photo_coords(range(height), range(width), height, width)
+      coords = jnp.broadcast_to(jnp.asarray(grid), (batch, height, width, 2))
+    return thumbnail, statistics, coords
