@@ -103,7 +103,7 @@ def test_each_default_is_one_of_its_choices_and_a_bad_choice_is_named():
 def test_the_modules_that_keep_their_own_list_agree_with_options():
   from unet_jax.data import colour_spaces, paired_folders, transforms
   from unet_jax.inference import photo_writer
-  from unet_jax.models import batch_norm, color_head, layers, lut, unet, vgg
+  from unet_jax.models import batch_norm, global_grade, layers, lut, unet, vgg
 
   own = {
     'model.norm': layers.NORMS,
@@ -113,9 +113,9 @@ def test_the_modules_that_keep_their_own_list_agree_with_options():
     'model.up': layers.UPS,
     'model.head': unet.HEADS,
     'model.dtype': tuple(unet.DTYPES),
-    'model.color_head': color_head.COLOR_HEADS,
+    'model.color_head': global_grade.COLOR_HEADS,
     'model.lut_method': lut.METHODS,
-    'model.unet_input': color_head.UNET_INPUTS,
+    'model.unet_input': global_grade.UNET_INPUTS,
     'loss.perceptual_network': tuple(vgg.BLOCK_DEPTHS),
     'data.working_space': tuple(colour_spaces.WORKING_SPACES),
     'data.sampling': transforms.SAMPLINGS,
