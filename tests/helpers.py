@@ -15,6 +15,7 @@ import orbax.checkpoint as ocp
 from PIL import Image
 
 from configs import tiny
+from unet_jax.config import get_base_config
 from unet_jax.models import UNet
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -88,6 +89,16 @@ def random_variables(model: UNet, *, seed: int = 0, head_scale: float = 0.1) -> 
     return 1 + 0.3 * np.abs(noise)  # norm scales and running variances
 
   return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def identity_model(working_space: str) -> tuple[ml_collections.ConfigDict, UNet, dict]:
+  """(config, model, variables) of an untrained residual U-Net (its last conv starts at zero):
+  output = input, grading in `working_space` with 32 px tiles."""
+  config = get_base_config()
+  config.predict.tile_size, config.predict.tile_overlap = 32, 8
+  config.data.working_space = working_space
+  model = UNet(levels=2, base_channels=4)
+  return config, model, random_variables(model, head_scale=0.0)
 
 
 def random_pixels(seed: int, height: int, width: int) -> np.ndarray:

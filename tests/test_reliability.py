@@ -111,7 +111,9 @@ def test_nonfinite_weights_with_a_finite_loss_stop_training_without_a_checkpoint
   real = optax.apply_updates
   poisoned = lambda p, u: jax.tree.map(lambda x: x * jnp.nan, real(p, u))
   monkeypatch.setattr(optax, 'apply_updates', poisoned)
-  with pytest.raises(guards.TrainingStopped, match='non-finite at step 3'):
+  # The message names what went non-finite (issue 32): here the update, not the loss.
+  refused = 'non-finite at step 3: the updated weights.*lower config.optimizer.learning_rate'
+  with pytest.raises(guards.TrainingStopped, match=refused):
     loop.train_and_evaluate(tiny_config(steps=6), workdir)
   after, step = saved_params(workdir)
   assert step == 2
@@ -341,3 +343,15 @@ def test_init_from_refuses_a_model_of_other_shapes(source_run, tmp_path):
     finetune.load_weights(source_run, fresh)
   with pytest.raises(run_record.MissingRunError, match='--init_from='):
     loop.train_and_evaluate(config, str(tmp_path / 'x'), init_from=str(tmp_path / 'nowhere'))
+
+
+def test_the_guard_message_names_what_went_nonfinite_and_what_causes_it():
+  message = guards.nonfinite_step_message(
+    {'loss': np.nan, 'grad_norm': np.nan, 'finite': False, 'loss_l1': 0.2, 'loss_ssim': np.nan},
+    7,
+  )
+  assert 'non-finite at step 7: the loss (nan; non-finite terms: ssim)' in message
+  assert 'config.loss.*' in message
+  message = guards.nonfinite_step_message({'loss': 0.5, 'grad_norm': np.inf, 'finite': False}, 8)
+  assert 'non-finite at step 8: the gradients (norm inf; loss 0.5 was finite)' in message
+  assert 'config.optimizer.grad_clip_norm' in message

@@ -118,6 +118,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   data.num_workers = 0  # grain worker processes; 0 decodes in the main process
   data.prefetch_buffer_size = 2
   data.bad_pair_policy = 'error'  # error | skip
+  # A file whose header claims more pixels is refused before decoding (decompression bombs).
+  data.max_pixels = 200_000_000
   data.eval_size = config_dict.placeholder(int)  # None: evaluate at full resolution
   data.train_split = 'train'
   data.eval_split = 'test'

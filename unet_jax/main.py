@@ -31,8 +31,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from unet_jax import cli_errors
-from unet_jax.inference import export, lut_export, restore
-from unet_jax.training import loop, run_record
+from unet_jax.inference import export, lut_export, predict_options, restore
+from unet_jax.training import loop, run_record, workdir_lock
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -101,6 +101,7 @@ def _predict() -> int:
     FLAGS.output,
     skip_existing=FLAGS.skip_existing,
     recursive=FLAGS.recursive,
+    predict_overrides=_predict_overrides(),
   )
   print(summary, flush=True)
   return cli_errors.EXIT_PREDICT_FAILED if summary['failed'] else cli_errors.EXIT_OK
@@ -110,7 +111,11 @@ def _export() -> None:
   if not FLAGS.output:
     raise cli_errors.UsageError('--mode=export needs --output=DIR (a new or empty folder).')
   summary = export.export_workdir(
-    FLAGS.workdir, FLAGS.output, input_path=FLAGS.input, lut_size=FLAGS.lut_size
+    FLAGS.workdir,
+    FLAGS.output,
+    input_path=FLAGS.input,
+    lut_size=FLAGS.lut_size,
+    predict_overrides=_predict_overrides(),
   )
   if 'lut' in summary:
     print(lut_export.fidelity_line(summary['lut']))
@@ -121,10 +126,39 @@ def _export_lut() -> None:
   if not FLAGS.output:
     raise cli_errors.UsageError('--mode=export_lut needs --output=FILE.cube.')
   fidelity = lut_export.export_lut(
-    FLAGS.workdir, FLAGS.output, input_path=FLAGS.input, size=FLAGS.lut_size
+    FLAGS.workdir,
+    FLAGS.output,
+    input_path=FLAGS.input,
+    size=FLAGS.lut_size,
+    predict_overrides=_predict_overrides(),
   )
   print(lut_export.fidelity_line(fidelity))
   print(f'Wrote {fidelity["output"]}', flush=True)
+
+
+def _predict_overrides() -> dict:
+  """The `--config.predict.*` values given to eval/predict/export (others refused). A bare
+  --config=FILE is refused beside --workdir (it would be ignored); alone it names the workdir."""
+  if FLAGS.config is None:
+    return {}
+  overrides = dict(config_flags.get_override_values(FLAGS['config']))
+  refused = predict_options.refused_keys(overrides)
+  if refused:
+    raise cli_errors.UsageError(
+      f'--config.{refused[0]}: --mode={FLAGS.mode} uses the model and config saved in '
+      '--workdir; only --config.predict.* options can be given to it.'
+    )
+  if not overrides:
+    if not FLAGS['workdir'].present:
+      return {}  # --config only named the default workdir, runs/<config file name>
+    raise cli_errors.UsageError(
+      f'--config is for --mode=train: --mode={FLAGS.mode} reads the config saved in --workdir '
+      '(give --config.predict.* options with it to change how this command grades).'
+    )
+  logging.info(
+    'This command grades with %s.', ', '.join(f'config.{k}={v!r}' for k, v in overrides.items())
+  )
+  return overrides
 
 
 def _dispatch() -> int | None:
@@ -133,8 +167,16 @@ def _dispatch() -> int | None:
   if FLAGS.init_from:
     raise cli_errors.UsageError('--init_from is for --mode=train.')
   FLAGS.workdir = _workdir()
+  # Refused while a training holds the workdir (status 5, naming it); see workdir_lock.py.
+  with workdir_lock.hold(FLAGS.workdir, exclusive=False, purpose=f'--mode={FLAGS.mode}'):
+    return _read_workdir()
+
+
+def _read_workdir() -> int | None:
   if FLAGS.mode == 'eval':
-    loop.log_final_comparison(restore.run_eval(FLAGS.workdir))
+    loop.log_final_comparison(
+      restore.run_eval(FLAGS.workdir, predict_overrides=_predict_overrides())
+    )
     return None
   if FLAGS.mode == 'export':
     return _export()

@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from unet_jax import data, losses, options
+from unet_jax import data, losses, option_ranges, options
 from unet_jax.inference import photo_writer, tiling
 from unet_jax.models import batch_norm, global_grade, layers, lut, thumbnail, unet
 from unet_jax.models.global_grade import has_global_grade
@@ -23,6 +23,11 @@ class ConfigError(ValueError):
   """A config value that cannot work; the message names the option."""
 
 
+class DataConfigError(data.DataError, ConfigError):
+  """Data files or a data setting found bad while checking the config: a data error (exit
+  status 4) that is also a ConfigError for callers of validate_config."""
+
+
 def validate_config(
   config: ml_collections.ConfigDict, *, training: bool = True, check_data_files: bool = True
 ) -> None:
@@ -34,6 +39,7 @@ def validate_config(
   _validate_numbers(config)
   try:
     options.check_choices(config)
+    option_ranges.check_ranges(config, training=training)
   except ValueError as error:
     raise ConfigError(str(error)) from None
   validate_model_config(config.model)
@@ -48,6 +54,8 @@ def validate_config(
     _validate_training(config)
   try:
     data.validate_data_config(config, check_files=check_data_files)
+  except data.DataError as error:
+    raise DataConfigError(str(error)) from None
   except ValueError as error:
     raise ConfigError(str(error)) from None
 

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -107,7 +108,14 @@ def loaded(run):
 @pytest.mark.slow
 def test_export_writes_the_folder_and_never_overwrites(run, exported):
   folder = exported['dir']
-  written = ['MODEL.md', 'config.json', 'grade_tile.jax', 'look.cube', 'model.safetensors']
+  written = [
+    'MODEL.md',
+    'config.json',
+    'grade_tile.jax',
+    'look.cube',
+    'model.safetensors',
+    'model.sha256',
+  ]
   if HAS_JAX2ONNX:
     written.append('model.onnx')
   else:  # the rest is written, and the card says how to get the ONNX file
@@ -134,6 +142,27 @@ def test_safetensors_hold_the_ema_weights_and_load_back(run, exported, loaded):
   jax.tree.map(np.testing.assert_array_equal, from_export.variables, expected)
   image = _photo(45, 70, seed=7)
   np.testing.assert_array_equal(from_export.grade(image), loaded.grade(image))
+
+
+@pytest.mark.slow
+def test_the_weights_sha256_is_recorded_and_checked_on_load(exported, tmp_path):
+  # Issue 32: a same-size tampered model.safetensors graded garbage without a word.
+  import hashlib
+
+  folder = exported['dir']
+  digest = hashlib.sha256((folder / 'model.safetensors').read_bytes()).hexdigest()
+  assert (folder / 'model.sha256').read_text() == f'{digest}  model.safetensors\n'
+  assert f'SHA-256 `{digest}`' in (folder / 'MODEL.md').read_text()
+  copy = tmp_path / 'copy'
+  shutil.copytree(folder, copy)
+  data = bytearray((copy / 'model.safetensors').read_bytes())
+  data[-4] ^= 0x40  # one bit of one weight, same size
+  (copy / 'model.safetensors').write_bytes(bytes(data))
+  with pytest.raises(ValueError, match=rf'model.safetensors: its SHA-256 is .*not the {digest}'):
+    unet_jax.load(copy)
+  (copy / 'model.safetensors').unlink()
+  with pytest.raises(ValueError, match='incomplete export: missing model.safetensors'):
+    unet_jax.load(copy)
 
 
 @pytest.mark.slow

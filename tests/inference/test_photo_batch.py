@@ -11,27 +11,16 @@ import pytest
 from PIL import Image
 
 from tests import photo_files as pf
-from tests.helpers import random_variables
-from unet_jax.config import get_base_config
+from tests.helpers import identity_model
 from unet_jax.data import load_photo
 from unet_jax.inference import files
-from unet_jax.models import UNet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _identity(working_space: str):
-  """An untrained residual U-Net (its last conv starts at zero): output = input."""
-  config = get_base_config()
-  config.predict.tile_size, config.predict.tile_overlap = 32, 8
-  config.data.working_space = working_space
-  model = UNet(levels=2, base_channels=4)
-  return config, model, random_variables(model, head_scale=0.0)
-
-
 @pytest.fixture(scope='module')
 def adobe_identity():
-  return _identity('adobe_rgb')
+  return identity_model('adobe_rgb')
 
 
 def _folder(root):
@@ -96,14 +85,14 @@ def test_recursive_mirrors_sub_folders(adobe_identity, tmp_path):
 
 _KILLED_RUN = """
 import os, signal, sys
-from tests.inference.test_photo_batch import _identity
+from tests.helpers import identity_model
 from unet_jax.inference import files
 
-config, model, variables = _identity('srgb')
+config, model, variables = identity_model('srgb')
 calls = []
 original = files.write_new_file
 
-def write_then_die(path, data):
+def write_then_die(path, data, **kwargs):
   calls.append(path)
   if len(calls) == 3:  # killed while the third photo is being written
     name = f'.{{os.path.basename(path)}}.partial-{{os.getpid()}}'
@@ -111,7 +100,7 @@ def write_then_die(path, data):
     with open(tmp, 'wb') as f:
       f.write(data[: len(data) // 2])
     os.kill(os.getpid(), signal.SIGKILL)
-  return original(path, data)
+  return original(path, data, **kwargs)
 
 files.write_new_file = write_then_die
 files.predict_paths(config, model, variables, sys.argv[1], sys.argv[2])
@@ -136,7 +125,7 @@ def test_killed_run_finishes_with_one_output_per_photo(tmp_path):
   assert [n for n in left if not n.startswith('.')] == ['p0.png', 'p1.png', files.SUMMARY_FILE]
   assert any(n.startswith('.p2.png.partial-') for n in left)  # the half-written photo
 
-  config, model, variables = _identity('srgb')
+  config, model, variables = identity_model('srgb')
   summary = files.predict_paths(config, model, variables, str(source), str(out), skip_existing=True)
 
   assert sorted(os.listdir(out)) == sorted([*names, files.SUMMARY_FILE])

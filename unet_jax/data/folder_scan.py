@@ -131,6 +131,17 @@ def scan_folder(root: str) -> FolderScan:
     listed = _read_list(lists[split]) if split in lists else sorted(set(inputs) | set(targets))
     pairs = []
     for stem in sorted(listed):
+      readable = _readable(stem)
+      if readable != stem:
+        problems.append(
+          {
+            'split': split,
+            'name': readable,
+            'message': f'{os.path.join(folder, "*", readable)}.*: the file name is not valid '
+            'UTF-8 (shown with \ufffd), so it cannot be stored in the dataset; rename it.',
+          }
+        )
+        continue
       pair, problem = _match(stem, inputs.get(stem, []), targets.get(stem, []), dirs)
       if problem is not None and split in lists and not inputs.get(stem) and not targets.get(stem):
         problem = f'{lists[split]} lists {stem!r} but no file in {folder} has that stem.'
@@ -143,6 +154,12 @@ def scan_folder(root: str) -> FolderScan:
   blob = json.dumps([FORMAT_VERSION, root, stats, problems], sort_keys=True)
   fingerprint = hashlib.sha256(blob.encode('utf-8')).hexdigest()[:12]
   return FolderScan(root, splits, problems, ignored, fingerprint)
+
+
+def _readable(name: str) -> str:
+  """`name` as valid text: bytes that are not UTF-8 (held as surrogates by os.listdir) become
+  U+FFFD; a valid name comes back unchanged."""
+  return name.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')
 
 
 def _check_lists_disjoint(lists: dict[str, str]) -> None:
@@ -189,11 +206,14 @@ class CheckedPair:
   colour: list  # [input profile, target profile, input clipped pixels, target clipped pixels]
 
 
-def check_pair(pair: Pair, working_space: str = DEFAULT_WORKING_SPACE) -> CheckedPair:
-  """Reads and decodes both files into `working_space`; a CheckedPair or DataError."""
+def check_pair(
+  pair: Pair, working_space: str = DEFAULT_WORKING_SPACE, max_pixels: int | None = None
+) -> CheckedPair:
+  """Reads and decodes both files into `working_space`; a CheckedPair or DataError (also for
+  a file whose header claims more than `max_pixels`, checked before decoding)."""
   input_bytes, target_bytes = read_bytes(pair.input), read_bytes(pair.target)
-  input_size, input_photo = verify_image(input_bytes, pair.input, working_space)
-  target_size, target_photo = verify_image(target_bytes, pair.target, working_space)
+  input_size, input_photo = verify_image(input_bytes, pair.input, working_space, max_pixels)
+  target_size, target_photo = verify_image(target_bytes, pair.target, working_space, max_pixels)
   if input_size != target_size:
     (ih, iw), (th, tw) = input_size, target_size
     raise DataError(

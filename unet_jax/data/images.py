@@ -19,6 +19,9 @@ What a file becomes (the contract every loader here shares):
   line up pixel for pixel.
 - Transparency is composited over black (RGB times alpha, in the working space), so invisible
   pixels never carry stray colours. Grayscale is repeated on the three channels.
+- Size: a file whose header claims more than `max_pixels` pixels (`config.data.max_pixels`,
+  default `DEFAULT_MAX_PIXELS`) is refused before its pixels are decoded: a few-KB JPEG can
+  claim 65000 x 65000 pixels (a decompression bomb) and would take tens of GB to decode.
 - CMYK with a profile is colour-managed like RGB; CMYK without one uses the plain formula
   `(1 - C)(1 - K)` in 8 bits, as Pillow does: nothing says which press it was made for.
 """
@@ -39,6 +42,9 @@ from unet_jax.data.matrix_shaper import MatrixShaper
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.tif', '.tiff', '.webp', '.heic', '.heif', '.avif')
 DEFAULT_WORKING_SPACE = 'srgb'
+# 200 MP: above any camera sold (the largest medium-format backs give 150 MP) and a stitched
+# panorama of most sizes; a float32 copy of it is 2.4 GB.
+DEFAULT_MAX_PIXELS = 200_000_000
 # EXIF orientations 5..8 swap width and height.
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 _BITS = {'uchar': 8, 'char': 8, 'ushort': 16, 'short': 16, 'uint': 32, 'int': 32, 'float': 32}
@@ -101,9 +107,22 @@ def _orientation(image: pyvips.Image) -> int:
   return 1
 
 
-def image_size(data: bytes, name: str) -> tuple[int, int]:
+def check_pixel_count(image: pyvips.Image, name: str, max_pixels: int | None) -> None:
+  """DataError when the header claims more than `max_pixels` pixels (None: the default)."""
+  limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+  if image.width * image.height > limit:
+    raise DataError(
+      f'{name}: its header says {image.width}x{image.height} '
+      f'({image.width * image.height:,} pixels), more than config.data.max_pixels={limit} '
+      '(a guard against decompression bombs): not decoded. Raise config.data.max_pixels if '
+      'the photo is real.'
+    )
+
+
+def image_size(data: bytes, name: str, max_pixels: int | None = None) -> tuple[int, int]:
   """(height, width) after EXIF orientation, from the header only (cheap, no pixel decode)."""
   image = _open(data, name)
+  check_pixel_count(image, name, max_pixels)
   height, width = image.height, image.width
   if _orientation(image) in _TRANSPOSING_ORIENTATIONS:
     width, height = height, width
@@ -133,10 +152,17 @@ def _cmyk_plain(cmyk: np.ndarray) -> np.ndarray:
   return (rest - (((product >> 8) + product) >> 8)).astype(np.uint8)
 
 
-def read_photo(data: bytes, name: str, working_space: str = DEFAULT_WORKING_SPACE) -> Photo:
-  """Encoded file bytes -> a Photo in `working_space`; DataError naming `name` if broken."""
+def read_photo(
+  data: bytes,
+  name: str,
+  working_space: str = DEFAULT_WORKING_SPACE,
+  max_pixels: int | None = None,
+) -> Photo:
+  """Encoded file bytes -> a Photo in `working_space`; DataError naming `name` if broken or
+  larger than `max_pixels` (None: DEFAULT_MAX_PIXELS)."""
   colour_spaces.check_working_space(working_space)
   image = _open(data, name)
+  check_pixel_count(image, name, max_pixels)
   if _is_hevc(image):
     image = _decode_hevc(data, name)  # already upright: libheif applies the file's rotation
   container = image.get('vips-loader').split('load')[0]
@@ -319,33 +345,50 @@ def _to_float_rgb(pixels: np.ndarray, *, has_alpha: bool) -> np.ndarray:
   return np.ascontiguousarray(out)
 
 
-def decode_image(data: bytes, name: str, working_space: str = DEFAULT_WORKING_SPACE) -> np.ndarray:
+def decode_image(
+  data: bytes,
+  name: str,
+  working_space: str = DEFAULT_WORKING_SPACE,
+  max_pixels: int | None = None,
+) -> np.ndarray:
   """Encoded file bytes -> float32 `[H, W, 3]` in [0, 1]; DataError naming `name` if broken."""
-  return read_photo(data, name, working_space).pixels
+  return read_photo(data, name, working_space, max_pixels).pixels
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:
-  """The file's bytes; DataError naming it if it is missing or not a file."""
+  """The file's bytes; DataError naming it if it is missing, not a file or unreadable."""
   path = os.fspath(path)
   if not os.path.exists(path):
     raise DataError(f'{path}: no such file.')
   if not os.path.isfile(path):
     raise DataError(f'{path}: not a file.')
-  with open(path, 'rb') as f:
-    return f.read()
+  try:
+    with open(path, 'rb') as f:
+      return f.read()
+  except OSError as error:
+    raise DataError(f'{path}: cannot be read ({error.strerror or error}).') from None
 
 
-def load_photo(path: str | os.PathLike, working_space: str = DEFAULT_WORKING_SPACE) -> Photo:
+def load_photo(
+  path: str | os.PathLike,
+  working_space: str = DEFAULT_WORKING_SPACE,
+  max_pixels: int | None = None,
+) -> Photo:
   """An image file -> a Photo (pixels and what the file was); DataError naming it if broken."""
-  return read_photo(read_bytes(path), os.fspath(path), working_space)
+  return read_photo(read_bytes(path), os.fspath(path), working_space, max_pixels)
 
 
-def load_image(path: str | os.PathLike, working_space: str = DEFAULT_WORKING_SPACE) -> np.ndarray:
+def load_image(
+  path: str | os.PathLike,
+  working_space: str = DEFAULT_WORKING_SPACE,
+  max_pixels: int | None = None,
+) -> np.ndarray:
   """An image file -> float32 `[H, W, 3]` in [0, 1] of `working_space`, EXIF applied.
 
-  Raises DataError naming the file if it is missing, empty, truncated or not an image.
+  Raises DataError naming the file if it is missing, empty, truncated, not an image, or larger
+  than `max_pixels`.
   """
-  return load_photo(path, working_space).pixels
+  return load_photo(path, working_space, max_pixels).pixels
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -354,11 +397,14 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def verify_image(
-  data: bytes, name: str, working_space: str = DEFAULT_WORKING_SPACE
+  data: bytes,
+  name: str,
+  working_space: str = DEFAULT_WORKING_SPACE,
+  max_pixels: int | None = None,
 ) -> tuple[tuple[int, int], Photo]:
   """Decodes the pixels once to prove the file is whole: ((height, width) after EXIF, Photo).
 
   Raises the same DataError messages as `read_photo`.
   """
-  photo = read_photo(data, name, working_space)
+  photo = read_photo(data, name, working_space, max_pixels)
   return photo.pixels.shape[:2], photo

@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 
 from unet_jax.data.errors import DataError
 from unet_jax.data.folder_scan import FolderScan, Pair, check_pair, report, scan_folder
-from unet_jax.data.images import DEFAULT_WORKING_SPACE
+from unet_jax.data.images import DEFAULT_MAX_PIXELS, DEFAULT_WORKING_SPACE
 
 POLICIES = ('error', 'skip')
 
@@ -31,6 +31,7 @@ class PairedFoldersConfig(tfds.core.BuilderConfig):
   scan: FolderScan | None = dataclasses.field(default=None, repr=False)
   bad_pair_policy: str = 'error'
   working_space: str = DEFAULT_WORKING_SPACE
+  max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 class PairedFolders(tfds.core.GeneratorBasedBuilder):
@@ -77,7 +78,9 @@ class PairedFolders(tfds.core.GeneratorBasedBuilder):
     records, problems, colour = [], [], []
     for index, pair in enumerate(pairs):
       try:
-        checked = check_pair(pair, self.builder_config.working_space)
+        checked = check_pair(
+          pair, self.builder_config.working_space, self.builder_config.max_pixels
+        )
       except DataError as error:
         problems.append({'split': split, 'name': pair.name, 'message': str(error)})
         continue
@@ -133,11 +136,13 @@ def file_lock(path: str) -> Iterator[None]:
 _BUILDERS: dict[tuple[str, str], Any] = {}
 
 
-def _config_name(root: str, fingerprint: str, working_space: str) -> str:
+def _config_name(root: str, fingerprint: str, working_space: str, max_pixels: int) -> str:
   base = re.sub(r'[^a-z0-9]+', '_', os.path.basename(root).lower()).strip('_')[:40] or 'pairs'
-  # The colour checks depend on the working space; the default keeps its earlier names.
+  # The colour checks depend on the working space, the size check on the pixel limit; the
+  # defaults keep the earlier names.
   space = '' if working_space == DEFAULT_WORKING_SPACE else f'_{working_space}'
-  return f'{base}_{fingerprint}{space}'
+  limit = '' if max_pixels == DEFAULT_MAX_PIXELS else f'_max{max_pixels}'
+  return f'{base}_{fingerprint}{space}{limit}'
 
 
 def prepare(
@@ -145,6 +150,7 @@ def prepare(
   data_dir: str,
   bad_pair_policy: str = 'error',
   working_space: str = DEFAULT_WORKING_SPACE,
+  max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> PreparedFolders:
   """Checks every pair of `root` and writes the ArrayRecord files once; reuses them after.
 
@@ -159,12 +165,16 @@ def prepare(
   scan = scan_folder(root)
   if scan.problems and bad_pair_policy == 'error':
     raise DataError(report(scan.problems, _header(scan.root, len(scan.problems))))
-  name = _config_name(scan.root, scan.fingerprint, working_space)
+  name = _config_name(scan.root, scan.fingerprint, working_space, max_pixels)
   data_dir = os.path.abspath(os.fspath(data_dir))
   builder = _BUILDERS.get((data_dir, name))
   if builder is None:
     config = PairedFoldersConfig(
-      name=name, scan=scan, bad_pair_policy=bad_pair_policy, working_space=working_space
+      name=name,
+      scan=scan,
+      bad_pair_policy=bad_pair_policy,
+      working_space=working_space,
+      max_pixels=max_pixels,
     )
     with file_lock(os.path.join(data_dir, 'paired_folders', f'.{name}.lock')):
       builder = PairedFolders(config=config, data_dir=data_dir, file_format='array_record')

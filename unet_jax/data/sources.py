@@ -17,7 +17,7 @@ from typing import Any
 import ml_collections
 
 from unet_jax import paths
-from unet_jax.data import builtin, paired_folders, segmentation
+from unet_jax.data import builtin, images, paired_folders, segmentation
 from unet_jax.data.errors import DataError
 from unet_jax.data.folder_scan import report
 
@@ -138,7 +138,13 @@ def prepare(config: ml_collections.ConfigDict, data_dir: str | None = None) -> P
   if data.name == 'paired_folders':
     if not data.dir:
       raise DataError("config.data.name='paired_folders' needs config.data.dir (the pairs root).")
-    folders = paired_folders.prepare(data.dir, data_dir, data.bad_pair_policy, data.working_space)
+    folders = paired_folders.prepare(
+      data.dir,
+      data_dir,
+      data.bad_pair_policy,
+      data.working_space,
+      data.get('max_pixels', images.DEFAULT_MAX_PIXELS),
+    )
     return PreparedData(config, data_dir, folders)
   return PreparedData(config, data_dir, None)
 

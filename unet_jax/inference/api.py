@@ -92,7 +92,7 @@ def load(path: str | os.PathLike) -> Model:
   """The model of a training workdir or of an export folder (see the module doc)."""
   path = os.fspath(path)
   weights = os.path.join(path, export.WEIGHTS_FILE)
-  if os.path.isfile(weights):
+  if export.check_export_folder(path):  # ValueError naming what an incomplete one lacks
     config = run_record.load_config(path)
     validate_config(config, training=False, check_data_files=False)
     return Model(config, create_model(config.model), export.load_weights(weights), weights)

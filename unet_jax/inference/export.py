@@ -12,8 +12,13 @@
                      express the model's options (`onnx_blockers` names the ones it cannot)
   look.cube          the model's best global colour mapping (`lut_export`), image models
   MODEL.md           what the model was trained on, for how long, its held-out scores
+  model.sha256       the SHA-256 of model.safetensors (`sha256sum -c model.sha256` format),
+                     checked by `load_weights` (and so `unet_jax.load`) before any weight is used
+
+`check_export_folder` names what an export folder lacks ("incomplete export: missing X").
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -29,6 +34,7 @@ import ml_collections
 import numpy as np
 import safetensors.numpy
 
+from unet_jax import option_ranges
 from unet_jax.inference import files, lut_export, restore
 from unet_jax.whole_photo import WholePhotoInputs
 
@@ -38,6 +44,9 @@ STABLEHLO_FILE = 'grade_tile.jax'
 ONNX_FILE = 'model.onnx'
 LUT_FILE = 'look.cube'
 CARD_FILE = 'MODEL.md'
+CHECKSUM_FILE = 'model.sha256'
+# Files only an export folder holds (a training workdir has config.json too).
+_EXPORT_MARKERS = (WEIGHTS_FILE, STABLEHLO_FILE, CARD_FILE, CHECKSUM_FILE)
 PLATFORMS = ('cpu', 'cuda', 'tpu')
 _SEPARATOR = '/'
 
@@ -56,9 +65,47 @@ def unflatten_variables(flat: dict[str, np.ndarray]) -> dict[str, Any]:
   return flax.traverse_util.unflatten_dict(flat, sep=_SEPARATOR)
 
 
+def file_sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
 def load_weights(path: str) -> dict[str, Any]:
-  """The variables a `model.safetensors` file holds, nested as `model.apply` wants them."""
+  """The variables a `model.safetensors` file holds, nested as `model.apply` wants them.
+
+  When the folder has `model.sha256` (exports since it was added), the file's SHA-256 must
+  match: a same-size damaged or altered file would otherwise grade garbage. ValueError names it.
+  """
+  recorded = os.path.join(os.path.dirname(path), CHECKSUM_FILE)
+  if os.path.isfile(recorded):
+    with open(recorded) as f:
+      expected = (f.read().split() or [''])[0].lower()
+    actual = file_sha256(path)
+    if actual != expected:
+      raise ValueError(
+        f'{path}: its SHA-256 is {actual}, not the {expected} recorded in {recorded} at export: '
+        'the file was damaged or changed. Export the run again.'
+      )
   return unflatten_variables(safetensors.numpy.load_file(path))
+
+
+def check_export_folder(path: str) -> bool:
+  """True for a complete export folder, False for a folder that is not an export; ValueError
+  'incomplete export: missing X' for one that has some export files but lacks what loads it."""
+  if not os.path.isdir(path) or not any(
+    os.path.isfile(os.path.join(path, name)) for name in _EXPORT_MARKERS
+  ):
+    return False
+  missing = [n for n in (WEIGHTS_FILE, CONFIG_FILE) if not os.path.isfile(os.path.join(path, n))]
+  if missing:
+    raise ValueError(
+      f'{path}: incomplete export: missing {" and ".join(missing)}. Export the run again '
+      '(--mode=export).'
+    )
+  return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,6 +203,7 @@ def export_workdir(
   *,
   input_path: str | None = None,
   lut_size: int = lut_export.DEFAULT_SIZE,
+  predict_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
   """Writes the export folder of the run in `workdir` (see the module doc); returns a summary.
 
@@ -164,11 +212,12 @@ def export_workdir(
   the photos the LUT is fitted on instead of the run's eval photos.
   """
   check_output_dir(output_dir)
-  if lut_size < 2:
-    raise ValueError(f'--lut_size={lut_size} must be at least 2 (33 is the usual size).')
+  option_ranges.check_flag('lut_size', lut_size, option_ranges.LUT_SIZE)
   if input_path is not None:
     files.list_inputs(input_path)  # a bad --input fails before the model is restored
-  config, model, variables, checkpoint_path = restore.load_trained_model(workdir)
+  config, model, variables, checkpoint_path = restore.load_trained_model(
+    workdir, predict_overrides=predict_overrides
+  )
   parent = os.path.dirname(os.path.abspath(output_dir))
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(prefix='.export-', dir=parent)
@@ -201,9 +250,11 @@ def _umask() -> int:
 
 def _write_folder(folder, workdir, config, model, variables, checkpoint_path, input_path, size):
   summary: dict[str, Any] = {'checkpoint': checkpoint_path, 'notes': []}
-  safetensors.numpy.save_file(
-    flatten_variables(variables), os.path.join(folder, WEIGHTS_FILE), metadata={'format': 'np'}
-  )
+  weights = os.path.join(folder, WEIGHTS_FILE)
+  safetensors.numpy.save_file(flatten_variables(variables), weights, metadata={'format': 'np'})
+  summary['sha256'] = file_sha256(weights)
+  with open(os.path.join(folder, CHECKSUM_FILE), 'w') as f:
+    f.write(f'{summary["sha256"]}  {WEIGHTS_FILE}\n')
   with open(os.path.join(folder, CONFIG_FILE), 'w') as f:
     f.write(config.to_json_best_effort(indent=2))
 
@@ -310,7 +361,8 @@ def model_card(config, model, workdir, checkpoint_path, summary) -> str:
     '## Files',
     '',
     f'- `{WEIGHTS_FILE}`: variables by flat name (`params/...`, `batch_stats/...`); '
-    f'`{CONFIG_FILE}` rebuilds the model (`unet_jax.load(this_folder)`).',
+    f'`{CONFIG_FILE}` rebuilds the model (`unet_jax.load(this_folder)`). SHA-256 '
+    f'`{summary.get("sha256", "?")}` (in `{CHECKSUM_FILE}`; `unet_jax.load` checks it).',
     f'- `{STABLEHLO_FILE}`: `jax.export` program for {", ".join(PLATFORMS)}. Input float32 '
     f'`[B, H, W, {model.in_channels}]` in [0, 1], B any, H and W multiples of {multiple}; '
     'output '

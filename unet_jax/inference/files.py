@@ -14,8 +14,15 @@ the photo it came from (`photo_writer.py`). The rules a photographer relies on:
   removed by the next run).
 - `recursive` grades sub-folders too and mirrors them in the output folder (which may sit
   inside the input folder: it is never read as input).
+- With `skip_existing`, each input is claimed before it is graded (a hidden `.<name>.claim`
+  made with O_EXCL, holding the pid): two runs finishing one folder at once share the photos
+  out instead of each writing `-1` duplicates of the other's.
+- One photo that cannot be read, graded or written back never stops the folder: it gets a
+  `failed` entry with the reason and the next photo is graded. A full disk (or a folder that
+  became read-only) stops the run naming the path; no partial file is left.
 - A progress bar over photos, with ETA, and a JSON summary (`SUMMARY_FILE`) in the output
-  folder, rewritten after every photo.
+  folder, rewritten after every photo. A file of that name that is not one of our summaries
+  (a user's own) is never replaced: the summary goes to `predict_summary-1.json` instead.
 """
 
 import contextlib
@@ -40,7 +47,11 @@ from unet_jax.data.images import is_image_file
 from unet_jax.inference import grading, photo_writer, tiling
 
 SUMMARY_FILE = 'predict_summary.json'
+SUMMARY_MARK = 'unet_jax predict summary'
 _PARTIAL = re.compile(r'^\..+\.partial-(\d+)$')
+_CLAIM = re.compile(r'^\..+\.claim$')
+# A disk that cannot take more: every later photo would fail the same way, so the run stops.
+_STOPPING_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 _MAX_SUFFIX = 10_000
 _WRITTEN_EXTENSIONS = ('', '.jpg', '.png', '.tif', '.webp')  # '': the input's own
 
@@ -54,26 +65,56 @@ def _same_path(a: str, b: str) -> bool:
     return False
 
 
+def _why_not_a_photo(path: str) -> str | None:
+  """Why a photo-named entry cannot be read as a file (None: it can)."""
+  if os.path.islink(path) and not os.path.exists(path):
+    return 'a link to nothing (dangling)'
+  if not os.path.isfile(path):
+    return 'not a regular file (a FIFO, socket, device or folder)'
+  return None
+
+
 def list_inputs(
-  input_path: str, *, recursive: bool = False, exclude: str | None = None
+  input_path: str,
+  *,
+  recursive: bool = False,
+  exclude: str | None = None,
+  skipped: list[dict[str, str]] | None = None,
 ) -> list[str]:
   """The photos `input_path` names: the file itself, or the folder's images (sorted; with
-  `recursive`, those of its sub-folders too, hidden folders and `exclude` left out)."""
+  `recursive`, those of its sub-folders too, hidden folders and `exclude` left out).
+
+  Entries named like photos that are not regular files (FIFOs, dangling links) and, with
+  `recursive`, links to sub-folders (not followed: they could loop or leave the input folder)
+  are left out and appended to `skipped` as `{'input', 'reason'}`.
+  """
   if not os.path.exists(input_path):
     raise FileNotFoundError(f'--input {input_path}: no such file or folder.')
   if not os.path.isdir(input_path):
     return [input_path]
-  paths = []
+  paths, left_out = [], []
   for folder, dirs, files in os.walk(input_path):
-    dirs[:] = sorted(
-      d
-      for d in dirs
-      if recursive
-      and not d.startswith('.')
-      and not (exclude and _same_path(os.path.join(folder, d), exclude))
-    )
-    paths += [os.path.join(folder, n) for n in sorted(files) if is_image_file(n)]
-  paths = [p for p in paths if os.path.isfile(p)]
+    kept = []
+    for d in sorted(dirs):
+      path = os.path.join(folder, d)
+      if not recursive or d.startswith('.') or (exclude and _same_path(path, exclude)):
+        continue
+      if os.path.islink(path):
+        left_out.append({'input': path, 'reason': 'a link to a folder (links are not followed)'})
+        continue
+      kept.append(d)
+    dirs[:] = kept
+    for name in sorted(files):
+      if not is_image_file(name):
+        continue
+      path = os.path.join(folder, name)
+      reason = _why_not_a_photo(path)
+      if reason is None:
+        paths.append(path)
+      else:
+        left_out.append({'input': path, 'reason': reason})
+  if skipped is not None:
+    skipped.extend(left_out)
   if not paths:
     where = 'this folder or its sub-folders' if recursive else 'this folder'
     raise ValueError(
@@ -101,11 +142,27 @@ def check_paths(input_path: str, output_dir: str, *, recursive: bool = False) ->
     )
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
     raise ValueError(f'--output {output_dir} exists and is not a folder.')
+  _check_writable(output_dir)
   inputs = list_inputs(input_path, recursive=recursive, exclude=output_dir)
   if os.path.isdir(output_dir):
     for ext in _WRITTEN_EXTENSIONS:
       plan_outputs(inputs, root, output_dir, lambda p, ext=ext: ext or os.path.splitext(p)[1])
   return inputs
+
+
+def _check_writable(output_dir: str) -> None:
+  """ValueError (exit status 2) when no file could be made in `output_dir`: the folder, or
+  the nearest existing folder above it (where it would be made), is not writable."""
+  folder = os.path.abspath(output_dir)
+  while not os.path.exists(folder):
+    folder = os.path.dirname(folder)
+  if not os.path.isdir(folder):
+    raise ValueError(f'--output {output_dir}: {folder} is not a folder.')
+  if not os.access(folder, os.W_OK | os.X_OK):
+    where = (
+      'is' if folder == os.path.abspath(output_dir) else f'would be made in {folder}, which is'
+    )
+    raise ValueError(f'--output {output_dir} {where} not writable (read-only or permissions).')
 
 
 def plan_outputs(
@@ -132,26 +189,45 @@ def plan_outputs(
   return planned
 
 
-def write_new_file(path: str, data: bytes) -> str:
+class OutputWriteError(ValueError):
+  """The output folder cannot take a file (full disk, read-only): names the path (status 2)."""
+
+  def __init__(self, errno_: int | None, message: str):
+    super().__init__(message)
+    self.errno = errno_
+
+
+def write_new_file(path: str, data: bytes, *, numbered: bool = True) -> str | None:
   """Writes `data` as `path`, or `stem-1.ext`, `stem-2.ext`... if taken; returns the name used.
 
   The bytes go to a hidden temporary file first, which is linked to the free name only once
   complete (link never replaces a file, not even one that appears meanwhile or a link to an
-  input), so a crash never leaves a partial file under a real name.
+  input), so a crash never leaves a partial file under a real name. With `numbered=False` a
+  taken `path` is left alone and None returned. A full disk raises OutputWriteError naming the
+  path, with the temporary file removed.
   """
   folder, name = os.path.split(path)
   stem, ext = os.path.splitext(name)
-  os.makedirs(folder or '.', exist_ok=True)
   tmp = os.path.join(folder, f'.{name}.partial-{os.getpid()}')
-  with open(tmp, 'wb') as f:
-    f.write(data)
-    f.flush()
-    os.fsync(f.fileno())
   try:
-    for attempt in range(_MAX_SUFFIX):
+    os.makedirs(folder or '.', exist_ok=True)
+    with open(tmp, 'wb') as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+  except OSError as error:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise OutputWriteError(
+      error.errno, f'--output: cannot write {path}: {error.strerror or error}'
+    ) from None
+  try:
+    for attempt in range(_MAX_SUFFIX if numbered else 1):
       candidate = os.path.join(folder, name if attempt == 0 else f'{stem}-{attempt}{ext}')
       if _claim(tmp, candidate):
         return candidate
+    if not numbered:
+      return None
     raise FileExistsError(f'{folder}: {name} and {_MAX_SUFFIX} numbered variants all exist.')
   finally:
     with contextlib.suppress(FileNotFoundError):
@@ -177,16 +253,53 @@ def _claim(tmp: str, candidate: str) -> bool:
 
 
 def remove_stale_partials(output_dir: str) -> int:
-  """Removes temporary files left by killed runs (their process is gone); returns how many."""
+  """Removes temporary files and claims left by killed runs (their process is gone)."""
   removed = 0
   for folder, _, files in os.walk(output_dir):
     for name in files:
       match = _PARTIAL.match(name)
-      if match and not _alive(int(match.group(1))):
+      stale = match and not _alive(int(match.group(1)))
+      if not match and _CLAIM.match(name):
+        stale = not _alive(_claim_owner(os.path.join(folder, name)))
+      if stale:
         with contextlib.suppress(FileNotFoundError):
           os.remove(os.path.join(folder, name))
           removed += 1
   return removed
+
+
+def _claim_path(planned: str) -> str:
+  folder, name = os.path.split(planned)
+  return os.path.join(folder, f'.{name}.claim')
+
+
+def _claim_owner(path: str) -> int:
+  try:
+    with open(path) as f:
+      return int(f.read().strip() or 0)
+  except (OSError, ValueError):
+    return 0
+
+
+def claim_output(planned: str) -> str | None:
+  """Claims the right to write `planned` (skip_existing runs): the claim file, or None when
+  another live run holds it. A claim of a dead process is taken over."""
+  path = _claim_path(planned)
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  for _ in range(2):
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+      owner = _claim_owner(path)
+      if owner and owner != os.getpid() and _alive(owner):
+        return None
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+      continue
+    with os.fdopen(fd, 'w') as f:
+      f.write(str(os.getpid()))
+    return path
+  return None
 
 
 def _alive(pid: int) -> bool:
@@ -201,13 +314,48 @@ def _alive(pid: int) -> bool:
   return True
 
 
-def write_summary(output_dir: str, summary: dict[str, Any]) -> None:
-  """`output_dir/SUMMARY_FILE`, replaced atomically (it is ours, rewritten after each photo)."""
-  path = os.path.join(output_dir, SUMMARY_FILE)
+def _is_our_summary(path: str) -> bool:
+  try:
+    with open(path) as f:
+      found = json.load(f)
+  except (OSError, ValueError):
+    return False
+  # Summaries of versions before the mark had these keys.
+  return isinstance(found, dict) and (
+    found.get('written_by') == SUMMARY_MARK or {'output_dir', 'written', 'complete'} <= set(found)
+  )
+
+
+def summary_path(output_dir: str) -> str:
+  """Where this run's summary goes: SUMMARY_FILE, unless a file of that name is not ours."""
+  stem, ext = os.path.splitext(SUMMARY_FILE)
+  for suffix in range(_MAX_SUFFIX):
+    path = os.path.join(output_dir, SUMMARY_FILE if suffix == 0 else f'{stem}-{suffix}{ext}')
+    if not os.path.exists(path) or _is_our_summary(path):
+      if suffix:
+        logging.warning(
+          '%s is not a summary of ours: it is kept and the summary goes to %s.',
+          os.path.join(output_dir, SUMMARY_FILE),
+          path,
+        )
+      return path
+  raise FileExistsError(f'{output_dir}: no free name for the predict summary.')
+
+
+def write_summary(output_dir: str, summary: dict[str, Any], path: str | None = None) -> None:
+  """The summary as JSON, replaced atomically (it is ours, rewritten after each photo)."""
+  path = path or os.path.join(output_dir, SUMMARY_FILE)
   tmp = f'{path}.{os.getpid()}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(summary, f, indent=2)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, 'w') as f:
+      json.dump({'written_by': SUMMARY_MARK, **summary}, f, indent=2)
+    os.replace(tmp, path)
+  except OSError as error:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise OutputWriteError(
+      error.errno, f'--output: cannot write {path}: {error.strerror or error}'
+    ) from None
 
 
 def run_batch(
@@ -218,6 +366,7 @@ def run_batch(
   *,
   skip_existing: bool = False,
   header: dict[str, Any] | None = None,
+  not_read: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
   """Grades `inputs` into the planned `outputs` with `grade(path) -> (file bytes, details)`.
 
@@ -228,11 +377,12 @@ def run_batch(
   """
   os.makedirs(output_dir, exist_ok=True)
   remove_stale_partials(output_dir)
+  where = summary_path(output_dir)
   summary = {
     'output_dir': output_dir,
     **(header or {}),
     'written': [],
-    'skipped': [],
+    'skipped': list(not_read or []),  # entries that are not photos: {'input', 'reason'}
     'failed': [],
     'complete': False,
   }
@@ -241,24 +391,48 @@ def run_batch(
     if skip_existing and os.path.exists(planned):
       summary['skipped'].append({'input': path, 'output': planned})
       continue
-    start = time.perf_counter()
-    try:
-      data, details = grade(path)
-    except (ValueError, OSError) as error:
-      logging.warning('Skipping %s: %s', path, error)
-      summary['failed'].append({'input': path, 'reason': str(error)})
-      write_summary(output_dir, summary)
+    claim = claim_output(planned) if skip_existing else None
+    if skip_existing and claim is None:
+      summary['skipped'].append({'input': path, 'output': planned, 'reason': 'another run'})
       continue
-    output = write_new_file(planned, data)
-    seconds = time.perf_counter() - start
-    logging.info('%s -> %s (%.1f s)', path, output, seconds)
-    summary['written'].append(
-      {'input': path, 'output': output, 'seconds': round(seconds, 3), **details}
-    )
-    write_summary(output_dir, summary)
+    try:
+      _grade_one(path, planned, grade, summary, numbered=not skip_existing)
+    finally:
+      if claim is not None:
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(claim)
+    write_summary(output_dir, summary, where)
   summary['complete'] = True
-  write_summary(output_dir, summary)
+  write_summary(output_dir, summary, where)
   return summary
+
+
+def _grade_one(path, planned, grade, summary, *, numbered: bool) -> None:
+  start = time.perf_counter()
+  try:
+    data, details = grade(path)
+  except OSError as error:
+    if error.errno in _STOPPING_ERRNOS:
+      raise
+    logging.warning('Skipping %s: %s', path, error)
+    summary['failed'].append({'input': path, 'reason': str(error)})
+    return
+  except Exception as error:  # noqa: BLE001 - one photo never stops the folder
+    if not isinstance(error, ValueError):
+      logging.exception('Grading %s failed:', path)
+    reason = str(error) if isinstance(error, ValueError) else f'{type(error).__name__}: {error}'
+    logging.warning('Skipping %s: %s', path, reason)
+    summary['failed'].append({'input': path, 'reason': reason})
+    return
+  output = write_new_file(planned, data, numbered=numbered)
+  seconds = time.perf_counter() - start
+  if output is None:  # another run wrote it meanwhile (skip_existing)
+    summary['skipped'].append({'input': path, 'output': planned})
+    return
+  logging.info('%s -> %s (%.1f s)', path, output, seconds)
+  summary['written'].append(
+    {'input': path, 'output': output, 'seconds': round(seconds, 3), **details}
+  )
 
 
 def _label_png(labels: np.ndarray, num_classes: int) -> bytes:
@@ -276,8 +450,12 @@ def predict_paths(
   *,
   skip_existing: bool = False,
   recursive: bool = False,
+  overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
   """Grades a photo, or every photo of a folder, into `output_dir`.
+
+  `overrides`: the `config.predict.*` values given on the command line (already in `config`),
+  recorded in the summary.
 
   - Each photo is read into the run's working space (`config.data.working_space`), graded,
     and written like it came (`photo_writer.py`): same container, bit depth and ICC profile,
@@ -291,6 +469,10 @@ def predict_paths(
   'seconds', ...}], 'skipped': [...], 'failed': [{'input', 'reason'}], ...}`.
   """
   inputs = check_paths(input_path, output_dir, recursive=recursive)
+  not_photos: list[dict[str, str]] = []
+  list_inputs(input_path, recursive=recursive, exclude=output_dir, skipped=not_photos)
+  for entry in not_photos:
+    logging.warning('Skipping %s: %s.', entry['input'], entry['reason'])
   tile_settings = grading.tile_settings(config)
   # Bad settings are refused before any output folder is made.
   tiling.check_tiling(model.levels, config.predict.tile_size, config.predict.tile_overlap)
@@ -306,7 +488,7 @@ def predict_paths(
   outputs = plan_outputs(inputs, root, output_dir, extension)
 
   def grade(path: str) -> tuple[bytes, dict[str, Any]]:
-    photo = data.load_photo(path, space)
+    photo = data.load_photo(path, space, config.data.get('max_pixels'))
     height, width = photo.pixels.shape[:2]
     if segment:
       labels = grading.segment_image(model, variables, photo.pixels, **tile_settings)
@@ -329,6 +511,7 @@ def predict_paths(
       'format': spec.container,
       'bits': spec.bits,
       'profile': spec.profile_name,
+      **({'profile_note': spec.note} if spec.note else {}),
       'exif': photo.exif is not None,
       'clipped_pixels': photo.clipped_pixels + clipped,
     }
@@ -337,5 +520,14 @@ def predict_paths(
     'input': input_path,
     'working_space': space,
     'options': {k: options[k] for k in ('output_format', 'output_bits', 'output_profile')},
+    'overrides': {f'config.{k}': v for k, v in (overrides or {}).items()},
   }
-  return run_batch(inputs, outputs, output_dir, grade, skip_existing=skip_existing, header=header)
+  return run_batch(
+    inputs,
+    outputs,
+    output_dir,
+    grade,
+    skip_existing=skip_existing,
+    header=header,
+    not_read=not_photos,
+  )

@@ -15,7 +15,7 @@ import flax.linen as nn
 import ml_collections
 import numpy as np
 
-from unet_jax import data
+from unet_jax import data, option_ranges
 from unet_jax.inference import files, grading, lut, restore
 
 DEFAULT_SIZE = lut.DEFAULT_SIZE
@@ -44,7 +44,10 @@ def lut_photos(
   Raises FileNotFoundError or ValueError (DataError) naming the path when they cannot be read.
   """
   if input_path is not None:
-    return [(path, data.load_image(path)) for path in files.list_inputs(input_path)]
+    limit = config.data.get('max_pixels')
+    return [
+      (path, data.load_image(path, max_pixels=limit)) for path in files.list_inputs(input_path)
+    ]
   examples = data.create_eval_iterator(config, data_dir=data.tfds_dir(config, workdir))
   photos = [(str(example['name']), example['input']) for example in examples]
   if not photos:
@@ -103,18 +106,29 @@ def fidelity_line(fidelity: dict[str, Any]) -> str:
 
 
 def export_lut(
-  workdir: str, output_path: str, *, input_path: str | None = None, size: int = DEFAULT_SIZE
+  workdir: str,
+  output_path: str,
+  *,
+  input_path: str | None = None,
+  size: int = DEFAULT_SIZE,
+  predict_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
   """Fits the LUT of the run in `workdir` and writes it to `output_path` (a new `.cube` file)."""
   if not output_path.lower().endswith('.cube'):
     raise ValueError(f'--output {output_path}: a LUT is written as a .cube file.')
   if os.path.exists(output_path):
     raise ValueError(f'--output {output_path} exists; export_lut never replaces a file.')
-  if size < 2:
-    raise ValueError(f'--lut_size={size} must be at least 2 (33 is the usual size).')
+  option_ranges.check_flag('lut_size', size, option_ranges.LUT_SIZE)
+  folder = os.path.dirname(os.path.abspath(output_path))
+  if not os.path.isdir(folder):
+    raise ValueError(f'--output {output_path}: the folder {folder} does not exist.')
+  if not os.access(folder, os.W_OK):
+    raise ValueError(f'--output {output_path}: the folder {folder} is not writable.')
   if input_path is not None:
     files.list_inputs(input_path)  # a bad --input fails before the model is restored
-  config, model, variables, _ = restore.load_trained_model(workdir)
+  config, model, variables, _ = restore.load_trained_model(
+    workdir, predict_overrides=predict_overrides
+  )
   problem = lut_blocker(model)
   if problem:
     raise ValueError(f'No LUT for {workdir}: {problem}.')

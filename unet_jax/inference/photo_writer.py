@@ -6,8 +6,12 @@ bytes. By default (`config.predict.output_*='same'`):
   8-bit PNG, 16-bit PNG and TIFF stay 16-bit of the same format. HEIC/AVIF become JPEG (libvips
   here has no HEVC encoder).
 - Pixels go from the working space back to the input's ICC profile, which is embedded; an
-  untagged input gives an untagged sRGB file, as it was. Grey and CMYK inputs are written as
-  RGB in the working space (a grade may add colour; ink limits are the printer's business).
+  untagged input gives an untagged sRGB file, as it was. Only an RGB display or output-class
+  profile that LittleCMS can convert into is written back: grey and CMYK inputs, and RGB
+  pixels tagged with a camera/scanner input profile (class `scnr`, often A2B0 only), a grey or
+  CMYK profile, or a profile whose tags are damaged, are written as RGB in the working space
+  (a grade may add colour; ink limits are the printer's business), and `OutputSpec.note` says
+  why for the summary.
 - EXIF is copied with the orientation set to 1: the pixels were turned upright on reading. For
   TIFF, whose EXIF libvips neither reads nor writes, Pillow reads the tags and
   `tiff_exif.add_exif` appends them to the file.
@@ -16,6 +20,7 @@ profile are exact, in float (`data/matrix_shaper.py`); others go through LittleC
 """
 
 import dataclasses
+import functools
 import os
 
 import ml_collections
@@ -24,7 +29,7 @@ import pyvips
 from PIL import Image
 
 from unet_jax.data import colour_spaces, matrix_shaper, tiff_exif
-from unet_jax.data.images import Photo, _clipped
+from unet_jax.data.images import Photo, _clipped, _first_line
 
 OUTPUT_FORMATS = ('same', 'jpeg', 'png', 'tiff')
 OUTPUT_BITS = ('same', '8', '16')
@@ -50,6 +55,7 @@ class OutputSpec:
   bits: int  # 8 or 16
   profile: bytes | None  # embedded and converted to; None: untagged sRGB
   extension: str  # with the dot
+  note: str | None = None  # why the input's own profile was not used, when it was not
 
   @property
   def profile_name(self) -> str:
@@ -104,13 +110,53 @@ def output_spec(photo: Photo, input_path: str, predict: ml_collections.ConfigDic
     bits = 8 if photo.bits == 8 else 16
   else:
     bits = int(predict.output_bits)
+  note = None
   if predict.output_profile != 'same':
     profile = colour_spaces.profile_bytes(predict.output_profile)
   elif photo.colours != 'rgb':
     profile = colour_spaces.profile_bytes(photo.working_space)
   else:
     profile = photo.profile
-  return OutputSpec(container, bits, profile, planned_extension(input_path, predict))
+    refusal = None if profile is None else unwritable_reason(profile)
+    if refusal is not None:
+      profile = colour_spaces.profile_bytes(photo.working_space)
+      note = (
+        f'the input profile ({colour_spaces.describe(photo.profile)}) {refusal}: written in '
+        f'the working space {colour_spaces.describe(profile)} instead'
+      )
+  return OutputSpec(container, bits, profile, planned_extension(input_path, predict), note)
+
+
+_WRITABLE_CLASSES = {b'mntr': 'display', b'prtr': 'output'}
+
+
+@functools.lru_cache(maxsize=64)
+def unwritable_reason(profile: bytes) -> str | None:
+  """Why graded RGB pixels cannot be written in `profile` (None: they can).
+
+  Checked from the header (an RGB display or output-class profile), then by converting one
+  pixel into it, which fails for a profile without a usable B2A table or matrix.
+  """
+  if len(profile) < 132 or profile[36:40] != b'acsp':
+    return 'is not a valid ICC profile'
+  space = colour_spaces.colour_space_of(profile)
+  if space != 'RGB':
+    return f'describes {space or "unknown"} colours, not RGB'
+  kind = profile[12:16]
+  if kind not in _WRITABLE_CLASSES:
+    name = kind.decode('ascii', 'replace').strip()
+    return f"is an input or device-link profile (class '{name}'), not a display profile"
+  try:
+    pixel = pyvips.Image.black(1, 1, bands=3).cast('ushort').copy(interpretation='rgb16')
+    pixel.icc_transform(
+      colour_spaces.profile_file(profile, 'embedded'),
+      input_profile=colour_spaces.profile_path('srgb'),
+      intent='relative',
+      depth=16,
+    ).numpy()
+  except pyvips.Error as error:
+    return f'cannot be converted into ({_first_line(error)})'
+  return None
 
 
 def _upright_exif(exif: bytes | None) -> bytes | None:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from unet_jax import data, metrics
-from unet_jax.inference import evaluate, files
+from unet_jax.inference import evaluate, files, predict_options
 from unet_jax.models import UNet, create_model
 from unet_jax.training import checkpoint, run_record
 from unet_jax.training.train_state import inference_variables
@@ -42,15 +42,17 @@ def weights_target(config: ml_collections.ConfigDict, model: UNet) -> Weights:
 
 
 def load_trained_model(
-  workdir: str, *, needs_data: bool = False
+  workdir: str, *, needs_data: bool = False, predict_overrides: dict[str, Any] | None = None
 ) -> tuple[ml_collections.ConfigDict, UNet, dict[str, Any], str]:
   """(config, model, EMA variables, checkpoint path) of the run in `workdir`.
 
   The one way inference restores a run: the config is checked once, then only the `Weights`
   are read from the best (else latest) checkpoint. `needs_data` also checks that the run's
-  data is still where its config says (for eval).
+  data is still where its config says (for eval). `predict_overrides`
+  (`{'predict.lut_only': True}`, from the command line) replace the workdir's
+  `config.predict.*` values for this command.
   """
-  config = run_record.load_config(workdir)
+  config = predict_options.apply(run_record.load_config(workdir), predict_overrides)
   validate_config(config, training=False, check_data_files=needs_data)
   model = create_model(config.model)
   weights, path = checkpoint.restore_for_inference(workdir, weights_target(config, model))
@@ -58,9 +60,11 @@ def load_trained_model(
   return config, model, inference_variables(weights), path
 
 
-def run_eval(workdir: str) -> dict[str, Any]:
+def run_eval(workdir: str, *, predict_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
   """Full-resolution eval of the trained model into a new `workdir/eval/step_<N>[-k]/`."""
-  config, model, variables, path = load_trained_model(workdir, needs_data=True)
+  config, model, variables, path = load_trained_model(
+    workdir, needs_data=True, predict_overrides=predict_overrides
+  )
   step = int(path.rstrip('/').rsplit('/', 1)[-1])
   lpips_params = metrics.load_lpips_params() if config.task != 'segment' else None
   results = evaluate.evaluate(
@@ -91,11 +95,15 @@ def run_predict(
   *,
   skip_existing: bool = False,
   recursive: bool = False,
+  predict_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-  """Grades a photo or a folder of photos with the trained model (see `files.predict_paths`)."""
+  """Grades a photo or a folder of photos with the trained model (see `files.predict_paths`).
+
+  `predict_overrides` apply to this command and are recorded in the summary.
+  """
   # Refuse a bad --input/--output before restoring anything.
   files.check_paths(input_path, output_dir, recursive=recursive)
-  config, model, variables, _ = load_trained_model(workdir)
+  config, model, variables, _ = load_trained_model(workdir, predict_overrides=predict_overrides)
   return files.predict_paths(
     config,
     model,
@@ -104,4 +112,5 @@ def run_predict(
     output_dir,
     skip_existing=skip_existing,
     recursive=recursive,
+    overrides=predict_overrides,
   )

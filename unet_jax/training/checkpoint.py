@@ -145,16 +145,33 @@ class Checkpointer:
     )
 
   def restore_latest(self, target: TrainState, data_iterator: Any) -> TrainState:
-    """Restores the newest step into `target`'s structure and shardings, and the iterator."""
+    """Restores the newest step into `target`'s structure and shardings, and the iterator.
+
+    A step that cannot be read (a truncated array file, a deleted `_METADATA`, a damaged data
+    position) is refused naming it, and the next older step is suggested: resuming from an
+    older step silently would retrain steps the user believes done.
+    """
     step = self._latest.latest_step()
-    restored = self._latest.restore(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(_abstract(target)),
-        data=grain.checkpoint.CheckpointRestore(data_iterator),
-      ),
-    )
-    check_restored(restored['state'], f'{self._latest.directory}/{step}')
+    where = f'{self._latest.directory}/{step}'
+    try:
+      restored = self._latest.restore(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(_abstract(target)),
+          data=grain.checkpoint.CheckpointRestore(data_iterator),
+        ),
+      )
+    except Exception as error:  # noqa: BLE001 - Orbax and TensorStore raise many kinds
+      older = [s for s in self._latest.all_steps() if s < step]
+      hint = (
+        f'delete that folder to resume from step {max(older)}'
+        if older
+        else 'start a new --workdir (no older step is kept)'
+      )
+      raise CheckpointError(
+        f'{where} cannot be read ({short_error(error)}): it is damaged or incomplete; {hint}.'
+      ) from None
+    check_restored(restored['state'], where)
     logging.info('Resumed from step %d.', step)
     return restored['state']
 
@@ -167,12 +184,33 @@ class Checkpointer:
     self._best.close()
 
 
+def _partial(target: Any) -> Any:
+  """Orbax arguments that read only `target`'s items of a saved state, into its structure."""
+  abstract = _abstract(target)
+  return ocp.args.PyTreeRestore(
+    abstract,
+    restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+    partial_restore=True,
+  )
+
+
+def short_error(error: BaseException) -> str:
+  """The first line of an Orbax/TensorStore error, without its long stack of context."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  text = lines[0] if lines else type(error).__name__
+  return text if len(text) <= 200 else text[:200] + '...'
+
+
 def restore_for_inference(workdir: str, target: Any) -> tuple[Any, str]:
   """The best checkpoint if one exists, else the latest; raises if there is none.
 
   Only the items of `target` are read (a pytree with some of `TrainState`'s fields, such as the
-  weights without the optimizer state), into `target`'s structure."""
+  weights without the optimizer state), into `target`'s structure. A step that cannot be read
+  (damaged or incomplete files) is skipped with a warning naming it, for the next one: best/,
+  then the steps of checkpoints/ newest first. If none can be read, CheckpointError names them.
+  """
   workdir = os.path.abspath(workdir)
+  broken: list[str] = []
   for sub in (BEST_DIR, LATEST_DIR):
     path = os.path.join(workdir, sub)
     if not os.path.isdir(path):
@@ -180,20 +218,30 @@ def restore_for_inference(workdir: str, target: Any) -> tuple[Any, str]:
     manager = ocp.CheckpointManager(
       path, options=ocp.CheckpointManagerOptions(read_only=True, create=False)
     )
-    # best/ keeps a single step, so its latest is its best.
-    step = manager.latest_step()
-    if step is None:
+    try:
+      # best/ keeps a single step, so its latest is its best.
+      for step in sorted(manager.all_steps(), reverse=True):
+        where = f'{path}/{step}'
+        try:
+          restored = manager.restore(step, args=ocp.args.Composite(state=_partial(target)))
+        except Exception as error:  # noqa: BLE001 - Orbax and TensorStore raise many kinds
+          broken.append(f'{where} ({short_error(error)})')
+          logging.warning('%s cannot be read (%s); trying an older one.', where, short_error(error))
+          continue
+        if broken:
+          logging.warning(
+            'Using %s: the newer %s could not be read (damaged or incomplete).',
+            where,
+            ', '.join(b.split(' (')[0] for b in broken),
+          )
+        return check_restored(restored['state'], where), where
+    finally:
       manager.close()
-      continue
-    abstract = _abstract(target)
-    items = ocp.args.PyTreeRestore(
-      abstract,
-      restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
-      partial_restore=True,
+  if broken:
+    raise CheckpointError(
+      f'No checkpoint of {workdir} can be read: {"; ".join(broken)}. They are damaged or '
+      'incomplete: retrain, or restore the workdir from a backup.'
     )
-    restored = manager.restore(step, args=ocp.args.Composite(state=items))
-    manager.close()
-    return check_restored(restored['state'], f'{path}/{step}'), f'{path}/{step}'
   raise MissingRunError(
     f'No checkpoint in {workdir}/{BEST_DIR} or {workdir}/{LATEST_DIR}: train first with '
     f'--mode=train --workdir={workdir}.'

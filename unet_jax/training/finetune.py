@@ -42,6 +42,14 @@ def check_source(init_from: str) -> None:
   """Cheap checks of the flag before any data is prepared: a trained run's folder."""
   if not os.path.isdir(init_from):
     raise run_record.MissingRunError(f'--init_from={init_from}: no such folder.')
+  if os.path.isfile(os.path.join(init_from, 'model.safetensors')) and not os.path.isdir(
+    os.path.join(init_from, 'checkpoints')
+  ):
+    raise run_record.WorkdirError(
+      f'--init_from={init_from} is an export folder (model.safetensors): it holds the '
+      'inference (EMA) weights only, not the training weights a fine-tune starts from. '
+      'Give the --workdir of the training run it was exported from.'
+    )
   try:
     run_record.load_config(init_from)
   except run_record.MissingRunError:

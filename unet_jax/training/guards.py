@@ -78,6 +78,46 @@ def nonfinite_leaves(tree: Any, *, limit: int = 5) -> list[str]:
   return bad
 
 
+def nonfinite_step_message(step_metrics: dict[str, Any], step: int) -> str:
+  """What went non-finite at `step`, read off the step's metrics, and the options that cause
+  it: the loss (naming its non-finite terms), the gradients, or only the updated state."""
+  values = {k: float(v) for k, v in jax.device_get(step_metrics).items() if k != 'finite'}
+  bad_terms = sorted(
+    k.removeprefix('loss_')
+    for k, v in values.items()
+    if k.startswith('loss_') and not math.isfinite(v)
+  )
+  loss, grad_norm = values.get('loss', math.nan), values.get('grad_norm', math.nan)
+  if not math.isfinite(loss):
+    what = f'the loss ({loss}'
+    what += f'; non-finite terms: {", ".join(bad_terms)})' if bad_terms else ')'
+    causes = (
+      'non-finite or extreme input pixels, a loss weight (config.loss.*) too large, or '
+      'config.loss.charbonnier_epsilon too small; check the data, then lower '
+      'config.optimizer.learning_rate'
+    )
+  elif not math.isfinite(grad_norm):
+    what = f'the gradients (norm {grad_norm}; loss {loss:.4g} was finite)'
+    causes = (
+      'an exploding loss surface: set config.optimizer.grad_clip_norm (> 0; 0 switches '
+      'clipping off) or lower config.optimizer.learning_rate'
+    )
+  else:
+    what = (
+      f'the updated weights, EMA, BatchNorm statistics or optimiser moments (loss {loss:.4g} '
+      f'and gradient norm {grad_norm:.4g} were finite)'
+    )
+    causes = (
+      'a step too large for the weights: lower config.optimizer.learning_rate (or its '
+      'global_grade_lr_factor / exposure_lr_factor), or config.optimizer.weight_decay'
+    )
+  return (
+    f'Training went non-finite at step {step}: {what}. Training stopped; the parameters from '
+    'before that step are kept and no checkpoint holds a non-finite value. Likely causes: '
+    f'{causes}.'
+  )
+
+
 class DivergenceMonitor:
   """Flags a run whose loss runs away or whose model grades worse than doing nothing.
 

@@ -15,7 +15,7 @@ from unet_jax import data, losses, metrics, parallel
 from unet_jax.data import fingerprint
 from unet_jax.inference import evaluate
 from unet_jax.models import create_model
-from unet_jax.training import checkpoint, finetune, guards, run_record
+from unet_jax.training import checkpoint, finetune, guards, run_record, workdir_lock
 from unet_jax.training.guards import Interrupted, TrainingStopped
 from unet_jax.training.metric_writer import (
   IntervalMetrics,
@@ -37,12 +37,7 @@ from unet_jax.validation import validate_config
 
 def _check_finite(step_metrics: dict[str, Any], step: int) -> None:
   if not bool(step_metrics['finite']):
-    raise TrainingStopped(
-      f'The loss or the updated weights became non-finite at step {step} (loss '
-      f'{float(step_metrics["loss"])}). Training stopped; the parameters from before that step '
-      'are kept and no checkpoint holds a non-finite value. Lower '
-      'config.optimizer.learning_rate or check the data.'
-    )
+    raise TrainingStopped(guards.nonfinite_step_message(step_metrics, step))
 
 
 def _log_schedule_change(config: ml_collections.ConfigDict, run: run_record.Run, step: int):
@@ -87,13 +82,14 @@ def train_and_evaluate(
   validate_config(config)
   if init_from:
     finetune.check_source(init_from)
-  checkpointer = checkpoint.Checkpointer(workdir, config)
-  try:
-    session = _setup(config, workdir, checkpointer, init_from=init_from)
-    final_step = min(config.num_train_steps, stop_at_step or config.num_train_steps)
-    return _loop(session, final_step)
-  finally:
-    checkpointer.close()
+  with workdir_lock.hold(workdir, exclusive=True, purpose='training'):
+    checkpointer = checkpoint.Checkpointer(workdir, config)
+    try:
+      session = _setup(config, workdir, checkpointer, init_from=init_from)
+      final_step = min(config.num_train_steps, stop_at_step or config.num_train_steps)
+      return _loop(session, final_step)
+    finally:
+      checkpointer.close()
 
 
 @dataclasses.dataclass
@@ -176,6 +172,9 @@ def _loop(s: _Session, final_step: int) -> dict[str, Any]:
   stop = guards.StopRequest()
   devices = jax.device_count()
   logging.info('Training steps %d -> %d on %d devices.', s.start_step, final_step, devices)
+  if s.start_step >= final_step:
+    # Nothing left to train: still record accepted changes (predict.*, cadence) in config.json.
+    s.run.commit(s.start_step)
   try:
     previous = None
     for step in range(s.start_step + 1, final_step + 1):

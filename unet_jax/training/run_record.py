@@ -136,8 +136,15 @@ def _refused(key: str, old: Any, new: Any) -> bool:
 
 
 def _read_json(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)
+  """The file's JSON; WorkdirError naming it when it is damaged (cut short, not JSON)."""
+  try:
+    with open(path, 'rb') as f:
+      return json.loads(f.read().decode('utf-8'))
+  except (ValueError, UnicodeDecodeError) as error:
+    raise WorkdirError(
+      f'{path} is damaged ({error}): it is not the JSON a run writes. Restore it from a backup '
+      'or start a new --workdir.'
+    ) from None
 
 
 def _write_json(path: str, text: str) -> None:

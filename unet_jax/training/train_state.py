@@ -63,8 +63,10 @@ def _module_mask(params: Any, modules: tuple[str, ...], inside: bool = True) -> 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Clipped AdamW on the warm-up + cosine schedule, with the configured per-module factors."""
   opt = config.optimizer
+  # grad_clip_norm=0 switches clipping off (identity has the same empty state).
+  clip = opt.grad_clip_norm
   parts = [
-    optax.clip_by_global_norm(opt.grad_clip_norm),
+    optax.clip_by_global_norm(clip) if clip else optax.identity(),
     optax.adamw(
       learning_rate_schedule(config),
       b1=opt.b1,

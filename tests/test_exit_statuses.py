@@ -1,0 +1,92 @@
+"""The exit statuses of docs/options.md, one command-line run per row (issue 32).
+
+Rows checked elsewhere through the command line: 3 (tests/test_option_ranges.py), 5
+(tests/training/test_workdir_lock.py), 2 for a model key on predict
+(tests/inference/test_predict_options.py); 6 and 75 through `cli_errors.run` in
+tests/test_cli.py.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests import helpers
+from tests.helpers import ROOT
+
+FIXTURE = ROOT / 'tests' / 'fixtures' / 'workdir_70e8f58'
+
+
+def _main(*args, timeout=300):
+  env = {**os.environ, 'PYTHONPATH': str(ROOT)}
+  return subprocess.run(
+    [sys.executable, '-m', 'unet_jax.main', *args],
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    cwd=ROOT,
+    env=env,
+  )
+
+
+@pytest.mark.slow
+def test_status_2_a_missing_workdir_flag():
+  run = _main('--config=configs/tiny.py')
+  assert run.returncode == 2, run.stderr[-2000:]
+  assert 'workdir' in run.stderr and 'Traceback' not in run.stderr
+
+
+@pytest.mark.slow
+def test_status_2_a_workdir_that_is_a_file(tmp_path):
+  path = tmp_path / 'notes.txt'
+  path.write_text('mine')
+  run = _main('--config=configs/tiny.py', f'--workdir={path}')
+  assert run.returncode == 2, run.stderr[-2000:]
+  assert f'Error: --workdir {path} exists and is not a folder.' in run.stderr
+  assert path.read_text() == 'mine'
+
+
+@pytest.mark.slow
+def test_status_2_export_lut_into_a_missing_folder(tmp_path):
+  workdir = shutil.copytree(FIXTURE / 'workdir', tmp_path / 'run')
+  run = _main('--mode=export_lut', f'--workdir={workdir}', f'--output={tmp_path}/no/look.cube')
+  assert run.returncode == 2, run.stderr[-2000:]
+  assert f'folder {tmp_path}/no does not exist' in run.stderr
+
+
+@pytest.mark.slow
+def test_status_4_an_empty_file_and_an_input_without_target(tmp_path):
+  root = tmp_path / 'pairs'
+  helpers.write_pairs(root, 'train', ['a', 'b'])
+  helpers.write_pairs(root, 'test', ['t'])
+  (root / 'train' / 'input' / 'empty.png').write_bytes(b'')
+  (root / 'train' / 'target' / 'empty.png').write_bytes(b'')
+  helpers.save(root / 'train' / 'input' / 'alone.png', helpers.random_pixels(1, 40, 48))
+  run = _main(
+    '--config=configs/tiny.py',
+    f'--workdir={tmp_path / "run"}',
+    '--config.data.name=paired_folders',
+    f'--config.data.dir={root}',
+  )
+  assert run.returncode == 4, run.stderr[-2000:]
+  assert 'empty.png: empty file (0 bytes)' in run.stderr
+  assert 'alone.png: input without a target' in run.stderr
+  assert not (tmp_path / 'run' / 'checkpoints').exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('broken', ['bomb', 'truncated'])
+def test_status_7_predict_with_a_photo_that_cannot_be_graded(tmp_path, broken):
+  from tests.photo_files import bomb_jpeg
+
+  workdir = shutil.copytree(FIXTURE / 'workdir', tmp_path / 'run')
+  photos = shutil.copytree(FIXTURE / 'pairs' / 'test' / 'input', tmp_path / 'in')
+  data = bomb_jpeg() if broken == 'bomb' else (photos / 'p0.png').read_bytes()[:200]
+  (photos / 'a_broken.jpg').write_bytes(data)
+  run = _main(
+    '--mode=predict', f'--workdir={workdir}', f'--input={photos}', f'--output={tmp_path}/out'
+  )
+  assert run.returncode == 7, run.stderr[-2000:]
+  assert sorted(os.listdir(tmp_path / 'out')) == ['p0.png', 'p1.png', 'predict_summary.json']
