@@ -35,7 +35,7 @@ def get_config():
   # time over all tiles), and the residual output starts the model at "leave the photo as is".
   config.model.levels = 4
   config.model.base_channels = 32
-  config.model.global_context = True
+  config.model.global_context = 'pooled'
   config.model.residual = True
 
   config.batch_size = 16

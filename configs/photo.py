@@ -34,8 +34,8 @@ def get_config():
   # One LUT: per-photo mixing weights fit a dozen training photos, not held-out ones.
   config.model.color_head = 'lut'
   config.model.lut_size = 33
-  config.model.thumbnail_context = True
-  config.model.global_context = True
+  config.model.thumbnail = 'photo'
+  config.model.global_context = 'thumbnail'
   config.model.thumbnail_stats = True
   config.model.coords = False  # the frame gain reads them; the U-Net does not
   config.model.frame_gain = 9

@@ -7,9 +7,9 @@ before/after crops are written from the per-run `result.json` files, so a sweep 
 half-way resumes where it stopped (finished runs are skipped) and the report can be rebuilt
 from whatever has finished.
 
-  python experiments/ablate.py --preset=quick            # minutes on 2 CPU cores (a smoke test)
-  python experiments/ablate.py                           # the committed results (default preset)
-  python experiments/ablate.py --report_only             # rebuild the report from finished runs
+  python -m experiments.ablate --preset=quick            # minutes on 2 CPU cores (a smoke test)
+  python -m experiments.ablate                           # the committed results (default preset)
+  python -m experiments.ablate --report_only             # rebuild the report from finished runs
 
 Runs go to `--runs_dir` (default `$UNET_JAX_CACHE/ablations/<preset>`), the report and plots to
 `--output_dir` (default `experiments/results/`). The default preset orders its runs so that a
@@ -18,7 +18,8 @@ every other variant at one first, then the remaining seeds; verdicts judge diffe
 the seed-to-seed spread pooled over a task's variants.
 
 The pieces live in `experiments/ablation/`: `claims` (what is tested and by which variants),
-`presets` (sweep sizes, the config of a run), `runs` (training, resumable), `measures`
+`presets` (sweep sizes, the config of a run), `runs` (the runs and what each keeps; they train
+and resume through the shared runner `experiments/sweep.py`), `measures`
 (checkerboard and sharpness of the outputs), `verdicts` (statistics over seeds), `report`.
 
 Tasks: `enhance` (the built-in `local_contrast` look: luminance detail above a 6 px Gaussian
@@ -31,18 +32,15 @@ import sys
 import time
 from collections.abc import Sequence
 
-import jax
 from absl import app, flags
 
+from experiments import sweep
+from experiments.ablation.presets import PRESETS
+from experiments.ablation.report import write_report
+from experiments.ablation.runs import run_sweep
+from unet_jax import paths
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
-
-from ablation.presets import PRESETS  # noqa: E402
-from ablation.report import write_report  # noqa: E402
-from ablation.runs import load_result, planned_runs, run_sweep  # noqa: E402
-
-from unet_jax import paths  # noqa: E402
 
 
 def run_ablation(
@@ -58,17 +56,7 @@ def run_ablation(
   preset = PRESETS[preset_name]
   runs_dir = runs_dir or str(paths.cache_dir('ablations', preset.name))
   started = time.perf_counter()
-  if report_only:
-    results = []
-    skipped = []
-    for task, variant, seed in planned_runs(preset):
-      finished = load_result(runs_dir, task, variant, seed)
-      if finished is None:
-        skipped.append((task, variant, seed))
-      else:
-        results.append(finished)
-  else:
-    results, skipped = run_sweep(preset, runs_dir, budget_minutes)
+  results, skipped = run_sweep(preset, runs_dir, budget_minutes, report_only=report_only)
   wall = time.perf_counter() - started
   return write_report(
     preset,
@@ -78,21 +66,18 @@ def run_ablation(
     runs_dir,
     wall_seconds=wall,
     command=(
-      f'python experiments/ablate.py --preset={preset.name}`, then the report rebuilt from its '
+      f'python -m experiments.ablate --preset={preset.name}`, then the report rebuilt from its '
       f'runs with `{command}'
       if report_only and command
-      else command or f'python experiments/ablate.py --preset={preset.name}'
+      else command or f'python -m experiments.ablate --preset={preset.name}'
     ),
   )
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  if _COMPILATION_CACHE.value:
-    # Seeds of a variant compile the same programs: keep them across runs and invocations.
-    jax.config.update('jax_compilation_cache_dir', _COMPILATION_CACHE.value)
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
-  command = 'python ' + ' '.join(sys.argv)
+  sweep.use_compilation_cache(_COMPILATION_CACHE.value)
+  command = ' '.join(['python -m experiments.ablate', *sys.argv[1:]])
   runs_dir = _RUNS_DIR.value or str(paths.cache_dir('ablations', _PRESET.value))
   output_dir = _OUTPUT_DIR.value
   if output_dir is None and _PRESET.value == 'default':

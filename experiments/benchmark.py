@@ -1,8 +1,8 @@
 """Train-step speed, FLOPs, predict cost and input-pipeline rate of a config, optionally raced
 against the same U-Net in PyTorch.
 
-  python experiments/benchmark.py --config=configs/res256.py --compare-torch
-  python experiments/benchmark.py --config=configs/res256.py --resolution=128,256 --batch=8 \
+  python -m experiments.benchmark --config=configs/res256.py --compare-torch
+  python -m experiments.benchmark --config=configs/res256.py --resolution=128,256 --batch=8 \
     --steps=20 --compare-torch --json-out=/tmp/benchmark.json
 
 Train step: the library's own jitted step (`unet_jax.training.steps.make_train_step`: forward, loss,
@@ -40,21 +40,17 @@ import os
 import pathlib
 import platform
 import resource
-import sys
 import tempfile
 import time
 from typing import Any
 
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-import data_throughput  # noqa: E402  (beside this script)
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
+from experiments import data_throughput  # noqa: E402
 from unet_jax import losses, parallel  # noqa: E402
 from unet_jax.inference import grading, tile_programs  # noqa: E402
 from unet_jax.models import count_params, create_model  # noqa: E402
@@ -185,7 +181,8 @@ def _predict_in_process(
 
   else:
     import torch  # noqa: PLC0415
-    import torch_unet  # noqa: PLC0415
+
+    from experiments import torch_unet  # noqa: PLC0415
 
     net = torch_unet.from_config(config.model)
     torch_unet.load_flax_params(net, variables)
@@ -307,7 +304,7 @@ def benchmark_resolution(config, resolution: int, batch_size: int, peak: float |
   steps = {'jax': jax_step}
   torch_info = {}
   if _COMPARE_TORCH.value:
-    import torch_unet  # noqa: PLC0415 (optional dependency, imported only when asked for)
+    from experiments import torch_unet  # noqa: PLC0415 (optional dependency, imported only when asked for)
 
     torch_step = torch_unet.TrainStep(config, batch, channels_last=_TORCH_CHANNELS_LAST.value)
     if torch_step.num_params != jax_step.num_params:
@@ -445,8 +442,6 @@ def main(argv: list[str]) -> None:
     config.loss.l1 = 1.0
   resolutions = [int(r) for r in _RESOLUTION.value] or [config.data.crop_size]
   batch_size = _BATCH.value or config.batch_size
-  if _COMPARE_TORCH.value:
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
   results: dict[str, Any] = {'environment': environment(), 'config': config.to_dict()}
   peak = peak_flops(config)
   results['peak_flops'] = peak

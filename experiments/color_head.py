@@ -40,8 +40,8 @@ editor looks of `experiments/editor_looks.py`: `--pairs_root=runs/editor_looks
 folder's `test` split, and the fits to the training pairs use `--fit_pixels_per_photo` pixels
 of each (all pixels of 128 photos of 0.7 megapixels would not fit in memory).
 
-  nice -n 10 python experiments/color_head.py --steps=300 --seeds=0 --budget_minutes=45
-  python experiments/color_head.py --report_only
+  nice -n 10 python -m experiments.color_head --steps=300 --seeds=0 --budget_minutes=45
+  python -m experiments.color_head --report_only
 """
 
 import json
@@ -55,17 +55,14 @@ import scipy.sparse
 import scipy.sparse.linalg
 from absl import app, flags
 
+import configs.default
+import configs.photo
+from unet_jax import data, metrics, paths
+from unet_jax.inference import lut as inference_lut
+from unet_jax.models import lut as lut_lib
+from unet_jax.training import loop
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
-
-import configs.default  # noqa: E402
-import configs.photo  # noqa: E402
-from unet_jax import data, metrics, paths  # noqa: E402
-from unet_jax.inference import lut as inference_lut  # noqa: E402
-from unet_jax.models import lut as lut_lib  # noqa: E402
-from unet_jax.training import loop  # noqa: E402
-
 LOOKS = ('warm_film', 'local_contrast', 'vignette', 'auto_exposure')
 # What the rows before the recipe's later additions switch off, so each keeps its meaning.
 _WITHOUT_ADDITIONS = {
@@ -91,7 +88,12 @@ ROWS = {
   'recipe_crop_context': (
     'recipe, its global context pooled over the training crop, not the whole photo',
     # The exposure and the metering figures read the whole photo's thumbnail: they go with it.
-    {'model.thumbnail_context': False, 'model.exposure': False, 'model.thumbnail_stats': False},
+    {
+      'model.global_context': 'pooled',
+      'model.thumbnail': 'crop',
+      'model.exposure': False,
+      'model.thumbnail_stats': False,
+    },
   ),
   'recipe_exposure_lr10': (
     "recipe, the exposure at the global grade's 10x step",
@@ -152,8 +154,8 @@ ROWS = {
     {
       **_WITHOUT_ADDITIONS,
       'model.color_head': 'none',
-      'model.thumbnail_context': False,
-      'model.global_context': False,
+      'model.thumbnail': 'crop',
+      'model.global_context': 'none',
       'model.coords': False,
     },
   ),
@@ -163,8 +165,8 @@ ROWS = {
     {
       **_WITHOUT_ADDITIONS,
       'model.color_head': 'lut',
-      'model.thumbnail_context': False,
-      'model.global_context': False,
+      'model.thumbnail': 'crop',
+      'model.global_context': 'none',
       'model.coords': False,
     },
   ),
@@ -176,8 +178,8 @@ ROWS = {
     'adaptive LUT reading the crop (no thumbnail context, no coords)',
     {
       **_WITHOUT_ADDITIONS,
-      'model.thumbnail_context': False,
-      'model.global_context': False,
+      'model.thumbnail': 'crop',
+      'model.global_context': 'none',
       'model.coords': False,
     },
   ),
@@ -444,7 +446,7 @@ def _editor_looks_header(command: str, seeds: list[int]) -> list[str]:
   lines = [
     '# Edits by real editing software on real photos (issue 31): baselines and trained rows',
     '',
-    f'Command: `{command}` (the pairs: `python experiments/editor_looks.py`). Each look: '
+    f'Command: `{command}` (the pairs: `python -m experiments.editor_looks`). Each look: '
     '128 training pairs (16 photos of Debian wallpaper packages, whole and 7 sub-frames each, '
     'long side 1024 px) and 6 held-out photos never seen in training, scored whole (long side '
     '1024 px). Rows without training: `identity` (the input), `train_fit_lut` (one 17^3 LUT '
@@ -643,7 +645,7 @@ def main(argv):
   # The command that produces these numbers: without --report_only, which only re-reads them.
   rereading = ('--report_only', '--noreport_only')
   flags_given = [a for a in sys.argv[1:] if a.split('=')[0] not in rereading]
-  command = 'python experiments/color_head.py ' + ' '.join(flags_given)
+  command = 'python -m experiments.color_head ' + ' '.join(flags_given)
   print(write_report(results, base, command.strip()))
 
 

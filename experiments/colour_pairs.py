@@ -10,30 +10,27 @@ seed and data order. Each model is then scored on the held-out 16-bit pairs (rea
 the decoder, the same data for both) and on its own held-out pairs; PSNR is in the working
 space. The claim holds if the two models are within 0.3 dB.
 
-  python experiments/colour_pairs.py --steps=400
-  python experiments/colour_pairs.py --small --steps=100   # experiments/results/colour_pairs.json
+  python -m experiments.colour_pairs --steps=400
+  python -m experiments.colour_pairs --small --steps=100   # experiments/results/colour_pairs.json
 """
 
 import json
 import pathlib
 import shutil
-import sys
 import tempfile
 
 import numpy as np
 import pyvips
 from absl import app, flags
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from configs import default  # noqa: E402
-from unet_jax import data  # noqa: E402
-from unet_jax.data import builtin, colour_spaces, load_image  # noqa: E402
+from configs import default
+from unet_jax import data
+from unet_jax.data import builtin, colour_spaces, load_image
 from unet_jax.inference import (
-  evaluate,  # noqa: E402
-  restore,  # noqa: E402
+  evaluate,
+  restore,
 )
-from unet_jax.training import loop  # noqa: E402
+from unet_jax.training import loop
 
 _STEPS = flags.DEFINE_integer('steps', 400, 'Training steps per run.')
 _SMALL = flags.DEFINE_bool(

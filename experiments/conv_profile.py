@@ -1,7 +1,7 @@
 """Where the CPU train step's time goes: every convolution of the U-Net, XLA against PyTorch.
 
-  python experiments/conv_profile.py --config=configs/res256.py --resolution=128 --batch=8
-  python experiments/conv_profile.py --resolution=512 --batch=1 --nogradients   # predict's tile
+  python -m experiments.conv_profile --config=configs/res256.py --resolution=128 --batch=8
+  python -m experiments.conv_profile --resolution=512 --batch=1 --nogradients   # predict's tile
 
 The train step's convolutions are read off the traced forward pass of the config's model
 (`conv_general_dilated` in the jaxpr: shapes, strides, padding), and each distinct one is timed
@@ -15,21 +15,16 @@ on convolutions; `benchmark.py` times the whole step. float32, one process, all 
 """
 
 import collections
-import pathlib
-import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-from unet_jax import parallel  # noqa: E402
-from unet_jax.models import create_model  # noqa: E402
+from unet_jax import parallel
+from unet_jax.models import create_model
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/res256.py', 'Config file.')
 _RESOLUTION = flags.DEFINE_integer('resolution', 128, 'Crop size (square).')

@@ -5,7 +5,7 @@ Two datasets, both prepared with the real code path (tfds ArrayRecord -> grain):
 - `jpeg1536`: the package photos enlarged to a 1536 px longer side and saved as JPEG (q95),
   target graded with 'warm_film': the size of a typical user's exported pair.
 
-  python experiments/data_throughput.py --workers=0,1,2 --crops=256,512 --seconds=10
+  python -m experiments.data_throughput --workers=0,1,2 --crops=256,512 --seconds=10
 
 Worker count 0 decodes in the main process (grain threads only). Each figure is pairs per
 second over `--seconds` after a warm-up batch (which also starts the worker processes), the
@@ -15,7 +15,6 @@ best of `--repeats` runs.
 import os
 import pathlib
 import shutil
-import sys
 import tempfile
 import time
 
@@ -23,11 +22,9 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from unet_jax.config import get_base_config  # noqa: E402
-from unet_jax.data import builtin, create_train_iterator, load_image, looks  # noqa: E402
-from unet_jax.data.images import to_uint8  # noqa: E402
+from unet_jax.config import get_base_config
+from unet_jax.data import builtin, create_train_iterator, load_image, looks
+from unet_jax.data.images import to_uint8
 
 _WORKERS = flags.DEFINE_list('workers', ['0', '1', '2', str(os.cpu_count())], 'Worker counts.')
 _CROPS = flags.DEFINE_list('crops', ['256', '512'], 'Crop sizes (px).')

@@ -117,7 +117,7 @@ fi
 # The carried wheels are CPython 3.12 builds: a dry run under another Python only checks.
 if [[ "$DRY_RUN" != 1 ]] || { [[ -d "$CARRY/wheels" ]] \
   && "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; }; then
-  run_step install "$LIMIT_INSTALL" bash -c "$(printf '%q ' "$PYTHON" experiments/gpu_env.py \
+  run_step install "$LIMIT_INSTALL" bash -c "$(printf '%q ' "$PYTHON" -m experiments.gpu_env \
     install "$CARRY/wheels" "$SITE") && $(printf '%q ' "$PYTHON" "${CHECK[@]}")"
 else
   log "no $CARRY/wheels for this Python: the environment's own packages are checked, not installed"
@@ -139,13 +139,13 @@ run_step tests "$LIMIT_TESTS" "$PYTHON" -m pytest -q \
   -o addopts= -p no:cacheprovider "${XDIST[@]}" "${TESTS[@]}"
 for size in 256 512; do
   args_name="BENCH$size[@]"
-  run_step "bench$size" "$LIMIT_BENCH" "$PYTHON" experiments/benchmark.py "${!args_name}" \
+  run_step "bench$size" "$LIMIT_BENCH" "$PYTHON" -m experiments.benchmark "${!args_name}" \
     --config.model.dtype=bfloat16 --compare-torch --predict-size=0 --pipeline-seconds=0 \
     --compare-predict-megapixels=0 --json-out="$WORK/bench$size.json"
 done
-run_step train "$LIMIT_TRAIN" "$PYTHON" experiments/train_check.py "${TRAIN[@]}" \
+run_step train "$LIMIT_TRAIN" "$PYTHON" -m experiments.train_check "${TRAIN[@]}" \
   --workdir="$WORK/train" --json-out="$WORK/train.json"
-run_step predict "$LIMIT_PREDICT" "$PYTHON" experiments/predict_memory.py "${PREDICT[@]}" \
+run_step predict "$LIMIT_PREDICT" "$PYTHON" -m experiments.predict_memory "${PREDICT[@]}" \
   --json-out="$WORK/predict.json"
 
 "$PYTHON" - "$WORK" "$OUT/device_check.json" "$DRY_RUN" <<'EOF' 2>&1 | tee -a "$LOG"

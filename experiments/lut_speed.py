@@ -1,7 +1,7 @@
 """LUT application speed: gather vs one-hot matmul side by side, and LUT-only predict at 24 MP.
 
-  python experiments/lut_speed.py                  # both, on the default backend
-  python experiments/lut_speed.py --megapixels=24 --methods=gather
+  python -m experiments.lut_speed                  # both, on the default backend
+  python -m experiments.lut_speed --megapixels=24 --methods=gather
 
 Prints one JSON line. The method ratio comes from one run on one machine (both timed in
 alternation, best of `--repeats`); the 24 MP figure is `grading.grade_lut_only` on a random
@@ -11,7 +11,6 @@ them), the thumbnail included, after one warm-up call that compiles.
 
 import json
 import os
-import sys
 import time
 
 import jax
@@ -19,14 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
+import configs.photo
+from unet_jax.inference import grading
+from unet_jax.models import create_model
+from unet_jax.models import lut as lut_lib
 
-import configs.photo  # noqa: E402
-from unet_jax.inference import grading  # noqa: E402
-from unet_jax.models import create_model  # noqa: E402
-from unet_jax.models import lut as lut_lib  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FLAGS = flags.FLAGS
 flags.DEFINE_float('method_megapixels', 1.0, 'Image size for the gather vs matmul race.')

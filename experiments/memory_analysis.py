@@ -1,7 +1,7 @@
 """Memory of each config's train step at its default batch, with and without remat.
 
-  python experiments/memory_analysis.py                      # every config in configs/
-  python experiments/memory_analysis.py --configs=res1024 --json-out=/tmp/memory.json
+  python -m experiments.memory_analysis                      # every config in configs/
+  python -m experiments.memory_analysis --configs=res1024 --json-out=/tmp/memory.json
 
 For each config, first what the backward pass keeps: the activations ("residuals") the
 gradient of the step's loss saves from the forward pass, from `jax.ad_checkpoint.saved_residuals`
@@ -22,21 +22,18 @@ import functools
 import importlib
 import json
 import pathlib
-import sys
 import time
 
+import jax
+import jax.numpy as jnp
 from absl import app, flags
 
+from unet_jax import losses, parallel
+from unet_jax.models import create_model
+from unet_jax.training.steps import compute_loss, make_train_step
+from unet_jax.training.train_state import create_optimizer, create_train_state
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-from unet_jax import losses, parallel  # noqa: E402
-from unet_jax.models import create_model  # noqa: E402
-from unet_jax.training.steps import compute_loss, make_train_step  # noqa: E402
-from unet_jax.training.train_state import create_optimizer, create_train_state  # noqa: E402
 
 _CONFIGS = flags.DEFINE_list(
   'configs', [], 'Config names in configs/ (default: all of them, tiny excepted).'

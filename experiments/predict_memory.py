@@ -1,6 +1,6 @@
 """Time and peak memory (RSS) of grading one large photo with tiled inference, end to end.
 
-  python experiments/predict_memory.py --config=configs/res256.py --width=5000 --height=3500
+  python -m experiments.predict_memory --config=configs/res256.py --width=5000 --height=3500
 
 Writes a synthetic JPEG of the given size to a temporary folder, then runs `predict_paths` on
 it (decode, two-pass or one-pass tiled grading, PNG encode) with a random-init model of the
@@ -12,22 +12,18 @@ grading (Python, jax and the model) to show what the photo itself adds.
 import json
 import pathlib
 import resource
-import sys
 import tempfile
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 from PIL import Image
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-from unet_jax.inference import files, tiling  # noqa: E402
-from unet_jax.models import create_model  # noqa: E402
+from unet_jax.inference import files, tiling
+from unet_jax.models import create_model
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config', 'configs/res256.py', 'Model and predict config.'

@@ -31,7 +31,7 @@ _MIRRORED = dict(
   head=('image',),
   attention_gates=(False,),
   multiscale_input=(False,),
-  global_context=(False,),
+  global_context=('none',),
 )
 _ACTIVATIONS = {'relu': nn.ReLU, 'gelu': nn.GELU, 'silu': nn.SiLU}
 

@@ -1,6 +1,6 @@
 """A short training run through the library, reported as numbers: images/s and held-out PSNR.
 
-  python experiments/train_check.py --config=configs/res256.py --config.num_train_steps=500 \
+  python -m experiments.train_check --config=configs/res256.py --config.num_train_steps=500 \
     --workdir=/tmp/res256_check --json-out=/tmp/train_check.json
 
 Runs `unet_jax.training.loop.train_and_evaluate` (the same path as `python -m unet_jax.main`) in
@@ -15,17 +15,13 @@ import logging
 import pathlib
 import shutil
 import statistics
-import sys
 import time
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-import jax  # noqa: E402
-
-from unet_jax.training import loop  # noqa: E402
+from unet_jax.training import loop
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/res256.py', 'Training config.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Fresh folder for the run (emptied first).')

@@ -1,25 +1,104 @@
-"""Helpers shared by the data tests (no tests here): tiny image files and pair folders."""
+"""Helpers shared by the tests (no tests here): the tiny config, a saved checkpoint's weights,
+photo-like arrays and random model variables, tiny image files and pair folders."""
 
+import os
 import pathlib
 import struct
-import sys
 import zlib
 from collections.abc import Callable
 
+import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 from PIL import Image
 
+from configs import tiny
+from unet_jax.config import get_base_config
+from unet_jax.models import UNet
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-  sys.path.insert(0, str(ROOT))
-from configs import tiny  # noqa: E402
+PHOTO_SIZE = (97, 131)  # odd on purpose: neither is a multiple of 2**levels or of any stride
 
 
-def tiny_config(**overrides):
-  """configs/tiny.py with dotted overrides, e.g. `tiny_config(**{'data.look': 'warm_film'})`."""
+def tiny_config(steps: int | None = None, **overrides) -> ml_collections.ConfigDict:
+  """configs/tiny.py with dotted overrides, e.g. `tiny_config(**{'data.look': 'warm_film'})`.
+
+  `steps`: a run of that many steps with one eval, at the end (the tiny config's cadence of
+  logs and checkpoints every 2 steps stays).
+  """
   config = tiny.get_config()
+  if steps is not None:
+    config.num_train_steps = config.eval_every_steps = steps
   config.update_from_flattened_dict(overrides)
   return config
+
+
+def saved_params(workdir: str, step: int | None = None) -> tuple[dict, int]:
+  """The params pytree of a checkpoint (the latest by default) as numpy, and its step."""
+  manager = ocp.CheckpointManager(
+    os.path.join(workdir, 'checkpoints'), options=ocp.CheckpointManagerOptions(read_only=True)
+  )
+  step = manager.latest_step() if step is None else step
+  manager.close()
+  # Restore as host numpy so that a checkpoint written on another device topology still reads.
+  path = os.path.join(workdir, 'checkpoints', str(step), 'state')
+  checkpointer = ocp.PyTreeCheckpointer()
+  metadata = checkpointer.metadata(path).item_metadata
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
+  restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+  return restored['params'], step
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+  return float(10 * np.log10(1.0 / np.mean((a - b) ** 2)))
+
+
+def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+  """Smooth colour fields plus a little noise, in [0, 1]: edges and flat areas, like a photo."""
+  rng = np.random.default_rng(seed)
+  coarse = (rng.random((height // 8 + 2, width // 8 + 2, 3)) * 255).astype(np.uint8)
+  smooth = np.asarray(
+    Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC), np.float32
+  )
+  return np.clip(smooth / 255 + 0.05 * rng.standard_normal((height, width, 3)), 0, 1).astype(
+    np.float32
+  )
+
+
+def random_variables(model: UNet, *, seed: int = 0, head_scale: float = 0.1) -> dict:
+  """Random variables in the shapes `model.init` makes, drawn with numpy.
+
+  Non-trivial on purpose: a random head (the zero-initialised one makes the net the identity;
+  `head_scale=0` keeps that) and batch-norm statistics and scales away from the identity. Drawn
+  on the host because compiling or running `model.init` op by op costs seconds per model here.
+  """
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, model.in_channels)))
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    names = [getattr(p, 'key', '') for p in path]
+    noise = rng.standard_normal(leaf.shape).astype(np.float32)
+    if 'head' in names:
+      return head_scale * noise
+    if names[-1] == 'kernel':
+      return noise / np.sqrt(np.prod(leaf.shape[:-1]))
+    if names[-1] in ('bias', 'mean'):
+      return 0.1 * noise
+    return 1 + 0.3 * np.abs(noise)  # norm scales and running variances
+
+  return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def identity_model(working_space: str) -> tuple[ml_collections.ConfigDict, UNet, dict]:
+  """(config, model, variables) of an untrained residual U-Net (its last conv starts at zero):
+  output = input, grading in `working_space` with 32 px tiles."""
+  config = get_base_config()
+  config.predict.tile_size, config.predict.tile_overlap = 32, 8
+  config.data.working_space = working_space
+  model = UNet(levels=2, base_channels=4)
+  return config, model, random_variables(model, head_scale=0.0)
 
 
 def random_pixels(seed: int, height: int, width: int) -> np.ndarray:

@@ -5,6 +5,7 @@ Profiles come from libvips (`p3`, `cmyk`, a phone-like Display P3 and a press CM
 """
 
 import pathlib
+import struct
 
 import colour
 import numpy as np
@@ -102,3 +103,11 @@ def delta_e(a: np.ndarray, b: np.ndarray, space: str) -> np.ndarray:
 
 def profile(name: str) -> bytes:
   return colour_spaces.profile_bytes(name)
+
+
+def bomb_jpeg(width: int = 65000, height: int = 65000) -> bytes:
+  """A tiny real JPEG whose header (SOF0) claims `width` x `height`."""
+  data = bytearray(pyvips.Image.black(16, 16, bands=3).jpegsave_buffer(Q=50))
+  sof = data.index(b'\xff\xc0')
+  struct.pack_into('>HH', data, sof + 5, height, width)
+  return bytes(data)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.training.test_train import tiny_config
+from tests.helpers import tiny_config
 from unet_jax import cli_errors
 from unet_jax.data import DataError
 from unet_jax.training import guards
@@ -64,7 +64,7 @@ def test_a_bug_keeps_its_traceback():
 
 
 def test_an_unknown_config_key_names_its_section():
-  config = tiny_config()
+  config = tiny_config(steps=6)
   message = cli_errors._unknown_key_message(['prog', '--config.model.levles=3'], config)
   assert message.startswith('config.model.levles: config.model has no option')
   assert 'did you mean levels' in message
@@ -73,6 +73,7 @@ def test_an_unknown_config_key_names_its_section():
   assert cli_errors._unknown_key_message(['prog', '--config.model.levels=3'], config) is None
 
 
+@pytest.mark.slow
 def test_cli_unknown_key_and_nan_value_exit_with_one_message(tmp_path):
   result = cli('--config=configs/tiny.py', f'--workdir={tmp_path}', '--config.model.no_such=3')
   assert result.returncode == cli_errors.EXIT_USAGE, result.stderr
@@ -88,6 +89,7 @@ def test_cli_unknown_key_and_nan_value_exit_with_one_message(tmp_path):
   assert not os.path.exists(tmp_path / 'config.json')
 
 
+@pytest.mark.slow
 def test_sigterm_exits_75_after_saving_and_predict_exits_7_when_an_input_fails(tmp_path):
   workdir = tmp_path / 'run'
   process = subprocess.Popen(

@@ -31,6 +31,7 @@ def _main(*args, timeout=300):
   )
 
 
+@pytest.mark.slow
 def test_status_2_a_missing_workdir_flag():
   # Training defaults to runs/<config name>; a reading mode with neither flag has no run to read.
   run = _main('--mode=eval')
@@ -44,6 +45,7 @@ def test_status_2_a_bare_config_file_beside_the_workdir(tmp_path):
   assert '--config is for --mode=train' in run.stderr and 'Traceback' not in run.stderr
 
 
+@pytest.mark.slow
 def test_status_2_a_workdir_that_is_a_file(tmp_path):
   path = tmp_path / 'notes.txt'
   path.write_text('mine')
@@ -53,6 +55,7 @@ def test_status_2_a_workdir_that_is_a_file(tmp_path):
   assert path.read_text() == 'mine'
 
 
+@pytest.mark.slow
 def test_status_2_export_lut_into_a_missing_folder(tmp_path):
   workdir = shutil.copytree(FIXTURE / 'workdir', tmp_path / 'run')
   run = _main('--mode=export_lut', f'--workdir={workdir}', f'--output={tmp_path}/no/look.cube')
@@ -60,6 +63,7 @@ def test_status_2_export_lut_into_a_missing_folder(tmp_path):
   assert f'folder {tmp_path}/no does not exist' in run.stderr
 
 
+@pytest.mark.slow
 def test_status_4_an_empty_file_and_an_input_without_target(tmp_path):
   root = tmp_path / 'pairs'
   helpers.write_pairs(root, 'train', ['a', 'b'])
@@ -79,9 +83,10 @@ def test_status_4_an_empty_file_and_an_input_without_target(tmp_path):
   assert not (tmp_path / 'run' / 'checkpoints').exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('broken', ['bomb', 'truncated'])
 def test_status_7_predict_with_a_photo_that_cannot_be_graded(tmp_path, broken):
-  from tests.inference.test_photo_failures import bomb_jpeg
+  from tests.photo_files import bomb_jpeg
 
   workdir = shutil.copytree(FIXTURE / 'workdir', tmp_path / 'run')
   photos = shutil.copytree(FIXTURE / 'pairs' / 'test' / 'input', tmp_path / 'in')

@@ -94,6 +94,7 @@ def _saved_for_backward(fn, pred):
   return sum(leaf.size for leaf in jax.tree.leaves(vjp))
 
 
+@pytest.mark.slow
 def test_perceptual_keeps_no_target_activations_and_remat_keeps_block_outputs(images, vgg_params):
   pred, target = (image[:, :16, :16] for image in images)  # the smallest size VGG's pools allow
   loss = lambda p, remat=False: losses.perceptual(p, target, vgg_params, remat=remat)

@@ -105,6 +105,7 @@ def test_lut_size_is_bounded_before_the_model_is_loaded(tmp_path, size):
     export.export_workdir(str(tmp_path / 'nowhere'), str(tmp_path / 'out'), lut_size=size)
 
 
+@pytest.mark.slow
 def test_a_bad_value_on_the_command_line_exits_3_naming_the_key(tmp_path):
   run = subprocess.run(
     [

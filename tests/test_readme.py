@@ -224,6 +224,7 @@ def test_the_command_check_catches_a_wrong_flag_key_and_file():
   ) == ['python -m unet_jax.main --mode=eval --workdir=x']
 
 
+@pytest.mark.slow
 def test_help_says_the_modes_and_an_example_per_mode():
   result = subprocess.run(
     [sys.executable, '-m', 'unet_jax.main', '--help'],

@@ -18,7 +18,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests import helpers as data_helpers
-from tests.training.test_train import fresh_steps, saved_params, tiny_config  # noqa: F401
+from tests.helpers import saved_params, tiny_config
 from unet_jax import data, parallel
 from unet_jax.data import DataError
 from unet_jax.inference import restore
@@ -35,7 +35,7 @@ def pairs_config(root, **overrides):
     'data.eval_size': None,
   }
   settings.update(overrides)
-  return tiny_config(**settings)
+  return tiny_config(steps=6, **settings)
 
 
 def write_dataset(root, *, seed=0, train_names=('a', 'b', 'c', 'd')):
@@ -47,8 +47,9 @@ def write_dataset(root, *, seed=0, train_names=('a', 'b', 'c', 'd')):
 # ----------------------------------------------------------------------------- EMA
 
 
+@pytest.mark.slow
 def test_ema_is_the_bias_corrected_average_of_trained_weights():
-  config = tiny_config()  # the same step as the training tests: compiled once
+  config = tiny_config(steps=6)  # the same step as the training tests: compiled once
   decay = config.optimizer.ema_decay
   assert decay == 0.999
   mesh = parallel.create_mesh()
@@ -79,39 +80,41 @@ def test_ema_is_the_bias_corrected_average_of_trained_weights():
   assert np.linalg.norm(kernel(ema) - kernel(initial)) > 0.3 * moved
 
 
-def test_the_jitted_step_is_built_once_per_config():
-  config = tiny_config()
-  mesh = parallel.create_mesh()
-  model = create_model(config.model)
-  sharding = {'x': parallel.replicated(mesh)}
-  first = steps.make_train_step(config, model, create_optimizer(config), mesh, sharding)
-  again = tiny_config(log_every_steps=1)  # cadence is not part of the step
-  same = steps.make_train_step(
-    again, create_model(again.model), create_optimizer(again), mesh, sharding
-  )
-  assert same is first
-  other = tiny_config(**{'loss.l1': 0.5})
-  assert steps.make_train_step(other, model, create_optimizer(other), mesh, sharding) is not first
+@pytest.mark.slow
+def test_a_run_traces_its_step_once(tmp_path, monkeypatch):
+  """Six steps, logs, saves and an eval compile the step once; nothing is left cached for a
+  later run to pick up (the non-finite tests below patch the step's code between runs)."""
+  traced = []
+  real = steps.compute_loss
+
+  def counting(*args):
+    traced.append(1)
+    return real(*args)
+
+  monkeypatch.setattr(steps, 'compute_loss', counting)
+  loop.train_and_evaluate(tiny_config(steps=6), str(tmp_path / 'run'))
+  assert len(traced) == 1
+  loop.train_and_evaluate(tiny_config(steps=6, num_train_steps=7), str(tmp_path / 'run'))
+  assert len(traced) == 2
 
 
 # ----------------------------------------------------------------------------- non-finite
 
 
-@pytest.mark.usefixtures('fresh_steps')
+@pytest.mark.slow
 def test_nonfinite_weights_with_a_finite_loss_stop_training_without_a_checkpoint(
   tmp_path, monkeypatch
 ):
   workdir = str(tmp_path / 'run')
-  loop.train_and_evaluate(tiny_config(), workdir, stop_at_step=2)
+  loop.train_and_evaluate(tiny_config(steps=6), workdir, stop_at_step=2)
   good, _ = saved_params(workdir)
-  steps._STEP_CACHE.clear()
   real = optax.apply_updates
   poisoned = lambda p, u: jax.tree.map(lambda x: x * jnp.nan, real(p, u))
   monkeypatch.setattr(optax, 'apply_updates', poisoned)
   # The message names what went non-finite (issue 32): here the update, not the loss.
   refused = 'non-finite at step 3: the updated weights.*lower config.optimizer.learning_rate'
   with pytest.raises(guards.TrainingStopped, match=refused):
-    loop.train_and_evaluate(tiny_config(), workdir)
+    loop.train_and_evaluate(tiny_config(steps=6), workdir)
   after, step = saved_params(workdir)
   assert step == 2
   jax.tree.map(np.testing.assert_array_equal, after, good)
@@ -139,8 +142,9 @@ def _write_poisoned_checkpoint(config, workdir, step, poison=lambda x: x * jnp.n
   saver.close()
 
 
+@pytest.mark.slow
 def test_a_nonfinite_checkpoint_is_refused_by_resume_eval_and_predict(tmp_path):
-  config = tiny_config()
+  config = tiny_config(steps=6)
   workdir = str(tmp_path / 'run')
   loop.train_and_evaluate(config, workdir, stop_at_step=2)
   _write_poisoned_checkpoint(config, workdir, 3)
@@ -151,10 +155,11 @@ def test_a_nonfinite_checkpoint_is_refused_by_resume_eval_and_predict(tmp_path):
     restore.load_trained_model(workdir)
 
 
+@pytest.mark.slow
 def test_diverged_but_finite_weights_fail_eval_instead_of_scoring_nan(tmp_path):
   # A huge learning rate can keep weights of ~1e30: finite, so the checkpoint is restored,
   # but every graded pixel is NaN or Inf. Eval says so (exit status 5) instead of "nan dB".
-  config = tiny_config()
+  config = tiny_config(steps=6)
   workdir = str(tmp_path / 'run')
   loop.train_and_evaluate(config, workdir, stop_at_step=2)
   _write_poisoned_checkpoint(config, workdir, 3, poison=lambda x: jnp.full_like(x, 1e30))
@@ -167,10 +172,10 @@ def test_diverged_but_finite_weights_fail_eval_instead_of_scoring_nan(tmp_path):
 
 def test_nan_config_values_are_refused_and_compare_equal():
   with pytest.raises(ConfigError, match=r'config.optimizer.learning_rate=nan is not a finite'):
-    validate_config(tiny_config(**{'optimizer.learning_rate': math.nan}))
+    validate_config(tiny_config(steps=6, **{'optimizer.learning_rate': math.nan}))
   with pytest.raises(ConfigError, match=r'config.loss.ssim=inf'):
-    validate_config(tiny_config(**{'loss.ssim': math.inf}))
-  saved = json.loads(tiny_config(**{'loss.l1': math.nan}).to_json_best_effort())
+    validate_config(tiny_config(steps=6, **{'loss.ssim': math.inf}))
+  saved = json.loads(tiny_config(steps=6, **{'loss.l1': math.nan}).to_json_best_effort())
   assert run_record.config_changes(saved, json.loads(json.dumps(saved))) == {}
 
 
@@ -178,7 +183,7 @@ def test_nan_config_values_are_refused_and_compare_equal():
 
 
 def test_divergence_monitor_warns_after_patience_and_on_a_bad_eval():
-  monitor = guards.DivergenceMonitor(tiny_config(**{'divergence.patience': 2}))
+  monitor = guards.DivergenceMonitor(tiny_config(steps=6, **{'divergence.patience': 2}))
   assert [monitor.check_loss(s, v) for s, v in [(1, 1.0), (2, 0.5), (3, 6.0)]] == [None] * 3
   warning = monitor.check_loss(4, 60.0)
   assert 'step 4' in warning and 'loss_factor=10' in warning
@@ -191,12 +196,11 @@ def test_divergence_monitor_warns_after_patience_and_on_a_bad_eval():
   assert not monitor.stops
 
 
-@pytest.mark.usefixtures('fresh_steps')
+@pytest.mark.slow
 def test_a_diverging_run_stops_naming_the_step_when_asked(tmp_path, monkeypatch):
-  config = tiny_config(**{'divergence.patience': 1, 'divergence.action': 'stop'})
+  config = tiny_config(steps=6, **{'divergence.patience': 1, 'divergence.action': 'stop'})
   workdir = str(tmp_path / 'run')
   loop.train_and_evaluate(config, workdir, stop_at_step=2)
-  steps._STEP_CACHE.clear()
   real = steps.compute_loss
 
   def exploding(*args):
@@ -212,6 +216,7 @@ def test_a_diverging_run_stops_naming_the_step_when_asked(tmp_path, monkeypatch)
 # ----------------------------------------------------------------------------- workdir record
 
 
+@pytest.mark.slow
 def test_a_run_failing_before_its_first_checkpoint_does_not_block_the_fix(tmp_path):
   root = write_dataset(tmp_path / 'pairs')
   data_helpers.save(root / 'train' / 'input' / 'small.png', data_helpers.random_pixels(9, 20, 20))
@@ -230,6 +235,7 @@ def test_a_run_failing_before_its_first_checkpoint_does_not_block_the_fix(tmp_pa
   assert [entry['event'] for entry in history] == ['start']
 
 
+@pytest.mark.slow
 def test_resuming_on_other_training_data_is_refused_but_a_moved_copy_and_eval_changes_are_not(
   tmp_path,
 ):
@@ -256,32 +262,33 @@ def test_resuming_on_other_training_data_is_refused_but_a_moved_copy_and_eval_ch
 
 def test_resuming_with_a_different_config_is_refused(tmp_path):
   workdir = str(tmp_path / 'run')
-  run = run_record.Run(tiny_config(), workdir, resuming=False)
+  run = run_record.Run(tiny_config(steps=6), workdir, resuming=False)
   run.check_data({'kind': 'tfds'})
   run.commit(0)
   with pytest.raises(run_record.WorkdirError, match=r'config.model.base_channels: 8 -> 16'):
-    run_record.Run(tiny_config(**{'model.base_channels': 16}), workdir, resuming=True)
+    run_record.Run(tiny_config(steps=6, **{'model.base_channels': 16}), workdir, resuming=True)
   with pytest.raises(run_record.WorkdirError, match='num_train_steps may only grow'):
-    run_record.Run(tiny_config(num_train_steps=3), workdir, resuming=True)
-  longer = tiny_config(log_every_steps=1, num_train_steps=9)
+    run_record.Run(tiny_config(steps=6, num_train_steps=3), workdir, resuming=True)
+  longer = tiny_config(steps=6, log_every_steps=1, num_train_steps=9)
   accepted = run_record.Run(longer, workdir, resuming=True)
   assert accepted.changes == {'log_every_steps': (2, 1), 'num_train_steps': (6, 9)}
   # Not committed (no checkpoint): any config may start over.
-  run_record.Run(tiny_config(**{'model.base_channels': 16}), workdir, resuming=False)
+  run_record.Run(tiny_config(steps=6, **{'model.base_channels': 16}), workdir, resuming=False)
 
 
 # -------------------------------------------------------------------- train longer, fine-tune
 
 
+@pytest.mark.slow
 def test_train_longer_continues_and_matches_a_longer_run_under_a_constant_schedule(tmp_path):
   # Steps 5 and 6 of a 7-step run (stopped there, so no eval) against 4 steps then 7.
   constant = {'optimizer.end_learning_rate_factor': 1.0, 'eval_every_steps': 100}
   straight = str(tmp_path / 'straight')
-  loop.train_and_evaluate(tiny_config(num_train_steps=7, **constant), straight, stop_at_step=6)
+  loop.train_and_evaluate(tiny_config(steps=7, **constant), straight, stop_at_step=6)
   longer = str(tmp_path / 'longer')
-  loop.train_and_evaluate(tiny_config(num_train_steps=4, **constant), longer)
+  loop.train_and_evaluate(tiny_config(steps=4, **constant), longer)
   assert saved_params(longer)[1] == 4
-  loop.train_and_evaluate(tiny_config(num_train_steps=7, **constant), longer, stop_at_step=6)
+  loop.train_and_evaluate(tiny_config(steps=7, **constant), longer, stop_at_step=6)
   expected, _ = saved_params(straight)
   resumed, step = saved_params(longer)
   assert step == 6
@@ -295,12 +302,13 @@ def test_train_longer_continues_and_matches_a_longer_run_under_a_constant_schedu
 @pytest.fixture(scope='module')
 def source_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('source'))
-  loop.train_and_evaluate(tiny_config(), workdir, stop_at_step=2)
+  loop.train_and_evaluate(tiny_config(steps=6), workdir, stop_at_step=2)
   return workdir
 
 
+@pytest.mark.slow
 def test_init_from_starts_from_the_other_runs_weights(source_run, tmp_path):
-  config = tiny_config(seed=1)
+  config = tiny_config(steps=6, seed=1)
   model = create_model(config.model)
   fresh = create_train_state(config, model, create_optimizer(config), jax.random.key(1))
   state, origin = finetune.load_weights(source_run, fresh)
@@ -320,8 +328,9 @@ def test_init_from_starts_from_the_other_runs_weights(source_run, tmp_path):
     loop.train_and_evaluate(config, workdir, init_from=str(other))
 
 
+@pytest.mark.slow
 def test_init_from_refuses_a_model_of_other_shapes(source_run, tmp_path):
-  config = tiny_config(**{'model.base_channels': 16})
+  config = tiny_config(steps=6, **{'model.base_channels': 16})
   model = create_model(config.model)
   fresh = jax.eval_shape(
     lambda: create_train_state(config, model, create_optimizer(config), jax.random.key(1))

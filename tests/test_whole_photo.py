@@ -19,23 +19,27 @@ def _model_config(**options):
   ('options', 'reads', 'batches'),
   [
     ({}, (0, False, False), (0, False, False)),
-    # The adaptive LUT reads a thumbnail; without thumbnail_context, the crop's, in the graph.
+    # The adaptive LUT reads a thumbnail; with thumbnail='crop', the crop's, in the graph.
     ({'color_head': 'adaptive_lut'}, (16, False, False), (0, False, False)),
     (
-      {'color_head': 'adaptive_lut', 'thumbnail_context': True, 'thumbnail_stats': True},
+      {'color_head': 'adaptive_lut', 'thumbnail': 'photo', 'thumbnail_stats': True},
       (16, True, False),
       (16, True, False),
     ),
     (
-      {'color_head': 'lut', 'thumbnail_context': True, 'exposure': True},
+      {'color_head': 'lut', 'thumbnail': 'photo', 'exposure': True},
       (16, True, False),
       (16, True, False),
     ),
     # Coordinates are always the photo's: the pipeline adds them.
     ({'color_head': 'lut', 'frame_gain': 3}, (0, False, True), (0, False, True)),
     ({'coords': True}, (0, False, True), (0, False, True)),
-    ({'global_context': True}, (0, False, False), (0, False, False)),
-    ({'global_context': True, 'thumbnail_context': True}, (16, False, False), (16, False, False)),
+    ({'global_context': 'pooled'}, (0, False, False), (0, False, False)),
+    (
+      {'global_context': 'thumbnail', 'thumbnail': 'photo'},
+      (16, False, False),
+      (16, False, False),
+    ),
   ],
 )
 def test_what_a_model_reads_and_what_training_batches_carry(options, reads, batches):

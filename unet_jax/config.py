@@ -2,7 +2,11 @@
 
 Keys are nouns with units. `batch_size` is global (all devices of all hosts). Variants import
 `get_base_config()` and change what they need. No value is derived from another, so a
-command-line override such as `--config.num_train_steps=500` changes that value alone.
+command-line override such as `--config.num_train_steps=500` changes that value alone. The valid
+values of each key that names a choice are in options.py.
+
+`RESUMABLE` marks the keys that may change when a run resumes (training/run_record.py refuses a
+resume that changes any other); the comment above each group says why it may.
 """
 
 import ml_collections
@@ -31,7 +35,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   model.skip = 'concat'  # concat | none
   model.attention_gates = False
   model.multiscale_input = False
-  model.global_context = False
+  # What the bottleneck mixes in: none | pooled (its own features, pooled over the photo) |
+  # thumbnail (the thumbnail encoder's vector of the photo's thumbnail).
+  model.global_context = 'none'
   model.residual = True  # output = input + unet(input); image head only
   model.head = 'image'  # image | segmentation
   model.out_channels = 3  # image head
@@ -46,9 +52,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   model.lut_bases = 3  # adaptive_lut
   model.lut_method = 'auto'  # auto (matmul on TPU, gather elsewhere) | gather | matmul
   model.unet_input = 'input'  # input | lut: the U-Net reads the photo, or the LUT's grade
-  # The global branch (LUT weights; global_context too when set) reads a thumbnail_size square
-  # thumbnail of the whole photo (True), or of the training crop itself (False).
-  model.thumbnail_context = False
+  # What the thumbnail_size square thumbnail (and its metering figures) that the global branch
+  # reads in training shows: the training crop itself (crop), or the whole photo it was cut
+  # from (photo), as at predict, where it is always the whole photo.
+  model.thumbnail = 'crop'
   model.thumbnail_size = 64
   # The thumbnail's metering figures (log-luminance key, spread, percentiles, colour cast)
   # join the context vector: exposure-adaptive edits (whole_photo.photo_statistics).
@@ -59,7 +66,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   model.frame_gain = 0
   # A per-photo exposure in linear light (stops read off the thumbnail's metering figures,
   # clipped to +-exposure_range_ev, then a learned highlight roll-off) before the colour head.
-  # Needs thumbnail_context.
+  # Needs thumbnail='photo'.
   model.exposure = False
   model.exposure_range_ev = 2.0
 
@@ -172,3 +179,29 @@ def get_base_config() -> ml_collections.ConfigDict:
   dist.num_processes = config_dict.placeholder(int)
   dist.process_id = config_dict.placeholder(int)
   return config
+
+
+# Keys (or whole sections) that may change when a run resumes. Any other change would make the
+# resumed run a different experiment from the one whose checkpoints are in the workdir.
+RESUMABLE = frozenset(
+  {
+    # When things happen and what is written, not what is learned.
+    'log_every_steps',
+    'eval_every_steps',
+    'checkpoint_every_steps',
+    'keep_checkpoints',
+    'num_image_summaries',
+    'predict',
+    'divergence',
+    # Where things are: the training files themselves are compared by their fingerprint.
+    'data.dir',
+    'data.tfds_data_dir',
+    'distributed',
+    # How the same function is computed: the same variables and, within rounding, results.
+    'model.batch_norm',
+    'model.lut_method',
+    'model.remat',
+  }
+)
+# May grow on resume ("train longer"); the learning-rate schedule then follows the new value.
+EXTENDABLE = frozenset({'num_train_steps'})

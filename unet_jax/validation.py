@@ -7,14 +7,12 @@ from typing import Any
 import jax
 import ml_collections
 
-from unet_jax import data, losses, option_ranges
+from unet_jax import data, losses, option_ranges, options
 from unet_jax.inference import photo_writer, tiling
 from unet_jax.models import batch_norm, global_grade, layers, lut, thumbnail, unet
 from unet_jax.models.global_grade import has_global_grade
-from unet_jax.training.guards import DIVERGENCE_ACTIONS
 from unet_jax.training.train_state import LR_FACTOR_MODULES
 
-TASKS = ('enhance', 'denoise', 'segment')
 EVAL_METRICS = {
   'segment': ('miou', 'pixel_accuracy'),
   'image': ('psnr', 'ssim', 'lpips', 'delta_e2000'),
@@ -40,11 +38,10 @@ def validate_config(
   """
   _validate_numbers(config)
   try:
+    options.check_choices(config)
     option_ranges.check_ranges(config, training=training)
   except ValueError as error:
     raise ConfigError(str(error)) from None
-  if config.task not in TASKS:
-    raise ConfigError(f'config.task={config.task!r} is not one of {list(TASKS)}.')
   validate_model_config(config.model)
   head = 'segmentation' if config.task == 'segment' else 'image'
   if config.model.head != head:
@@ -168,10 +165,6 @@ def _validate_divergence(div: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'config.divergence.patience must be >= 1; got {div.patience}.')
   if div.eval_margin_db < 0:
     raise ConfigError(f'config.divergence.eval_margin_db must be >= 0; got {div.eval_margin_db}.')
-  if div.action not in DIVERGENCE_ACTIONS:
-    raise ConfigError(
-      f'config.divergence.action={div.action!r} is not one of {list(DIVERGENCE_ACTIONS)}.'
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,14 +214,16 @@ def _validate_color_head(model_config: ml_collections.ConfigDict) -> None:
   _check_choice('color_head', model_config.color_head, global_grade.COLOR_HEADS)
   _check_choice('lut_method', model_config.lut_method, lut.METHODS)
   _check_choice('unet_input', model_config.unet_input, global_grade.UNET_INPUTS)
-  if model_config.thumbnail_context and not (
+  _check_choice('global_context', model_config.global_context, options.GLOBAL_CONTEXTS)
+  _check_choice('thumbnail', model_config.thumbnail, options.THUMBNAILS)
+  if model_config.thumbnail == 'photo' and not (
     model_config.color_head == 'adaptive_lut'
-    or model_config.global_context
+    or model_config.global_context == 'thumbnail'
     or model_config.get('exposure', False)
   ):
     raise ConfigError(
-      'config.model.thumbnail_context=True feeds the global branch, and this model has none: '
-      "set config.model.color_head='adaptive_lut', config.model.global_context=True or "
+      "config.model.thumbnail='photo' feeds the global branch, and this model has none: "
+      "set config.model.color_head='adaptive_lut', config.model.global_context='thumbnail' or "
       'config.model.exposure=True.'
     )
   stages = len(thumbnail.ENCODER_CHANNELS)
@@ -238,12 +233,12 @@ def _validate_color_head(model_config: ml_collections.ConfigDict) -> None:
       f'{stages} times); got {model_config.thumbnail_size}.'
     )
   if model_config.get('thumbnail_stats', False) and not (
-    model_config.color_head == 'adaptive_lut' or model_config.thumbnail_context
+    model_config.color_head == 'adaptive_lut' or model_config.global_context == 'thumbnail'
   ):
     raise ConfigError(
       "config.model.thumbnail_stats=True adds the thumbnail's figures to the context, and "
-      "this model reads no thumbnail: set config.model.color_head='adaptive_lut' or "
-      'config.model.thumbnail_context=True (with global_context).'
+      "this model encodes no thumbnail: set config.model.color_head='adaptive_lut' or "
+      "config.model.global_context='thumbnail'."
     )
   frame_gain = int(model_config.get('frame_gain', 0))
   if frame_gain == 1 or frame_gain < 0:
@@ -251,10 +246,10 @@ def _validate_color_head(model_config: ml_collections.ConfigDict) -> None:
       f'config.model.frame_gain must be 0 (off) or >= 2 lattice points a side; got {frame_gain}.'
     )
   if model_config.get('exposure', False):
-    if not model_config.thumbnail_context:
+    if model_config.thumbnail != 'photo':
       raise ConfigError(
         "config.model.exposure=True meters the whole photo's thumbnail: it needs "
-        'config.model.thumbnail_context=True.'
+        "config.model.thumbnail='photo'."
       )
     if not model_config.get('exposure_range_ev', 2.0) > 0:
       raise ConfigError(

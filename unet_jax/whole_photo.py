@@ -113,7 +113,7 @@ class WholePhotoInputs:
 
   `thumbnail_size`: the side of the thumbnail it reads (0: none). `statistics`: it reads the
   metering figures. `coords`: it reads pixel coordinates. `of_whole_photo`
-  (`model.thumbnail_context`): training gives the thumbnail and figures of the whole photo;
+  (`model.thumbnail='photo'`): training gives the thumbnail and figures of the whole photo;
   without it the model takes them of its crop, in the graph. Coordinates are always the
   photo's. Predict always gives the whole photo's: the crop stood in for it in training.
   """
@@ -127,18 +127,16 @@ class WholePhotoInputs:
   def from_model_config(cls, model: Any) -> 'WholePhotoInputs':
     """From `config.model` or a `UNet` (same option names). The thumbnail feeds the global
     branch: the adaptive LUT's weights, the exposure, the thumbnail global context."""
-    thumbnail_context = bool(model.thumbnail_context)
+    context = model.global_context
+    if not isinstance(context, str):  # a UNet's fields: two booleans
+      context = ('thumbnail' if model.thumbnail_context else 'pooled') if context else 'none'
     exposure = bool(model.exposure)
-    reads_thumbnail = (
-      model.color_head == 'adaptive_lut'
-      or exposure
-      or (bool(model.global_context) and thumbnail_context)
-    )
+    reads_thumbnail = model.color_head == 'adaptive_lut' or exposure or context == 'thumbnail'
     return cls(
       thumbnail_size=int(model.thumbnail_size) if reads_thumbnail else 0,
       statistics=bool(model.thumbnail_stats) or exposure,
       coords=bool(model.coords) or int(model.frame_gain) > 0,
-      of_whole_photo=thumbnail_context,
+      of_whole_photo=model.thumbnail == 'photo',
     )
 
   def in_training_batches(self) -> 'WholePhotoInputs':

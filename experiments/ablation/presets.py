@@ -4,7 +4,7 @@ import dataclasses
 
 import ml_collections
 
-from ablation.claims import VARIANTS
+from experiments.ablation.claims import VARIANTS
 from unet_jax.config import get_base_config
 
 ENHANCE_LOOK = 'local_contrast'

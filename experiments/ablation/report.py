@@ -11,11 +11,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from ablation.claims import CLAIMS, METRICS, TASKS, Claim
-from ablation.measures import eval_panels, image_measures, split_panel
-from ablation.presets import ENHANCE_LOOK, Preset
-from ablation.runs import json_safe, result_path
-from ablation.verdicts import (
+from experiments.ablation.claims import CLAIMS, METRICS, TASKS, Claim
+from experiments.ablation.measures import eval_panels, image_measures, split_panel
+from experiments.ablation.presets import ENHANCE_LOOK, Preset
+from experiments.ablation.verdicts import (
   SIGNIFICANCE_SE,
   TARGET_FRACTION,
   add_steps_to_target,
@@ -24,6 +23,7 @@ from ablation.verdicts import (
   metric_values,
   summarise_verdict,
 )
+from experiments.sweep import Run, json_safe
 
 
 def _fmt(mean: float, std: float, digits: int) -> str:
@@ -145,7 +145,7 @@ def _sweep_span(results: list[dict[str, Any]], runs_dir: str) -> float:
   """Seconds from the start of the earliest run to the end of the latest (result.json times)."""
   starts, ends = [], []
   for r in results:
-    path = result_path(runs_dir, r['task'], r['variant'], r['seed'])
+    path = Run(r['task'], r['variant'], r['seed']).result_path(runs_dir)
     if os.path.exists(path):
       end = os.path.getmtime(path)
       starts.append(end - r['wall_seconds'])

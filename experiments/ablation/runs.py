@@ -1,21 +1,19 @@
-"""Running the sweep: one `train_and_evaluate` per (task, variant, seed), resumable."""
+"""The ablation's runs: one per (task, variant, seed), in an order that covers every claim
+early, through the shared sweep runner (experiments/sweep.py), which trains and caches them."""
 
 import json
-import logging
 import math
 import os
-import shutil
-import time
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
-from ablation.measures import image_measures
-from ablation.presets import MIN_SEEDS, PERCEPTUAL, Preset, make_config
+from experiments import sweep
+from experiments.ablation.measures import image_measures
+from experiments.ablation.presets import MIN_SEEDS, PERCEPTUAL, Preset, make_config
 from unet_jax.models import count_params, create_model
-from unet_jax.training import loop
 
 
 def _read_log(workdir: str) -> list[dict[str, Any]]:
@@ -48,73 +46,25 @@ def _param_count(config: ml_collections.ConfigDict) -> int:
   return count_params(shapes['params'])
 
 
-def json_safe(value: Any) -> Any:
-  if isinstance(value, float) and not math.isfinite(value):
-    return None
-  if isinstance(value, dict):
-    return {k: json_safe(v) for k, v in value.items()}
-  if isinstance(value, list | tuple):
-    return [json_safe(v) for v in value]
-  return value
-
-
-def result_path(runs_dir: str, task: str, variant: str, seed: int) -> str:
-  """Where a finished run's `result.json` lives (its workdir holds nothing else of use)."""
-  return os.path.join(runs_dir, task, variant, f'seed_{seed}', 'result.json')
-
-
-def load_result(runs_dir: str, task: str, variant: str, seed: int) -> dict[str, Any] | None:
-  """A finished run's result, or None if that run has not finished."""
-  path = result_path(runs_dir, task, variant, seed)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
-
-
-def run_one(preset: Preset, task: str, variant: str, seed: int, runs_dir: str) -> dict[str, Any]:
-  """Trains and scores one (task, variant, seed); reuses its `result.json` if it exists."""
-  finished = load_result(runs_dir, task, variant, seed)
-  if finished is not None:
-    return finished
-  path = result_path(runs_dir, task, variant, seed)
-  workdir = os.path.dirname(path)
-  # A run that died half-way left a log that a restart would append to: start it afresh.
-  shutil.rmtree(workdir, ignore_errors=True)
-  config = make_config(preset, task, variant, seed)
-  logging.info('Run %s/%s/seed_%d', task, variant, seed)
-  started = time.perf_counter()
-  error = None
-  try:
-    final = loop.train_and_evaluate(config, workdir)
-  except FloatingPointError as exc:  # the library's NaN guard: a result, not a crash
-    final, error = {}, str(exc)
-  wall = time.perf_counter() - started
+def _summarise(run: sweep.Run, workdir: str, final: dict[str, Any]) -> dict[str, Any]:
+  """What the ablation report reads of a run: scores, curves, timing and output measures."""
   log = _read_log(workdir)
-  curve = [(row['step'], row['eval/psnr']) for row in log if 'eval/psnr' in row]
-  eval_dir = os.path.join(workdir, 'eval', f'step_{config.num_train_steps}')
-  result = {
-    'task': task,
-    'variant': variant,
-    'seed': seed,
-    'params': _param_count(config),
-    'step_time': _step_time(log, config),
-    'wall_seconds': wall,
-    'error': error,
+  eval_dir = os.path.join(workdir, 'eval', f'step_{run.config.num_train_steps}')
+  return {
+    'task': run.group,
+    'variant': run.row,
+    'seed': run.seed,
+    'params': _param_count(run.config),
+    'step_time': _step_time(log, run.config),
     'model': final.get('model', {}),
     'identity': final.get('identity', {}),
-    'curve': curve,
+    'curve': [(row['step'], row['eval/psnr']) for row in log if 'eval/psnr' in row],
     'train_loss': [(row['step'], row['train/loss']) for row in log if 'train/loss' in row],
     'measures': image_measures(eval_dir) if os.path.isdir(eval_dir) else {},
-    'eval_dir': os.path.relpath(eval_dir, runs_dir),
+    'eval_dir': os.path.join(
+      run.group, run.row, f'seed_{run.seed}', 'eval', f'step_{run.config.num_train_steps}'
+    ),
   }
-  with open(path + '.tmp', 'w') as f:
-    json.dump(json_safe(result), f, indent=1)
-  os.replace(path + '.tmp', path)
-  # Checkpoints are not needed for the report; keep the runs folder small.
-  for folder in ('checkpoints', 'best', 'tensorboard'):
-    shutil.rmtree(os.path.join(workdir, folder), ignore_errors=True)
-  return result
 
 
 def planned_runs(preset: Preset) -> list[tuple[str, str, int]]:
@@ -141,17 +91,24 @@ def planned_runs(preset: Preset) -> list[tuple[str, str, int]]:
   return first + rest
 
 
+def sweep_runs(preset: Preset) -> list[sweep.Run]:
+  """`planned_runs` with their configs, in the same order."""
+  return [
+    sweep.Run(task, variant, seed, make_config(preset, task, variant, seed))
+    for task, variant, seed in planned_runs(preset)
+  ]
+
+
 def run_sweep(
-  preset: Preset, runs_dir: str, budget_minutes: float | None = None
+  preset: Preset,
+  runs_dir: str,
+  budget_minutes: float | None = None,
+  *,
+  report_only: bool = False,
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str, int]]]:
   """Runs (or reloads) every planned run until the budget is spent: (results, skipped)."""
   budget = preset.budget_minutes if budget_minutes is None else budget_minutes
-  started = time.perf_counter()
-  results, skipped = [], []
-  for task, variant, seed in planned_runs(preset):
-    over_budget = time.perf_counter() - started > 60.0 * budget
-    if over_budget and not os.path.exists(result_path(runs_dir, task, variant, seed)):
-      skipped.append((task, variant, seed))
-      continue
-    results.append(run_one(preset, task, variant, seed, runs_dir))
-  return results, skipped
+  results, skipped = sweep.run_sweep(
+    sweep_runs(preset), runs_dir, _summarise, budget_minutes=budget, report_only=report_only
+  )
+  return results, [(run.group, run.row, run.seed) for run in skipped]

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ablation.claims import LOWER_IS_BETTER, TASKS, Claim
+from experiments.ablation.claims import LOWER_IS_BETTER, TASKS, Claim
 
 # Steps-to-target: the first eval step whose PSNR reaches identity + this fraction of the
 # baseline's mean final gain over identity on the same task.

@@ -21,6 +21,7 @@ from unet_jax.data import (
 ONE_LINER = 'from unet_jax.data import build_default_dataset; build_default_dataset()'
 
 
+@pytest.mark.slow
 def test_readme_one_liner_builds_and_prints_the_summary(tmp_path):
   env = dict(os.environ, UNET_JAX_CACHE=str(tmp_path))
   result = subprocess.run(

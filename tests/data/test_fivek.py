@@ -81,6 +81,7 @@ def test_split_files_are_the_4500_500_protocol():
   assert test == [f'a{i:04d}' for i in range(4501, 5001)]
 
 
+@pytest.mark.slow
 def test_documented_steps_lay_out_a_paired_folder(fivek_root):
   for side, release_side in (('input', 'input'), ('target', 'expertC')):
     files = sorted(os.listdir(fivek_root / side))
@@ -95,6 +96,7 @@ def test_documented_steps_lay_out_a_paired_folder(fivek_root):
     ).read_text()
 
 
+@pytest.mark.slow
 def test_config_validates_and_assigns_splits_by_protocol(fivek_root, tmp_path):
   config = fivek_config(fivek_root)
   assert (config.data.name, config.data.train_split, config.data.eval_split) == (
@@ -115,6 +117,7 @@ def test_config_validates_and_assigns_splits_by_protocol(fivek_root, tmp_path):
   assert len(prepared.problems) == 5000 - len(PHOTOS)
 
 
+@pytest.mark.slow
 def test_train_batch_and_eval_images_from_the_folder(fivek_root, tmp_path):
   # fivek.py's data settings at the sizes of configs/tiny.py, decoded in this process.
   config = tiny_config()

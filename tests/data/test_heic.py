@@ -11,7 +11,7 @@ import pyvips
 from PIL import Image
 
 from tests import photo_files as pf
-from tests.inference.test_photo_batch import _identity
+from tests.helpers import identity_model
 from unet_jax.data import DataError, load_photo
 from unet_jax.data.images import image_size
 from unet_jax.inference import files
@@ -86,7 +86,7 @@ def test_ten_bit_heic_keeps_its_precision(tmp_path):
 
 
 def test_phone_heic_is_graded_and_written_as_a_jpeg(tmp_path):
-  config, model, variables = _identity('srgb')  # output = input: pixels can be compared
+  config, model, variables = identity_model('srgb')  # output = input: pixels can be compared
   source, out = tmp_path / 'in', tmp_path / 'out'
   source.mkdir()
   values = _smooth(24, 40)

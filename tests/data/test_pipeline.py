@@ -126,6 +126,7 @@ def test_epochs_cover_every_record_and_reshuffle(uniform_root):
   assert epochs[0] != epochs[1]
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_batches(uniform_root):
   config = uniform_config(uniform_root)
   data_dir = str(uniform_root / 'tfds')

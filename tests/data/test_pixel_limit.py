@@ -4,7 +4,7 @@ training pairs is a named bad pair, refused from its header before any pixel is 
 import pytest
 
 from tests import helpers
-from tests.inference.test_photo_failures import bomb_jpeg
+from tests.photo_files import bomb_jpeg
 from unet_jax.data import DataError, sources
 
 

@@ -3,16 +3,14 @@
 import math
 import pathlib
 import re
-import sys
 
 import numpy as np
+import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / 'experiments'))
-import ablate  # noqa: E402
-from ablation import measures, runs, verdicts  # noqa: E402
-from ablation.claims import CLAIMS  # noqa: E402
-from ablation.presets import PRESETS  # noqa: E402
+from experiments import ablate
+from experiments.ablation import measures, runs, verdicts
+from experiments.ablation.claims import CLAIMS
+from experiments.ablation.presets import PRESETS
 
 VERDICTS = (
   'supported',
@@ -61,6 +59,7 @@ def _table_rows(text: str, section: str) -> list[list[str]]:
   return [[cell.strip() for cell in row.strip('|').split('|')] for row in rows[1:]]
 
 
+@pytest.mark.slow
 def test_quick_preset_writes_the_report_and_plots(tmp_path):
   output_dir, runs_dir = tmp_path / 'results', tmp_path / 'runs'
   path = ablate.run_ablation('quick', str(output_dir), str(runs_dir))

@@ -5,8 +5,6 @@ installs requirements-torch.txt so that these tests always run there.
 """
 
 import os
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -21,8 +19,7 @@ if os.environ.get('CI') == 'true':
   import torch  # CI must run these tests: a missing torch is a failure there, not a skip.
 else:
   torch = pytest.importorskip('torch')
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / 'experiments'))
-import torch_unet  # noqa: E402
+from experiments import torch_unet  # noqa: E402  (after the torch check above)
 
 
 def _model_config(**overrides):

@@ -1,7 +1,8 @@
 """The colour-head ablation script: every row is a config that trains, and its LUT fits are exact.
 
-`experiments/color_head.py` defines absl flags that `experiments/ablate.py` defines too, so it is
-imported in a process of its own rather than beside the other tests.
+`experiments.color_head` defines absl flags that `experiments.ablate` defines too, so it is
+imported in a process of its own (run from the repository root) rather than beside the other
+tests.
 """
 
 import json
@@ -9,13 +10,14 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 _PROBE = r"""
 import json, sys
 import numpy as np
-sys.path.insert(0, 'experiments')
-import color_head
+from experiments import color_head
 from unet_jax import validation
 from unet_jax.models import lut as lut_lib
 
@@ -66,6 +68,7 @@ def _probe() -> dict:
   return json.loads(line.removeprefix('RESULT'))
 
 
+@pytest.mark.slow
 def test_rows_configs_and_lut_fits():
   report = _probe()
   # A typo in a row's option would add a new key silently and train the recipe unchanged:

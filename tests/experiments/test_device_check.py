@@ -75,6 +75,7 @@ def test_unknown_step_is_refused(tmp_path):
   assert "unknown step 'benchmark'" in done.stderr
 
 
+@pytest.mark.slow
 def test_missing_wheels_fail_the_install_step_of_a_real_run(tmp_path):
   # Only the install step, so no GPU is needed to see it refuse to go on without the wheels.
   done = _script(tmp_path, STEPS='install', CARRY=str(tmp_path / 'no_carry'))
@@ -100,6 +101,7 @@ def _fake_wheel(folder: pathlib.Path, name: str, version: str) -> pathlib.Path:
   return path
 
 
+@pytest.mark.slow
 def test_install_fills_gaps_and_never_replaces_installed_packages(tmp_path):
   wheels = tmp_path / 'wheels'
   wheels.mkdir()

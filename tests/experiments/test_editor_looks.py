@@ -118,6 +118,7 @@ def test_looks_cover_the_three_families_twice_with_real_tools():
   assert not any('mate' in p.package or 'rawtherapee' in p.path.lower() for p in photos)
 
 
+@pytest.mark.slow
 def test_unknown_look_exits_2_with_an_error_line():
   done = subprocess.run(
     [sys.executable, str(ROOT / 'experiments' / 'editor_looks.py'), '--looks=nope'],

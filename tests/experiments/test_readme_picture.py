@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -26,6 +27,7 @@ def _eval_folder(workdir: pathlib.Path, step: int, colour: int) -> None:
     Image.fromarray(panel[:, :50]).save(folder / f'{name}_graded.png')
 
 
+@pytest.mark.slow
 def test_picture_stacks_the_panels_of_the_latest_eval(tmp_path):
   _eval_folder(tmp_path, 100, colour=10)
   _eval_folder(tmp_path, 300, colour=200)

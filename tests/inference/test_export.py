@@ -105,6 +105,7 @@ def loaded(run):
   return unet_jax.load(run['workdir'])
 
 
+@pytest.mark.slow
 def test_export_writes_the_folder_and_never_overwrites(run, exported):
   folder = exported['dir']
   written = [
@@ -132,6 +133,7 @@ def test_export_writes_the_folder_and_never_overwrites(run, exported):
   assert not [p for p in folder.parent.iterdir() if p.name.startswith('.export-')]
 
 
+@pytest.mark.slow
 def test_safetensors_hold_the_ema_weights_and_load_back(run, exported, loaded):
   from_export = unet_jax.load(exported['dir'])
   flat = export.flatten_variables(loaded.variables)
@@ -142,6 +144,7 @@ def test_safetensors_hold_the_ema_weights_and_load_back(run, exported, loaded):
   np.testing.assert_array_equal(from_export.grade(image), loaded.grade(image))
 
 
+@pytest.mark.slow
 def test_the_weights_sha256_is_recorded_and_checked_on_load(exported, tmp_path):
   # Issue 32: a same-size tampered model.safetensors graded garbage without a word.
   import hashlib
@@ -162,6 +165,7 @@ def test_the_weights_sha256_is_recorded_and_checked_on_load(exported, tmp_path):
     unet_jax.load(copy)
 
 
+@pytest.mark.slow
 def test_stablehlo_runs_with_jax_alone_and_matches_grade(exported, loaded, tmp_path):
   """The artefact deserialises in a Python that never imports unet_jax (nor flax)."""
   tile = _photo(TILE, TILE, seed=3)
@@ -199,6 +203,7 @@ def test_stablehlo_runs_with_jax_alone_and_matches_grade(exported, loaded, tmp_p
   np.testing.assert_allclose(np.load(tmp_path / 'whole_out.npy'), reference, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_JAX2ONNX, reason="model.onnx needs pip install '.[export]'")
 def test_onnx_runs_in_onnxruntime_and_matches_grade(exported, loaded):
   session = onnxruntime.InferenceSession(str(exported['dir'] / 'model.onnx'))
@@ -216,6 +221,7 @@ def test_onnx_names_the_option_it_cannot_express():
     export.export_onnx(model, variables, TILE)
 
 
+@pytest.mark.slow
 def test_cube_is_read_by_colour_science_and_keeps_the_reported_fidelity(run, exported, loaded):
   cube = colour.read_LUT(str(exported['dir'] / 'look.cube'))
   assert isinstance(cube, colour.LUT3D) and cube.size == lut.DEFAULT_SIZE

@@ -11,27 +11,16 @@ import pytest
 from PIL import Image
 
 from tests import photo_files as pf
-from tests.inference.test_predict import _variables
-from unet_jax.config import get_base_config
+from tests.helpers import identity_model
 from unet_jax.data import load_photo
 from unet_jax.inference import files
-from unet_jax.models import UNet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _identity(working_space: str):
-  """An untrained residual U-Net (its last conv starts at zero): output = input."""
-  config = get_base_config()
-  config.predict.tile_size, config.predict.tile_overlap = 32, 8
-  config.data.working_space = working_space
-  model = UNet(levels=2, base_channels=4)
-  return config, model, _variables(model, head_scale=0.0)
-
-
 @pytest.fixture(scope='module')
 def adobe_identity():
-  return _identity('adobe_rgb')
+  return identity_model('adobe_rgb')
 
 
 def _folder(root):
@@ -96,11 +85,10 @@ def test_recursive_mirrors_sub_folders(adobe_identity, tmp_path):
 
 _KILLED_RUN = """
 import os, signal, sys
-sys.path.insert(0, {root!r})
-from tests.inference.test_photo_batch import _identity
+from tests.helpers import identity_model
 from unet_jax.inference import files
 
-config, model, variables = _identity('srgb')
+config, model, variables = identity_model('srgb')
 calls = []
 original = files.write_new_file
 
@@ -119,21 +107,25 @@ files.predict_paths(config, model, variables, sys.argv[1], sys.argv[2])
 """
 
 
+@pytest.mark.slow
 def test_killed_run_finishes_with_one_output_per_photo(tmp_path):
   source, out = tmp_path / 'in', tmp_path / 'out'
   names = [f'p{i}.png' for i in range(5)]
   for i, name in enumerate(names):
     pf.write(source / name, pf.colourful(16, 16, 8, seed=i))
-  script = textwrap.dedent(_KILLED_RUN.format(root=ROOT))
+  script = textwrap.dedent(_KILLED_RUN)
   run = subprocess.run(
-    [sys.executable, '-c', script, str(source), str(out)], capture_output=True, timeout=300
+    [sys.executable, '-c', script, str(source), str(out)],
+    cwd=ROOT,
+    capture_output=True,
+    timeout=300,
   )
   assert run.returncode == -9, run.stderr.decode()[-2000:]
   left = sorted(os.listdir(out))
   assert [n for n in left if not n.startswith('.')] == ['p0.png', 'p1.png', files.SUMMARY_FILE]
   assert any(n.startswith('.p2.png.partial-') for n in left)  # the half-written photo
 
-  config, model, variables = _identity('srgb')
+  config, model, variables = identity_model('srgb')
   summary = files.predict_paths(config, model, variables, str(source), str(out), skip_existing=True)
 
   assert sorted(os.listdir(out)) == sorted([*names, files.SUMMARY_FILE])

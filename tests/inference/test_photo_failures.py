@@ -13,7 +13,7 @@ import pytest
 import pyvips
 
 from tests import photo_files as pf
-from tests.inference.test_photo_batch import _identity
+from tests.helpers import identity_model
 from unet_jax.data import DataError, colour_spaces, load_photo
 from unet_jax.inference import files, photo_writer
 
@@ -88,7 +88,7 @@ def with_icc(path, profile: bytes) -> None:
 
 @pytest.fixture(scope='module')
 def srgb_identity():
-  return _identity('srgb')
+  return identity_model('srgb')
 
 
 def test_the_camera_profile_reads_but_cannot_be_written_into():
@@ -178,19 +178,11 @@ def test_a_grey_or_cmyk_profile_on_rgb_pixels_is_not_the_output_profile(
 # ----------------------------------------------------------------- decompression bomb
 
 
-def bomb_jpeg(width: int = 65000, height: int = 65000) -> bytes:
-  """A tiny real JPEG whose header (SOF0) claims `width` x `height`."""
-  data = bytearray(pyvips.Image.black(16, 16, bands=3).jpegsave_buffer(Q=50))
-  sof = data.index(b'\xff\xc0')
-  struct.pack_into('>HH', data, sof + 5, height, width)
-  return bytes(data)
-
-
 def test_a_decompression_bomb_is_refused_from_its_header_naming_the_option(srgb_identity, tmp_path):
   config, model, variables = srgb_identity
   source, out = tmp_path / 'in', tmp_path / 'out'
   source.mkdir()
-  (source / 'bomb.jpg').write_bytes(bomb_jpeg())
+  (source / 'bomb.jpg').write_bytes(pf.bomb_jpeg())
   pf.write(source / 'fine.png', pf.colourful(16, 16, 8))
   summary = files.predict_paths(config, model, variables, str(source), str(out))
   [failed] = summary['failed']

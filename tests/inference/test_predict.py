@@ -3,57 +3,16 @@
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import PHOTO_SIZE as SIZE
+from tests.helpers import photo, psnr, random_variables
 from unet_jax import data
 from unet_jax.config import get_base_config
 from unet_jax.inference import files, grading, tile_programs, tiling
 from unet_jax.models import UNet
-
-SIZE = (97, 131)  # odd on purpose: neither is a multiple of 2**levels or of any stride
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-  return float(10 * np.log10(1.0 / np.mean((a - b) ** 2)))
-
-
-def _photo(height: int, width: int, seed: int = 0) -> np.ndarray:
-  """Smooth colour fields plus a little noise, in [0, 1]: edges and flat areas, like a photo."""
-  rng = np.random.default_rng(seed)
-  coarse = (rng.random((height // 8 + 2, width // 8 + 2, 3)) * 255).astype(np.uint8)
-  smooth = np.asarray(
-    Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC), np.float32
-  )
-  return np.clip(smooth / 255 + 0.05 * rng.standard_normal((height, width, 3)), 0, 1).astype(
-    np.float32
-  )
-
-
-def _variables(model: UNet, *, seed: int = 0, head_scale: float = 0.1) -> dict:
-  """Random variables in the shapes `model.init` makes, drawn with numpy.
-
-  Non-trivial on purpose: a random head (the zero-initialised one makes the net the identity;
-  `head_scale=0` keeps that) and batch-norm statistics and scales away from the identity. Drawn
-  on the host because compiling or running `model.init` op by op costs seconds per model here.
-  """
-  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, model.in_channels)))
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    names = [getattr(p, 'key', '') for p in path]
-    noise = rng.standard_normal(leaf.shape).astype(np.float32)
-    if 'head' in names:
-      return head_scale * noise
-    if names[-1] == 'kernel':
-      return noise / np.sqrt(np.prod(leaf.shape[:-1]))
-    if names[-1] in ('bias', 'mean'):
-      return 0.1 * noise
-    return 1 + 0.3 * np.abs(noise)  # norm scales and running variances
-
-  return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
 def _whole(model: UNet, variables: dict, image: np.ndarray, **kwargs) -> np.ndarray:
@@ -72,8 +31,8 @@ def _whole(model: UNet, variables: dict, image: np.ndarray, **kwargs) -> np.ndar
 )
 def test_tiled_matches_whole_image(levels, global_context, tile, overlap, batch_tiles):
   model = UNet(levels=levels, base_channels=8, norm='batch', global_context=global_context)
-  variables = _variables(model)
-  image = _photo(*SIZE)
+  variables = random_variables(model)
+  image = photo(*SIZE)
   whole = _whole(model, variables, image)
   assert np.std(whole - image) > 0.02  # the net really edits the photo
 
@@ -82,16 +41,16 @@ def test_tiled_matches_whole_image(levels, global_context, tile, overlap, batch_
   )
 
   assert tiled.shape == whole.shape and tiled.dtype == np.float32
-  print(f'tiled vs whole: {_psnr(tiled, whole):.1f} dB')
-  assert _psnr(tiled, whole) >= 50.0
+  print(f'tiled vs whole: {psnr(tiled, whole):.1f} dB')
+  assert psnr(tiled, whole) >= 50.0
   # No colour shift from tiling: the mean colour agrees within half an 8-bit level.
   np.testing.assert_allclose(tiled.mean(axis=(0, 1)), whole.mean(axis=(0, 1)), atol=0.5 / 255)
 
 
 def test_global_context_is_the_whole_images_from_tile_cores():
   model = UNet(levels=3, base_channels=8, norm='batch', global_context=True)
-  variables = _variables(model)
-  image = _photo(*SIZE, seed=1)
+  variables = random_variables(model)
+  image = photo(*SIZE, seed=1)
   exact = _whole(model, variables, image, return_pooled_context=True)
   multiple, tile = 8, 48
   rows = tiling.tile_offsets(SIZE[0], tile, 16, multiple)
@@ -111,14 +70,14 @@ def test_global_context_is_the_whole_images_from_tile_cores():
 
 def test_small_image_is_one_padded_tile_and_no_new_compile():
   model = UNet(levels=2, base_channels=8, norm='batch')
-  variables = _variables(model, seed=3)
+  variables = random_variables(model, seed=3)
   tiling = dict(tile_size=32, tile_overlap=8)
-  grading.grade_image(model, variables, _photo(40, 70), **tiling)
+  grading.grade_image(model, variables, photo(40, 70), **tiling)
   compiled = tile_programs.grade_tiles._cache_size()
 
-  small = _photo(20, 27)
+  small = photo(20, 27)
   graded = grading.grade_image(model, variables, small, **tiling)
-  tiny = grading.grade_image(model, variables, _photo(1, 5), **tiling)
+  tiny = grading.grade_image(model, variables, photo(1, 5), **tiling)
 
   assert tile_programs.grade_tiles._cache_size() == compiled
   assert graded.shape == (20, 27, 3) and tiny.shape == (1, 5, 3)
@@ -127,10 +86,10 @@ def test_small_image_is_one_padded_tile_and_no_new_compile():
   # the photo, so only the last rows and columns differ noticeably.
   whole = _whole(model, variables, small)
   print(
-    f'small image: {_psnr(graded, whole):.1f} dB, away from the reflected border '
-    f'{_psnr(graded[:12, :16], whole[:12, :16]):.1f} dB'
+    f'small image: {psnr(graded, whole):.1f} dB, away from the reflected border '
+    f'{psnr(graded[:12, :16], whole[:12, :16]):.1f} dB'
   )
-  assert _psnr(graded[:12, :16], whole[:12, :16]) >= 50.0
+  assert psnr(graded[:12, :16], whole[:12, :16]) >= 50.0
 
 
 def test_bad_tile_size_names_the_option():
@@ -169,12 +128,12 @@ def identity():
   config.model.levels, config.model.base_channels = 2, 4
   config.predict.tile_size, config.predict.tile_overlap = 32, 8
   model = UNet(levels=2, base_channels=4)
-  variables = _variables(model, head_scale=0.0)
+  variables = random_variables(model, head_scale=0.0)
   return config, model, variables
 
 
 def _save(path, height: int, width: int, seed: int = 0, **kwargs) -> None:
-  Image.fromarray((_photo(height, width, seed) * 255).astype(np.uint8)).save(path, **kwargs)
+  Image.fromarray((photo(height, width, seed) * 255).astype(np.uint8)).save(path, **kwargs)
 
 
 def test_writes_files_like_their_inputs_and_keeps_earlier_outputs(identity, tmp_path):
@@ -251,7 +210,7 @@ def test_broken_file_is_reported_and_the_rest_written(identity, tmp_path):
 def test_diverged_weights_write_nothing_and_are_reported(identity, tmp_path):
   # Finite but huge weights (what a run with a huge learning rate keeps) grade to NaN/Inf.
   config, model, _ = identity
-  diverged = jax.tree.map(lambda x: np.full_like(x, 1e30), _variables(model))
+  diverged = jax.tree.map(lambda x: np.full_like(x, 1e30), random_variables(model))
   source, out = tmp_path / 'in', tmp_path / 'out'
   source.mkdir()
   _save(source / 'a.png', 30, 45)
@@ -287,7 +246,7 @@ def test_segmentation_writes_label_pngs(tmp_path):
   config = get_base_config()
   config.predict.tile_size, config.predict.tile_overlap = 32, 8
   model = UNet(levels=2, base_channels=4, head='segmentation', residual=False, num_classes=3)
-  variables = _variables(model, head_scale=0.0)
+  variables = random_variables(model, head_scale=0.0)
   source, out = tmp_path / 'in', tmp_path / 'out'
   source.mkdir()
   _save(source / 'a.png', 37, 50)

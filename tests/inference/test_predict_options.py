@@ -22,6 +22,7 @@ def workdir(tmp_path):
   return str(shutil.copytree(FIXTURE / 'workdir', tmp_path / 'run'))
 
 
+@pytest.mark.slow
 def test_predict_options_given_to_predict_apply_and_are_recorded(workdir, tmp_path):
   photos = str(FIXTURE / 'pairs' / 'test' / 'input')
   out = tmp_path / 'p3'
@@ -39,6 +40,7 @@ def test_predict_options_given_to_predict_apply_and_are_recorded(workdir, tmp_pa
   assert saved['predict']['output_profile'] == 'same' and not saved['predict']['lut_only']
 
 
+@pytest.mark.slow
 def test_predict_options_are_checked_against_the_model_and_others_refused(workdir, tmp_path):
   photos = str(FIXTURE / 'pairs' / 'test' / 'input')
   with pytest.raises(ConfigError, match='config.predict.tile_size=30 must be a positive multiple'):
@@ -49,6 +51,7 @@ def test_predict_options_are_checked_against_the_model_and_others_refused(workdi
     predict_options.apply(restore.run_record.load_config(workdir), {'model.levels': 3})
 
 
+@pytest.mark.slow
 def test_a_model_option_on_a_predict_command_exits_2(workdir, tmp_path):
   photos = str(FIXTURE / 'pairs' / 'test' / 'input')
   command = [

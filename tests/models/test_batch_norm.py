@@ -124,6 +124,7 @@ def test_unknown_implementation_names_the_option():
     validate_model_config(config.model)
 
 
+@pytest.mark.slow
 def test_unet_checkpoint_loads_into_either_implementation():
   """A U-Net trained with one BatchNorm restores into the other and computes the same."""
   config = tiny.get_config()

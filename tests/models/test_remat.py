@@ -4,6 +4,7 @@ loss and gradients, fewer activations kept."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from configs import tiny
 from unet_jax.models import create_model
@@ -33,6 +34,7 @@ def _loss_and_grads(remat: bool):
   return shapes, value, updates, grads, saved
 
 
+@pytest.mark.slow
 def test_remat_changes_memory_not_results():
   shapes, value, updates, grads, saved = _loss_and_grads(False)
   shapes_r, value_r, updates_r, grads_r, saved_r = _loss_and_grads(True)

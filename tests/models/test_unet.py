@@ -22,7 +22,7 @@ STRUCTURE = dict(
   skip=['concat', 'none'],
   attention_gates=[False, True],
   multiscale_input=[False, True],
-  global_context=[False, True],
+  global_context=['none', 'pooled'],
 )
 ALL_OPTIONS = dict(
   **STRUCTURE,
@@ -81,6 +81,7 @@ def _expected_channels(config: ml_collections.ConfigDict) -> int:
   [dict(zip(STRUCTURE, values, strict=True)) for values in itertools.product(*STRUCTURE.values())],
   ids=lambda combo: '-'.join(str(v) for v in combo.values()),
 )
+@pytest.mark.slow
 def test_every_structural_combination_builds_with_the_right_shapes(combo):
   model = create_model(_model_config(**combo))
   x = jnp.zeros((2, 24, 40, 3))
@@ -93,6 +94,7 @@ def test_every_structural_combination_builds_with_the_right_shapes(combo):
 @pytest.mark.parametrize(
   'combo', _pairwise_cover(ALL_OPTIONS), ids=lambda c: str(sorted(c.items()))
 )
+@pytest.mark.slow
 def test_every_pair_of_options_runs_forward_in_train_and_eval(combo):
   config = _model_config(**combo)
   model = create_model(config)
@@ -119,6 +121,7 @@ def test_parameter_count_does_not_depend_on_resolution():
   assert counts[0] == counts[1] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('down', ['maxpool', 'strided'])
 @pytest.mark.parametrize('up', ['bilinear', 'transposed', 'pixel_shuffle'])
 def test_any_height_and_width_come_back_unchanged(down, up):
@@ -180,14 +183,18 @@ def _grad_into_first_stage_with_downsampling_blocked(model: UNet) -> float:
   return float(sum(jnp.abs(g).sum() for g in jax.tree.leaves(grads['encoder_0'])))
 
 
+@pytest.mark.slow
 def test_skip_none_cuts_the_gradient_path_from_the_first_encoder_stage():
   common = dict(levels=2, base_channels=4, residual=False, norm='none')
   assert _grad_into_first_stage_with_downsampling_blocked(UNet(**common, skip='concat')) > 0
   assert _grad_into_first_stage_with_downsampling_blocked(UNet(**common, skip='none')) == 0
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_params_and_output():
-  model = create_model(_model_config(dtype='bfloat16', global_context=True, attention_gates=True))
+  model = create_model(
+    _model_config(dtype='bfloat16', global_context='pooled', attention_gates=True)
+  )
   x = jax.random.uniform(jax.random.key(6), (2, 32, 32, 3))
   variables = model.init(jax.random.key(0), x)
   assert {p.dtype for p in jax.tree.leaves(variables['params'])} == {jnp.dtype('float32')}

@@ -1,7 +1,9 @@
 """One process of a short tiny-config training run; started by test_distributed.py.
 
 Usage:
-  python tests/training/distributed_worker.py WORKDIR NUM_PROCESSES PROCESS_ID PORT LOCAL_DEVICES
+  python -m tests.training.distributed_worker WORKDIR NUM_PROCESSES PROCESS_ID PORT LOCAL_DEVICES
+
+(from the repository root).
 """
 
 import os
@@ -14,7 +16,6 @@ os.environ['XLA_FLAGS'] = (
 )
 os.environ['JAX_PLATFORMS'] = 'cpu'
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from configs import tiny  # noqa: E402
 from unet_jax.training import loop  # noqa: E402
 

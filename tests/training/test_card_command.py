@@ -59,6 +59,7 @@ def test_res512_trains_with_no_other_flag(tmp_path):
   np.testing.assert_allclose(target, LOOKS[data.look](chelsea), atol=0.5 / 255 + 1e-6)
 
 
+@pytest.mark.slow
 def test_other_modes_need_a_workdir_or_the_config_that_names_it(tmp_path):
   result = subprocess.run(
     [sys.executable, '-m', 'unet_jax.main', '--mode=eval'],

@@ -11,9 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from tests.training.test_train import saved_params
+from tests.helpers import saved_params
 
-WORKER = pathlib.Path(__file__).with_name('distributed_worker.py')
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
@@ -29,7 +29,8 @@ def _launch(workdir, num_processes, local_devices):
     subprocess.Popen(
       [
         sys.executable,
-        str(WORKER),
+        '-m',
+        'tests.training.distributed_worker',
         workdir,
         str(num_processes),
         str(i),
@@ -37,6 +38,7 @@ def _launch(workdir, num_processes, local_devices):
         str(local_devices),
       ],
       env=env,
+      cwd=ROOT,
       stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT,
       text=True,

@@ -70,6 +70,7 @@ def test_accelerators_get_flax_batch_norm_and_no_cpu_compiler_options():
 
 # Every config as the accelerators run it, and the CPU BatchNorm forced on them (custom VJP and
 # matrix-product sums must not be CPU-only either).
+@pytest.mark.slow
 @pytest.mark.parametrize('name, norm', [(name, None) for name in CONFIGS] + [('tiny', 'gemm')])
 def test_train_step_lowers(name, norm):
   config, model, optimizer, state, loss_params = _setup(name, norm)
@@ -104,7 +105,7 @@ def test_tile_grading_lowers(name):
   tile = config.predict.tile_size
   tiles = jax.ShapeDtypeStruct((2, tile, tile, config.model.in_channels), jnp.float32)
   context = None
-  if config.model.global_context:
+  if config.model.global_context != 'none':
     # The first pass: each tile's bottleneck sums over the cells it owns.
     cells = tile // 2**config.model.levels
     weights = jax.ShapeDtypeStruct((2, cells, cells), jnp.float32)

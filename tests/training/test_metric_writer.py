@@ -5,6 +5,7 @@ import sys
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from unet_jax.inference.evaluate import ImageScores
 from unet_jax.training.metric_writer import IntervalMetrics, log_parameter_overview
@@ -43,6 +44,7 @@ def test_parameter_table_written_at_start(tmp_path):
   assert table.strip() == written.strip()
 
 
+@pytest.mark.slow
 def test_no_tensorflow_at_run_time():
   code = (
     'import sys, unet_jax.training.loop, unet_jax.main; '

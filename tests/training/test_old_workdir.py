@@ -55,6 +55,7 @@ def _cube_values(path: pathlib.Path) -> np.ndarray:
   )
 
 
+@pytest.mark.slow
 def test_evaluates_with_the_old_scores(old_run):
   results = restore.run_eval(str(old_run))
   expected = json.loads((EXPECTED / 'eval_metrics.json').read_text())
@@ -64,6 +65,7 @@ def test_evaluates_with_the_old_scores(old_run):
       assert results[side][name] == pytest.approx(value, abs=1e-5), (side, name)
 
 
+@pytest.mark.slow
 def test_predicts_the_old_photos(old_run, tmp_path):
   output = tmp_path / 'graded'
   summary = restore.run_predict(str(old_run), str(tmp_path / 'pairs/test/input'), str(output))
@@ -81,6 +83,7 @@ def test_exports_the_old_lut(old_run, tmp_path):
   np.testing.assert_allclose(_cube_values(cube), expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_resumes_training_for_two_more_steps_from_moved_data(copied_run, tmp_path):
   config = run_record.load_config(str(copied_run))
   config.data.dir = str(tmp_path / 'pairs')

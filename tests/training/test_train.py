@@ -6,66 +6,29 @@ import pathlib
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from tests import helpers as data_helpers
+from tests.helpers import saved_params, tiny_config
 from unet_jax.config import get_base_config
 from unet_jax.inference import restore
 from unet_jax.training import loop, steps
 from unet_jax.validation import ConfigError, validate_config
 
 
-def tiny_config(**overrides):
-  """configs/tiny.py for 6 steps: logs every 2, checkpoints every 2, one eval at the end."""
-  settings = {
-    'num_train_steps': 6,
-    'checkpoint_every_steps': 2,
-    'eval_every_steps': 6,
-    'log_every_steps': 2,
-  }
-  settings.update(overrides)
-  return data_helpers.tiny_config(**settings)
-
-
 def read_json(*parts):
   return json.loads(pathlib.Path(*parts).read_text())
-
-
-def saved_params(workdir, step=None):
-  """The params pytree of a checkpoint, as numpy, read without a target."""
-  manager = ocp.CheckpointManager(
-    os.path.join(workdir, 'checkpoints'), options=ocp.CheckpointManagerOptions(read_only=True)
-  )
-  step = manager.latest_step() if step is None else step
-  manager.close()
-  # Restore as host numpy so that a checkpoint written on another device topology still reads.
-  path = os.path.join(workdir, 'checkpoints', str(step), 'state')
-  checkpointer = ocp.PyTreeCheckpointer()
-  metadata = checkpointer.metadata(path).item_metadata
-  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
-  restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
-  return restored['params'], step
-
-
-@pytest.fixture
-def fresh_steps():
-  """For a test that patches what the step traces: it empties the step cache right before
-  patching (`steps._STEP_CACHE.clear()`), and this empties it again after the test, so no
-  later test gets the patched step."""
-  yield
-  steps._STEP_CACHE.clear()
 
 
 @pytest.fixture(scope='module')
 def trained_workdir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('run'))
-  results = loop.train_and_evaluate(tiny_config(), workdir)
+  results = loop.train_and_evaluate(tiny_config(steps=6), workdir)
   return workdir, results
 
 
+@pytest.mark.slow
 def test_training_writes_logs_checkpoints_and_eval(trained_workdir):
   workdir, results = trained_workdir
   assert read_json(workdir, 'config.json')['data']['crop_size'] == 32
@@ -88,6 +51,7 @@ def test_training_writes_logs_checkpoints_and_eval(trained_workdir):
   )
 
 
+@pytest.mark.slow
 def test_eval_mode_needs_only_the_workdir_and_keeps_earlier_evals(trained_workdir):
   workdir, train_results = trained_workdir
   final_eval = pathlib.Path(workdir, 'eval', 'step_6', 'metrics.json')
@@ -100,6 +64,7 @@ def test_eval_mode_needs_only_the_workdir_and_keeps_earlier_evals(trained_workdi
   assert read_json(workdir, 'eval', 'step_6-1', 'metrics.json')['num_images'] >= 1
 
 
+@pytest.mark.slow
 def test_predict_mode_grades_a_folder_without_touching_it(trained_workdir, tmp_path):
   workdir, _ = trained_workdir
   photos = tmp_path / 'photos'
@@ -116,26 +81,25 @@ def test_predict_mode_grades_a_folder_without_touching_it(trained_workdir, tmp_p
     restore.run_predict(workdir, str(photos), str(photos))
 
 
+@pytest.mark.slow
 def test_resume_is_exact(tmp_path):
   straight = str(tmp_path / 'straight')
-  loop.train_and_evaluate(tiny_config(), straight)
+  loop.train_and_evaluate(tiny_config(steps=6), straight)
   interrupted = str(tmp_path / 'interrupted')
-  loop.train_and_evaluate(tiny_config(), interrupted, stop_at_step=3)
+  loop.train_and_evaluate(tiny_config(steps=6), interrupted, stop_at_step=3)
   assert saved_params(interrupted)[1] == 3
-  loop.train_and_evaluate(tiny_config(), interrupted)
+  loop.train_and_evaluate(tiny_config(steps=6), interrupted)
   expected, step = saved_params(straight)
   resumed, resumed_step = saved_params(interrupted)
   assert step == resumed_step == 6
   jax.tree.map(np.testing.assert_array_equal, resumed, expected)
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
-  tmp_path, monkeypatch, fresh_steps
-):
+@pytest.mark.slow
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
   workdir = str(tmp_path / 'nan')
-  loop.train_and_evaluate(tiny_config(), workdir, stop_at_step=2)
+  loop.train_and_evaluate(tiny_config(steps=6), workdir, stop_at_step=2)
   good, _ = saved_params(workdir)
-  steps._STEP_CACHE.clear()
 
   real_loss = steps.compute_loss
 
@@ -145,7 +109,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
 
   monkeypatch.setattr(steps, 'compute_loss', poisoned)
   with pytest.raises(FloatingPointError, match='step 3'):
-    loop.train_and_evaluate(tiny_config(), workdir)
+    loop.train_and_evaluate(tiny_config(steps=6), workdir)
   after, step = saved_params(workdir)
   assert step == 2
   jax.tree.map(np.testing.assert_array_equal, after, good)
@@ -166,7 +130,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
 )
 def test_config_errors_name_the_option(overrides, option):
   with pytest.raises(ConfigError, match=option):
-    validate_config(tiny_config(**overrides))
+    validate_config(tiny_config(steps=6, **overrides))
 
 
 def test_base_config_is_valid():
@@ -175,6 +139,7 @@ def test_base_config_is_valid():
   validate_config(config)
 
 
+@pytest.mark.slow
 def test_segmentation_trains_and_scores_miou(tmp_path):
   overrides = {
     'task': 'segment',
@@ -188,7 +153,7 @@ def test_segmentation_trains_and_scores_miou(tmp_path):
     'eval_every_steps': 2,
   }
   with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
-    results = loop.train_and_evaluate(tiny_config(**overrides), str(tmp_path))
+    results = loop.train_and_evaluate(tiny_config(steps=6, **overrides), str(tmp_path))
   assert 0.0 <= results['model']['miou'] <= 1.0
   assert 0.0 <= results['model']['pixel_accuracy'] <= 1.0
   eval_dir = tmp_path / 'eval' / 'step_2'

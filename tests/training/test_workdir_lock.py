@@ -14,6 +14,7 @@ from tests.helpers import ROOT, tiny_config
 from unet_jax.training import loop, workdir_lock
 
 
+@pytest.mark.slow
 def test_a_second_training_and_any_reader_refuse_while_a_training_holds_the_workdir(tmp_path):
   workdir = str(tmp_path / 'run')
   with workdir_lock.hold(workdir, exclusive=True, purpose='training'):
@@ -40,6 +41,7 @@ def test_a_second_training_and_any_reader_refuse_while_a_training_holds_the_work
   assert (tmp_path / 'run' / workdir_lock.LOCK_FILE).read_text() == ''
 
 
+@pytest.mark.slow
 def test_eval_from_the_command_line_exits_5_naming_the_training(tmp_path):
   workdir = str(tmp_path / 'run')
   with workdir_lock.hold(workdir, exclusive=True, purpose='training'):
@@ -69,6 +71,7 @@ def test_a_lock_left_by_a_dead_training_is_taken_over_with_a_warning(tmp_path, c
   assert 'Taking over the lock' in caplog.text and 'pid 999999999 on h' in caplog.text
 
 
+@pytest.mark.slow
 def test_a_workdir_that_is_a_file_is_a_usage_error(tmp_path):
   path = tmp_path / 'notes.txt'
   path.write_text('x')

@@ -12,10 +12,10 @@ non-zeros). Colours the photos never show leave cells without data; a smoothness
 them: squared first differences, along r, g and b, of the edit (the table minus the identity),
 so the edit of a cell without data is a smooth blend of the edits of the cells around it (and
 past the last data, the nearest one carried on). A tiny pull towards the identity table keeps
-the system well posed where nothing else applies. Second differences, which would continue the
-edit's trend instead (as `loss.lut_curvature` does in training, and `experiments/color_head.py`'s
-own fit with `curvature > 0`), are not used here: exported `.cube` files keep the fit they
-have always had.
+the system well posed where nothing else applies. Second differences (`curvature > 0`), which
+continue the edit's trend instead (as `loss.lut_curvature` does in training), are for the
+least-squares baselines of `experiments/color_head.py`; exported `.cube` files keep the fit
+they have always had (first differences only).
 """
 
 import os
@@ -79,12 +79,26 @@ def _differences(size: int) -> scipy.sparse.csr_matrix:
   return scipy.sparse.vstack(axes).tocsr()
 
 
+def _second_differences(size: int) -> scipy.sparse.csr_matrix:
+  """Stacked second-difference operators along the r, g and b axes of the grid."""
+  line = scipy.sparse.diags([1.0, -2.0, 1.0], [0, 1, 2], shape=(size - 2, size))
+  eye = scipy.sparse.identity(size)
+  axes = [
+    scipy.sparse.kron(scipy.sparse.kron(line, eye), eye),
+    scipy.sparse.kron(scipy.sparse.kron(eye, line), eye),
+    scipy.sparse.kron(scipy.sparse.kron(eye, eye), line),
+  ]
+  return scipy.sparse.vstack(axes).tocsr()
+
+
 def fit_lut(
   inputs: np.ndarray,
   outputs: np.ndarray,
   *,
   size: int = DEFAULT_SIZE,
   smoothness: float = DEFAULT_SMOOTHNESS,
+  curvature: float = 0.0,
+  identity_pull: float = _IDENTITY_PULL,
 ) -> np.ndarray:
   """The `[size, size, size, 3]` table whose trilinear look-up best maps `inputs` to `outputs`.
 
@@ -94,6 +108,10 @@ def fit_lut(
     size: grid points per axis (33 is the common size for grading LUTs).
     smoothness: weight of the penalty on the edit's first differences, relative to the mean
       squared error.
+    curvature: weight of a penalty on the table's second differences (0: none). It leaves
+      affine edits alone, so cells without data continue their neighbours' straight trend (as
+      `loss.lut_curvature` does in training).
+    identity_pull: weight of the pull of every cell towards the identity table.
 
   Returns float32 values clipped to [0, 1] (what a photo file can hold).
   """
@@ -113,9 +131,13 @@ def fit_lut(
   # differences, so a cell without data takes the edit of the cells around it. Normal
   # equations: (W'W / N + s D'D + p I) e = W'(y - W identity) / N, one solve per channel.
   identity = identity_table(size).reshape(-1, 3)
-  smooth = _differences(size)
-  normal = (design.T @ design) / len(inputs) + smoothness * (smooth.T @ smooth)
-  normal = normal + _IDENTITY_PULL * scipy.sparse.identity(cells)
+  normal = (design.T @ design) / len(inputs) + identity_pull * scipy.sparse.identity(cells)
+  if smoothness:
+    smooth = _differences(size)
+    normal = normal + smoothness * (smooth.T @ smooth)
+  if curvature:
+    bend = _second_differences(size)
+    normal = normal + curvature * (bend.T @ bend)
   right = design.T @ (outputs - design @ identity) / len(inputs)
   # Conjugate gradients from the identity table: a direct factorisation of this 3-D lattice
   # fills in badly (minutes at 33^3), CG takes seconds. Jacobi preconditioning evens out cells

@@ -56,6 +56,7 @@ class UNet(nn.Module):
   lut_method: str = 'auto'
   unet_input: str = 'input'
   thumbnail_context: bool = False
+  thumbnail: str = 'crop'  # what training thumbnails show; predict always gives the photo's
   thumbnail_size: int = 64
   thumbnail_stats: bool = False
   coords: bool = False
@@ -271,6 +272,9 @@ def create_model(model_config: ml_collections.ConfigDict) -> UNet:
   `validation.validate_model_config`) checks the options first, once, naming a bad one."""
   kwargs = dict(model_config)
   kwargs['dtype'] = DTYPES[model_config.dtype]
+  # The module's fields: a bottleneck context, and whether it is the thumbnail encoder's.
+  kwargs['global_context'] = model_config.global_context != 'none'
+  kwargs['thumbnail_context'] = model_config.global_context == 'thumbnail'
   return UNet(**kwargs)
 
 

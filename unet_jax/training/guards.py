@@ -1,22 +1,23 @@
-"""What stops a run from training on, or keeping, garbage: finiteness checks and divergence.
+"""What stops a run from training on, or keeping, garbage: finiteness checks, divergence, signals.
 
 - `all_finite(tree)` works inside jit (the train step keeps its old state when the new one is
   not finite); `nonfinite_leaves(tree)` names the bad leaves on the host for messages.
 - `DivergenceMonitor` watches the logged loss and each eval: a loss far above its running
   minimum for several logs in a row, or an eval PSNR well below doing nothing, is warned about
   (or stops the run, with `config.divergence.action='stop'`), naming the step.
+- `StopRequest` turns SIGTERM/SIGINT into a flag the loop reads, so it saves before stopping.
 """
 
 import logging
 import math
+import signal
+import threading
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-
-DIVERGENCE_ACTIONS = ('warn', 'stop')
 
 
 class Interrupted(Exception):
@@ -25,6 +26,26 @@ class Interrupted(Exception):
 
 class TrainingStopped(FloatingPointError):
   """Training stopped on purpose at a step: a non-finite state or a diverging run."""
+
+
+class StopRequest:
+  """Turns SIGTERM/SIGINT into a flag the loop checks, so it can save before exiting."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = {}
+    if threading.current_thread() is not threading.main_thread():
+      return  # signal handlers can only be installed from the main thread
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.signal(sig, self._handle)
+
+  def _handle(self, signum, frame):
+    logging.warning('Received signal %d: saving a checkpoint and stopping.', signum)
+    self.requested = True
+
+  def restore(self):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
 
 
 def _inexact(leaf: Any) -> bool:

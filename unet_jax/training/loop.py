@@ -4,9 +4,8 @@ Checks that may refuse the run happen before anything compiles: the config (vali
 resume against the workdir's record (workdir.py), the data's files and fingerprint.
 """
 
+import dataclasses
 import logging
-import signal
-import threading
 from typing import Any
 
 import jax
@@ -27,32 +26,13 @@ from unet_jax.training.metric_writer import (
 )
 from unet_jax.training.steps import make_train_step
 from unet_jax.training.train_state import (
+  TrainState,
   create_optimizer,
   inference_variables,
   init_train_state,
   learning_rate_schedule,
 )
 from unet_jax.validation import validate_config
-
-
-class _StopRequest:
-  """Turns SIGTERM/SIGINT into a flag the loop checks, so it can save before exiting."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = {}
-    if threading.current_thread() is not threading.main_thread():
-      return  # signal handlers can only be installed from the main thread
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      self._previous[sig] = signal.signal(sig, self._handle)
-
-  def _handle(self, signum, frame):
-    logging.warning('Received signal %d: saving a checkpoint and stopping.', signum)
-    self.requested = True
-
-  def restore(self):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
 
 
 def _check_finite(step_metrics: dict[str, Any], step: int) -> None:
@@ -105,29 +85,50 @@ def train_and_evaluate(
   with workdir_lock.hold(workdir, exclusive=True, purpose='training'):
     checkpointer = checkpoint.Checkpointer(workdir, config)
     try:
-      return _train(config, workdir, checkpointer, stop_at_step=stop_at_step, init_from=init_from)
+      session = _setup(config, workdir, checkpointer, init_from=init_from)
+      final_step = min(config.num_train_steps, stop_at_step or config.num_train_steps)
+      return _loop(session, final_step)
     finally:
       checkpointer.close()
 
 
-def _train(config, workdir, checkpointer, *, stop_at_step, init_from) -> dict[str, Any]:
-  resuming = checkpointer.has_checkpoint()
-  run = run_record.Run(config, workdir, resuming=resuming, init_from=init_from)
+@dataclasses.dataclass
+class _Session:
+  """What `_setup` builds for one call of `train_and_evaluate`; `state` advances in `_loop`.
 
-  mesh = parallel.create_mesh()
-  model = create_model(config.model)
+  The step is jitted here, once per call: runs of the same shape in one process (tests, sweeps,
+  a notebook) share compiled programs through JAX's persistent compilation cache, which is keyed
+  on the program itself, so no cache in this package needs clearing.
+  """
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  run: run_record.Run
+  checkpointer: checkpoint.Checkpointer
+  mesh: jax.sharding.Mesh
+  model: Any
+  data_dir: str | None
+  data_iterator: Any
+  state: TrainState
+  step_fn: Any
+  loss_params: Any
+  start_step: int
+  writer: MetricWriter | None = None
+  last_eval: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _setup(config, workdir, checkpointer, *, init_from) -> _Session:
+  """Checks the data against the workdir's record, then builds the model, the state (fresh,
+  resumed or fine-tuned), the jitted step and the data iterator."""
+  run = run_record.Run(config, workdir, resuming=checkpointer.has_checkpoint(), init_from=init_from)
+  mesh, model = parallel.create_mesh(), create_model(config.model)
   optimizer = create_optimizer(config)
   data_dir = data.tfds_dir(config, workdir)
   logging.info('%s', data.dataset_summary(config, data_dir=data_dir))
   run.check_data(fingerprint.train_fingerprint(config, data_dir, run.previous_fingerprint))
-  loss_params = losses.load_loss_params(config.loss)
   data_iterator = data.create_train_iterator(
-    config,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-    data_dir=data_dir,
+    config, process_index=jax.process_index(), process_count=jax.process_count(), data_dir=data_dir
   )
-
   replicated = parallel.replicated(mesh)
   state = init_train_state(config, model, optimizer, jax.random.key(config.seed), replicated)
   state_sharding = jax.tree.map(lambda _: replicated, state)
@@ -138,91 +139,121 @@ def _train(config, workdir, checkpointer, *, stop_at_step, init_from) -> dict[st
   elif source:
     state, origin = finetune.load_weights(source, state)
     run.set_origin(origin)
-  start_step = int(state.step)
   log_parameter_overview(state.params, workdir)
-  _log_schedule_change(config, run, start_step)
+  _log_schedule_change(config, run, int(state.step))
+  return _Session(
+    config=config,
+    workdir=workdir,
+    run=run,
+    checkpointer=checkpointer,
+    mesh=mesh,
+    model=model,
+    data_dir=data_dir,
+    data_iterator=data_iterator,
+    state=state,
+    step_fn=make_train_step(config, model, optimizer, mesh, state_sharding),
+    loss_params=jax.device_put(losses.load_loss_params(config.loss), replicated),
+    start_step=int(state.step),
+  )
 
-  loss_params = jax.device_put(loss_params, replicated)
-  lpips_params = metrics.load_lpips_params() if config.task != 'segment' else None
-  step_fn = make_train_step(config, model, optimizer, mesh, state_sharding)
-  schedule = learning_rate_schedule(config)
-  writer = MetricWriter(workdir)
-  progress = Progress(config.num_train_steps, config.batch_size, start_step)
+
+def _loop(s: _Session, final_step: int) -> dict[str, Any]:
+  """Steps from the session's state to `final_step`, with the periodic actions of `config`:
+  log (and watch the loss), evaluate (and keep the best), save, and stop on divergence or a
+  signal, each after a step has been checked finite."""
+  config = s.config
+  s.writer = MetricWriter(s.workdir)
+  progress = Progress(config.num_train_steps, config.batch_size, s.start_step)
   interval = IntervalMetrics()  # the logged train metrics are means over each interval
+  schedule = learning_rate_schedule(config)
+  lpips_params = metrics.load_lpips_params() if config.task != 'segment' else None
   divergence = guards.DivergenceMonitor(config)
-  divergence.seed(read_logged(workdir, 'train/loss', up_to_step=start_step))
-  stop = _StopRequest()
-  last_eval: dict[str, Any] = {}
-  final_step = min(config.num_train_steps, stop_at_step or config.num_train_steps)
-  logging.info('Training steps %d -> %d on %d devices.', start_step, final_step, jax.device_count())
-
-  def save(step_metrics, step, *, best=None):
-    _check_finite(step_metrics, step)
-    run.commit(start_step)
-    if best is None:
-      checkpointer.save(state, data_iterator)
-    else:
-      checkpointer.save_best(state, best)
-
-  if start_step >= final_step:
+  divergence.seed(read_logged(s.workdir, 'train/loss', up_to_step=s.start_step))
+  stop = guards.StopRequest()
+  devices = jax.device_count()
+  logging.info('Training steps %d -> %d on %d devices.', s.start_step, final_step, devices)
+  if s.start_step >= final_step:
     # Nothing left to train: still record accepted changes (predict.*, cadence) in config.json.
-    run.commit(start_step)
+    s.run.commit(s.start_step)
   try:
     previous = None
-    for step in range(start_step + 1, final_step + 1):
-      batch = parallel.shard_batch(next(data_iterator), mesh)
-      state, step_metrics = step_fn(state, batch, loss_params)
+    for step in range(s.start_step + 1, final_step + 1):
+      batch = parallel.shard_batch(next(s.data_iterator), s.mesh)
+      s.state, step_metrics = s.step_fn(s.state, batch, s.loss_params)
       # Checking the step before this one lets the device run ahead of the host by a step.
       if previous is not None:
         _check_finite(*previous)
       previous = (step_metrics, step)
       interval.add(step_metrics)
-
       is_last = step == final_step
       diverged = None
       if step % config.log_every_steps == 0 or is_last:
-        _check_finite(step_metrics, step)
-        scalars = interval.compute_and_reset()
-        scalars.update(progress.report(step, float(scalars['loss'])))
-        scalars['learning_rate'] = float(schedule(step - 1))
-        writer.write_scalars(step, scalars, prefix='train/')
-        diverged = divergence.check_loss(step, float(scalars['loss']))
-
-      evaluate_now = step % config.eval_every_steps == 0 or step == config.num_train_steps
-      if evaluate_now:
-        _check_finite(step_metrics, step)
-        output_dir = run_record.eval_dir(workdir, step) if step == config.num_train_steps else None
-        last_eval = _evaluate_and_log(
-          config,
-          model,
-          state,
-          writer,
-          step,
-          lpips_params=lpips_params,
-          data_dir=data_dir,
-          output_dir=output_dir,
-        )
-        save(step_metrics, step, best=last_eval['model'])
-        diverged = divergence.check_eval(step, last_eval) or diverged
-
+        diverged = _log(s, step, step_metrics, interval, progress, schedule, divergence)
+      if step % config.eval_every_steps == 0 or step == config.num_train_steps:
+        diverged = _evaluate(s, step, step_metrics, lpips_params, divergence) or diverged
       stopping = diverged is not None and divergence.stops
       if step % config.checkpoint_every_steps == 0 or is_last or stop.requested or stopping:
-        save(step_metrics, step)
-      if stopping:
-        raise guards.TrainingStopped(
-          f"{diverged} Stopped (config.divergence.action='stop'); the checkpoint of step "
-          f'{step} is saved.'
-        )
-      if stop.requested:
-        raise Interrupted(
-          f'Stopped at step {step} on request (signal); its checkpoint is saved. Rerun the same '
-          'command to resume.'
-        )
+        _save(s, step, step_metrics)
+      _stop_if_asked(step, diverged if stopping else None, stop.requested)
   finally:
-    checkpointer.wait()
-    writer.close()
+    s.checkpointer.wait()
+    s.writer.close()
     stop.restore()
-  return last_eval
+  return s.last_eval
+
+
+def _log(s: _Session, step, step_metrics, interval, progress, schedule, divergence) -> str | None:
+  """Writes the interval's mean scalars; returns the divergence monitor's warning, if any."""
+  _check_finite(step_metrics, step)
+  scalars = interval.compute_and_reset()
+  scalars.update(progress.report(step, float(scalars['loss'])))
+  scalars['learning_rate'] = float(schedule(step - 1))
+  s.writer.write_scalars(step, scalars, prefix='train/')
+  return divergence.check_loss(step, float(scalars['loss']))
+
+
+def _evaluate(s: _Session, step, step_metrics, lpips_params, divergence) -> str | None:
+  """Evaluates (writing the graded photos at the schedule's last step) and saves the best
+  checkpoint; returns the divergence monitor's warning, if any."""
+  _check_finite(step_metrics, step)
+  final = step == s.config.num_train_steps
+  s.last_eval = _evaluate_and_log(
+    s.config,
+    s.model,
+    s.state,
+    s.writer,
+    step,
+    lpips_params=lpips_params,
+    data_dir=s.data_dir,
+    output_dir=run_record.eval_dir(s.workdir, step) if final else None,
+  )
+  _save(s, step, step_metrics, best=s.last_eval['model'])
+  return divergence.check_eval(step, s.last_eval)
+
+
+def _save(s: _Session, step, step_metrics, *, best=None) -> None:
+  """Saves the latest checkpoint (with the data position), or the best one when `best` holds
+  its eval metrics; the workdir's record is committed before the first save."""
+  _check_finite(step_metrics, step)
+  s.run.commit(s.start_step)
+  if best is None:
+    s.checkpointer.save(s.state, s.data_iterator)
+  else:
+    s.checkpointer.save_best(s.state, best)
+
+
+def _stop_if_asked(step: int, diverged: str | None, signalled: bool) -> None:
+  """Raises after the step's checkpoint is saved: on divergence with action 'stop', or a signal."""
+  if diverged is not None:
+    raise TrainingStopped(
+      f"{diverged} Stopped (config.divergence.action='stop'); the checkpoint of step "
+      f'{step} is saved.'
+    )
+  if signalled:
+    raise Interrupted(
+      f'Stopped at step {step} on request (signal); its checkpoint is saved. Rerun the same '
+      'command to resume.'
+    )
 
 
 def _evaluate_and_log(config, model, state, writer, step, *, lpips_params, data_dir, output_dir):

@@ -8,7 +8,9 @@
 A workdir is committed to a config only once this run saves its first checkpoint (`Run.commit`
 runs right before every save and writes once): a run that fails before that (bad data, a
 missing weights file, a diverged first step) leaves nothing that blocks the corrected rerun.
-Eval output goes to `eval/step_N/` (`eval_dir`).
+Eval output goes to `eval/step_N/` (`eval_dir`). A `config.json` written before a key was
+renamed is read through the rename table (`RENAMED`, `upgrade`); the keys a resume may change are
+marked in config.py (`RESUMABLE`, `EXTENDABLE`).
 """
 
 import json
@@ -22,33 +24,34 @@ import jax
 import ml_collections
 from flax import traverse_util
 
-from unet_jax.config import get_base_config
+from unet_jax.config import EXTENDABLE, RESUMABLE, get_base_config
 from unet_jax.data import fingerprint as fingerprint_lib
 
 CONFIG_FILE = 'config.json'
 FINGERPRINT_FILE = 'data_fingerprint.json'
 HISTORY_FILE = 'config_history.jsonl'
 
-# Options that may change when a run resumes; any other change would make the resumed run a
-# different experiment from the one whose checkpoints are in the workdir. `data.dir` may move
-# because the training files themselves are compared by their fingerprint.
-RESUMABLE_CHANGES = (
-  'log_every_steps',
-  'eval_every_steps',
-  'checkpoint_every_steps',
-  'keep_checkpoints',
-  'num_image_summaries',
-  'predict.',
-  # How the same function is computed (same variables and results); absent in older workdirs.
-  'model.batch_norm',
-  'model.remat',
-  'data.dir',
-  'data.tfds_data_dir',
-  'distributed.',
-  'divergence.',
+# Configs saved before a key was renamed: each row maps old flat `{key: value}` to new. A key the
+# saved config lacks had its old default (`_OLD_DEFAULTS`). `upgrade` applies this table.
+_OLD_DEFAULTS = {'model.global_context': False, 'model.thumbnail_context': False}
+RENAMED = (
+  (
+    {'model.global_context': False, 'model.thumbnail_context': False},
+    {'model.global_context': 'none', 'model.thumbnail': 'crop'},
+  ),
+  (
+    {'model.global_context': True, 'model.thumbnail_context': False},
+    {'model.global_context': 'pooled', 'model.thumbnail': 'crop'},
+  ),
+  (
+    {'model.global_context': False, 'model.thumbnail_context': True},
+    {'model.global_context': 'none', 'model.thumbnail': 'photo'},
+  ),
+  (
+    {'model.global_context': True, 'model.thumbnail_context': True},
+    {'model.global_context': 'thumbnail', 'model.thumbnail': 'photo'},
+  ),
 )
-# May grow on resume ("train longer"); the schedule then follows the new value.
-EXTENDABLE = ('num_train_steps',)
 
 
 class WorkdirError(ValueError):
@@ -72,6 +75,20 @@ def _merged(defaults: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
       value = _merged(defaults[key], value)
     merged[key] = value
   return merged
+
+
+def upgrade(saved: dict[str, Any]) -> dict[str, Any]:
+  """A saved config (as read from `config.json`) with renamed keys under their new names and
+  values (`RENAMED`); a config already in today's keys comes back unchanged."""
+  flat = _flatten(saved)
+  if 'model.thumbnail_context' not in flat and type(flat.get('model.global_context')) is not bool:
+    return saved
+  old = {key: flat.pop(key, default) for key, default in _OLD_DEFAULTS.items()}
+  for before, after in RENAMED:
+    if all(type(old[k]) is bool and old[k] == v for k, v in before.items()):
+      flat.update(after)
+      return traverse_util.unflatten_dict(flat, sep='.')
+  raise WorkdirError(f'A saved config has values no rename covers: {old}.')
 
 
 def _with_later_options(saved: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +127,8 @@ def config_changes(before: dict[str, Any], now: dict[str, Any]) -> dict[str, tup
 
 
 def _refused(key: str, old: Any, new: Any) -> bool:
-  if key.startswith(RESUMABLE_CHANGES):
+  parts = key.split('.')
+  if any('.'.join(parts[:n]) in RESUMABLE for n in range(1, len(parts) + 1)):
     return False
   if key in EXTENDABLE:
     return not (isinstance(old, int) and isinstance(new, int) and new > old)
@@ -142,7 +160,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise MissingRunError(
       f'{path} does not exist: --workdir must be a folder written by --mode=train.'
     )
-  return ml_collections.ConfigDict(_with_later_options(_read_json(path)))
+  return ml_collections.ConfigDict(_with_later_options(upgrade(_read_json(path))))
 
 
 def read_history(workdir: str) -> list[dict[str, Any]]:
@@ -189,7 +207,7 @@ class Run:
         f'{self.workdir} holds checkpoints but no {CONFIG_FILE}: it was not written by '
         '--mode=train of this version. Start a new --workdir.'
       )
-    changes = config_changes(_read_json(path), _as_plain(self.config))
+    changes = config_changes(upgrade(_read_json(path)), _as_plain(self.config))
     refused = {k: v for k, v in changes.items() if _refused(k, *v)}
     if refused:
       details = ', '.join(f'config.{k}: {old!r} -> {new!r}' for k, (old, new) in refused.items())

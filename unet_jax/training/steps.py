@@ -1,8 +1,6 @@
 """The pure, jitted train step: forward, loss, gradients, update, EMA, finiteness guard."""
 
-import copy
 import functools
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -127,20 +125,6 @@ def train_step(
   return new_state, metrics
 
 
-# Jitted steps of this process by what they depend on, so that runs of the same shape (tests,
-# sweeps, a resumed run in a notebook) compile once instead of once per `train_and_evaluate`.
-_STEP_CACHE: dict[Any, Callable] = {}
-_STEP_CACHE_SIZE = 16
-
-
-def _step_key(config, model, optimizer, mesh, state_sharding) -> Any:
-  # The step reads only these parts of the config; the schedule lives in `optimizer`.
-  used = {name: config[name] for name in ('task', 'loss', 'optimizer')}
-  used = json.dumps(json.loads(ml_collections.ConfigDict(used).to_json_best_effort()))
-  leaves, treedef = jax.tree.flatten(state_sharding)
-  return (used, model, optimizer, mesh, treedef, tuple(leaves), jax.default_backend())
-
-
 def make_train_step(
   config: ml_collections.ConfigDict,
   model: UNet,
@@ -150,26 +134,16 @@ def make_train_step(
 ) -> Callable:
   """`train_step` jitted for the mesh: state replicated and donated, batch split over `data`.
 
-  The same (config, model, optimizer, mesh, sharding) gives back the same jitted function, so
-  its compiled executables are reused; `create_optimizer` returns one optimizer per config.
+  A new jitted function per call, compiled on its first use; the caller keeps it for the run.
+  Runs of the same shape in one process reuse the compiled program through JAX's persistent
+  compilation cache (when `jax_compilation_cache_dir` is set), which is keyed on the program.
   """
-  key = _step_key(config, model, optimizer, mesh, state_sharding)
-  cached = _STEP_CACHE.get(key)
-  if cached is not None:
-    return cached
-  # A copy: the cached step must not follow later edits of the caller's config.
-  step = functools.partial(
-    train_step, model=model, optimizer=optimizer, config=copy.deepcopy(config)
-  )
+  step = functools.partial(train_step, model=model, optimizer=optimizer, config=config)
   replicated = parallel.replicated(mesh)
-  jitted = jax.jit(
+  return jax.jit(
     step,
     in_shardings=(state_sharding, parallel.batch_sharding(mesh), replicated),
     out_shardings=(state_sharding, replicated),
     donate_argnums=(0,),
     compiler_options=parallel.train_compiler_options(),
   )
-  if len(_STEP_CACHE) >= _STEP_CACHE_SIZE:
-    _STEP_CACHE.pop(next(iter(_STEP_CACHE)))
-  _STEP_CACHE[key] = jitted
-  return jitted

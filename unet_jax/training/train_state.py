@@ -1,7 +1,6 @@
 """The training state (a pytree) and the optimiser that updates it."""
 
 import functools
-import json
 from typing import Any
 
 import flax.struct
@@ -42,21 +41,6 @@ def _decay_mask(params: Any) -> Any:
   )
 
 
-# One optimizer object per schedule and settings: the jitted step is cached by the optimizer it
-# closes over (steps.make_train_step), so equal configs must give the same object.
-_OPTIMIZERS: dict[str, optax.GradientTransformation] = {}
-
-
-def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Clipped AdamW on the warm-up + cosine schedule; the same object for equal settings."""
-  key = json.dumps(
-    [json.loads(config.optimizer.to_json_best_effort()), config.num_train_steps], sort_keys=True
-  )
-  if key not in _OPTIMIZERS:
-    _OPTIMIZERS[key] = _build_optimizer(config)
-  return _OPTIMIZERS[key]
-
-
 # The modules whose parameters make the global grade (models/global_grade.py).
 GLOBAL_GRADE_MODULES = ('exposure', 'color_head', 'frame_gain')
 # ... and with the thumbnail encoder that mixes the LUT bases, the global branch.
@@ -76,7 +60,8 @@ def _module_mask(params: Any, modules: tuple[str, ...], inside: bool = True) -> 
   )
 
 
-def _build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Clipped AdamW on the warm-up + cosine schedule, with the configured per-module factors."""
   opt = config.optimizer
   # grad_clip_norm=0 switches clipping off (identity has the same empty state).
   clip = opt.grad_clip_norm
