@@ -41,6 +41,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -256,7 +257,7 @@ def tool_version(tool: Tool, executable: str) -> str:
   else:
     args = [executable, *tool.version_args]
   done = subprocess.run(args, capture_output=True, text=True)
-  text = (done.stdout + done.stderr).replace('\x1b', '')
+  text = re.sub(r'\x1b\[[0-9;]*m', '', done.stdout + done.stderr)
   lines = [line.strip() for line in text.splitlines() if 'ersion' in line or 'opencv' in line]
   return lines[0] if lines else text.strip().splitlines()[0]
 
