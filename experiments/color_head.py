@@ -46,6 +46,7 @@ of each (all pixels of 128 photos of 0.7 megapixels would not fit in memory).
 
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -433,6 +434,36 @@ def _mean_std(values: list[float]) -> str:
   return f'{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}'
 
 
+def _plain(text: str) -> str:
+  """`text` without terminal colour codes (G'MIC colours its version line) or their leftovers."""
+  return re.sub(r'\x1b?\[[0-9;]*m', '', text)
+
+
+def _identity_per_photo() -> list[str]:
+  """PSNR of doing nothing on each held-out photo, read from the pair files: how strong each
+  look is, and which photos a look leaves exactly as they are (infinite PSNR, which makes the
+  identity row's mean infinite)."""
+  from PIL import Image
+
+  lines = ['', 'Identity PSNR (dB) per held-out photo, from the files:', '']
+  for look in FLAGS.looks:
+    folder = os.path.join(FLAGS.pairs_root, look, 'test')
+    if not os.path.isdir(os.path.join(folder, 'target')):
+      continue
+    cells = []
+    for name in sorted(os.listdir(os.path.join(folder, 'target'))):
+      with (
+        Image.open(os.path.join(folder, 'input', name)) as a,
+        Image.open(os.path.join(folder, 'target', name)) as b,
+      ):
+        error = np.mean((np.asarray(a, np.float64) / 255 - np.asarray(b, np.float64) / 255) ** 2)
+      cells.append((os.path.splitext(name)[0], 10 * np.log10(1 / error) if error else np.inf))
+    finite = [v for _, v in cells if np.isfinite(v)]
+    listed = ', '.join(f'{n} {v:.2f}' for n, v in cells)
+    lines.append(f'- {look}: {listed} (mean of the finite ones: {np.mean(finite):.2f})')
+  return lines
+
+
 _SOLVERS = {
   'direct': '`fit_lut` of this script (sparse LU; weak pull to the identity, 1e-3)',
   'cg': '`unet_jax.inference.lut.fit_lut` (conjugate gradients; first-difference smoothness '
@@ -456,9 +487,13 @@ def _editor_looks_header(command: str, seeds: list[int]) -> list[str]:
     'held-out targets together: the best single global grade). Solver: '
     f'{_SOLVERS[FLAGS.lut_solver]}. The training fits use '
     f'{FLAGS.fit_pixels_per_photo or "all"} pixels of each training pair (a fixed random draw). '
-    f"Trained rows: `configs/photo.py` with the row's options, {FLAGS.steps} steps of "
-    f'{FLAGS.crop_size} px crops, batch 8, seeds {seeds} (`default_config`: its own '
-    f'{default.num_train_steps} steps of {default.data.crop_size} px crops). A 2-core CPU.',
+    + (
+      f"Trained rows: `configs/photo.py` with the row's options, {FLAGS.steps} steps of "
+      f'{FLAGS.crop_size} px crops, batch 8, seeds {seeds} (`default_config`: its own '
+      f'{default.num_train_steps} steps of {default.data.crop_size} px crops). A 2-core CPU.'
+      if seeds
+      else 'Trained rows: none finished (rows below without a trained line were not run).'
+    ),
     '',
     '| look | family | tool | command |',
     '|---|---|---|---|',
@@ -476,8 +511,9 @@ def _editor_looks_header(command: str, seeds: list[int]) -> list[str]:
       f"'{part}'" if ' ' in part or ';' in part else part for part in manifest['command']
     )
     lines.append(
-      f'| {look} | {manifest["family"]} | {manifest["tool_version"]} | `{command_line}` |'
+      f'| {look} | {manifest["family"]} | {_plain(manifest["tool_version"])} | `{command_line}` |'
     )
+  lines += _identity_per_photo()
   for split, heading in (('train', 'Training photos'), ('test', 'Held-out photos')):
     listed = ', '.join(
       f'{p["stem"]} ({p["package"]} {p["package_version"] or ""}: {p["path"]})'.replace(' :', ':')
