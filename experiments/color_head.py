@@ -52,8 +52,6 @@ import sys
 import time
 
 import numpy as np
-import scipy.sparse
-import scipy.sparse.linalg
 from absl import app, flags
 
 import configs.default
@@ -217,14 +215,6 @@ flags.DEFINE_bool(
 flags.DEFINE_list(
   'fits', None, 'Least-squares LUT rows to compute (default: all of FITS); 33^3 ones cost minutes.'
 )
-flags.DEFINE_enum(
-  'lut_solver',
-  'direct',
-  ['direct', 'cg'],
-  "Least-squares LUTs: 'direct' is fit_lut here (sparse LU, minutes at 33^3 on a busy CPU); "
-  "'cg' is unet_jax.inference.lut.fit_lut (conjugate gradients, seconds; its own weak "
-  'smoothness prior; no curvature rows).',
-)
 flags.DEFINE_integer(
   'fit_pixels_per_photo', 0, 'LUT fits to the training photos: this many pixels of each (0: all).'
 )
@@ -292,66 +282,28 @@ def run_one(runs_dir: str, look: str, row: str, seed: int) -> dict:
   return result
 
 
-def _second_differences(size: int) -> scipy.sparse.csr_matrix:
-  """The `[3 (S - 2) S^2, S^3]` operator of a table's second differences along r, g and b."""
-  line = scipy.sparse.diags(
-    [np.ones(size - 2), -2 * np.ones(size - 2), np.ones(size - 2)], [0, 1, 2], (size - 2, size)
-  )
-  eye = scipy.sparse.identity(size)
-  along = (
-    scipy.sparse.kron(scipy.sparse.kron(line, eye), eye),
-    scipy.sparse.kron(scipy.sparse.kron(eye, line), eye),
-    scipy.sparse.kron(scipy.sparse.kron(eye, eye), line),
-  )
-  return scipy.sparse.vstack(along).tocsr()
-
-
 def fit_lut(
   inputs: list[np.ndarray], targets: list[np.ndarray], size: int = 17, curvature: float = 0.0
 ) -> np.ndarray:
-  """Least-squares `[S, S, S, 3]` table mapping `inputs` to `targets` through trilinear lookup.
+  """Least-squares `[S, S, S, 3]` table mapping `inputs` to `targets` through trilinear lookup,
+  by `unet_jax.inference.lut.fit_lut`.
 
-  Where few pixels fall, the table is pulled weakly (1e-3) towards the identity, or with
-  `curvature > 0` towards the straight continuation of its neighbours (second differences, as
-  `loss.lut_curvature` does in training), with that weight instead.
+  Where few pixels fall, the table is pulled weakly towards the identity (1e-3 of the mean
+  squared error's weight per pixel, spread over the S^3 cells), or with `curvature > 0` towards
+  the straight continuation of its neighbours (second differences, as `loss.lut_curvature`
+  does in training), with that weight instead and only a trace of the identity pull.
   """
-  pixels = np.concatenate([i.reshape(-1, 3) for i in inputs]).astype(np.float64)
-  wanted = np.concatenate([t.reshape(-1, 3) for t in targets]).astype(np.float64)
-  scaled = np.clip(pixels, 0, 1) * (size - 1)
-  lower = np.clip(np.floor(scaled), 0, size - 2).astype(np.int64)
-  frac = scaled - lower
-  rows, cols, vals = [], [], []
-  n = np.arange(len(pixels))
-  for dr in (0, 1):
-    for dg in (0, 1):
-      for db in (0, 1):
-        weight = (
-          (frac[:, 0] if dr else 1 - frac[:, 0])
-          * (frac[:, 1] if dg else 1 - frac[:, 1])
-          * (frac[:, 2] if db else 1 - frac[:, 2])
-        )
-        corner = ((lower[:, 0] + dr) * size + lower[:, 1] + dg) * size + lower[:, 2] + db
-        rows.append(n)
-        cols.append(corner)
-        vals.append(weight)
-  a = scipy.sparse.csr_matrix(
-    (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-    shape=(len(pixels), size**3),
+  pixels = np.concatenate([i.reshape(-1, 3) for i in inputs])
+  wanted = np.concatenate([t.reshape(-1, 3) for t in targets])
+  cells = size**3
+  return inference_lut.fit_lut(
+    pixels,
+    wanted,
+    size=size,
+    smoothness=0.0,
+    curvature=curvature / cells,
+    identity_pull=(1e-9 if curvature > 0 else 1e-3) / cells,
   )
-  identity = np.asarray(lut_lib.identity_lut(size), np.float64).reshape(-1, 3)
-  scale = len(pixels) / size**3
-  if curvature > 0:
-    second = _second_differences(size)
-    prior = curvature * scale * (second.T @ second)
-    # A trace of the identity pull keeps the system regular where no pixel and no bend decides.
-    prior = prior + 1e-9 * scale * scipy.sparse.identity(size**3)
-  else:
-    prior = 1e-3 * scale * scipy.sparse.identity(size**3)
-  solve = scipy.sparse.linalg.factorized((a.T @ a + prior).tocsc())
-  # The identity is affine: its second differences are 0, so both priors pull towards it alike.
-  rhs = a.T @ wanted + prior @ identity
-  table = np.stack([solve(rhs[:, c]) for c in range(3)], axis=-1)
-  return table.reshape(size, size, size, 3).astype(np.float32)
 
 
 # The fits without training (`baselines`): name -> (fitted on, lattice points, curvature).
@@ -376,17 +328,6 @@ def _pixel_sample(
   return pixels[keep], wanted[keep]
 
 
-def _fit(inputs: list, targets: list, size: int, curvature: float) -> np.ndarray:
-  """A least-squares LUT by the solver of `--lut_solver` (the two solve the same problem under
-  slightly different weak priors; `fit_lut` here duplicates `unet_jax.inference.lut.fit_lut`
-  but for its curvature option)."""
-  if FLAGS.lut_solver == 'direct':
-    return fit_lut(inputs, targets, size, curvature)
-  pixels = np.concatenate([i.reshape(-1, 3) for i in inputs])
-  wanted = np.concatenate([t.reshape(-1, 3) for t in targets])
-  return inference_lut.fit_lut(pixels, wanted, size=size)
-
-
 def baselines(look: str) -> dict:
   """Scores of the rows that need no training (`BASELINES`) on the held-out photos."""
   config = make_config(look, 'recipe', 0, FLAGS.steps, FLAGS.crop_size, FLAGS.pairs_root)
@@ -404,13 +345,13 @@ def baselines(look: str) -> dict:
   lpips_params = metrics.load_lpips_params() if FLAGS.baseline_lpips else None
   chosen = FLAGS.fits or list(FITS)
   tables = {
-    name: _fit(*photos[split], size, curvature)
+    name: fit_lut(*photos[split], size, curvature)
     for name, (split, size, curvature) in FITS.items()
     if name in chosen
   }
   scores = {name: [] for name in ('identity', 'best_fit_lut', *tables)}
   for image, target in zip(*photos['test'], strict=True):
-    graded = {'identity': image, 'best_fit_lut': _fit([image], [target], 17, 0.0)}
+    graded = {'identity': image, 'best_fit_lut': fit_lut([image], [target], 17, 0.0)}
     graded.update(tables)
     for name, table in graded.items():
       output = table if name == 'identity' else lut_lib.apply_lut(table, image[None], 'gather')[0]
@@ -464,13 +405,6 @@ def _identity_per_photo() -> list[str]:
   return lines
 
 
-_SOLVERS = {
-  'direct': '`fit_lut` of this script (sparse LU; weak pull to the identity, 1e-3)',
-  'cg': '`unet_jax.inference.lut.fit_lut` (conjugate gradients; first-difference smoothness '
-  '1e-5, identity pull 1e-9)',
-}
-
-
 def _editor_looks_header(command: str, seeds: list[int]) -> list[str]:
   """The report's opening for the paired folders of `--pairs_root` (their manifests)."""
   default = configs.default.get_config()
@@ -485,7 +419,7 @@ def _editor_looks_header(command: str, seeds: list[int]) -> list[str]:
     "curvature prior), `best_fit_lut` (a 17^3 LUT fitted to each held-out photo's own target: "
     'the bound for any global method), `best_fit_lut_joint` (one 17^3 LUT fitted to the 6 '
     'held-out targets together: the best single global grade). Solver: '
-    f'{_SOLVERS[FLAGS.lut_solver]}. The training fits use '
+    '`unet_jax.inference.lut.fit_lut` (conjugate gradients). The training fits use '
     f'{FLAGS.fit_pixels_per_photo or "all"} pixels of each training pair (a fixed random draw). '
     + (
       f"Trained rows: `configs/photo.py` with the row's options, {FLAGS.steps} steps of "
@@ -653,9 +587,6 @@ def main(argv):
   unknown = sorted(set(FLAGS.fits or ()) - set(FITS))
   if unknown:
     sys.exit(f'Error: --fits: unknown {unknown}; known: {list(FITS)}')
-  curved = [n for n in FLAGS.fits or FITS if FITS[n][2] > 0]
-  if FLAGS.lut_solver == 'cg' and curved:
-    sys.exit(f'Error: --lut_solver=cg has no curvature prior; leave {curved} out of --fits.')
   started = time.perf_counter()
   base_path = os.path.join(runs_dir, 'baselines.json')
   base = {}

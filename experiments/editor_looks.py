@@ -33,7 +33,7 @@ opencv-contrib-python-headless`. The editors take 0.3 to 1.5 s of CPU per pair (
 all); on the shared 2-core machine, loaded 25 deep, one look took 1 to 19 minutes. A look whose
 manifest exists is kept (`--force` rebuilds it).
 
-  python experiments/editor_looks.py [--looks=im_auto_level,...] [--out_dir=runs/editor_looks]
+  python -m experiments.editor_looks [--looks=im_auto_level,...] [--out_dir=runs/editor_looks]
 """
 
 import dataclasses

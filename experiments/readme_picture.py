@@ -5,8 +5,8 @@ run's ten) into `--workdir` unless that workdir already holds an evaluated run, 
 panels of its latest eval (`eval/step_N/<photo>.png`, one row per held-out photo) into one small
 JPEG with a header row naming the three columns.
 
-  nice -n 10 python experiments/readme_picture.py --workdir=runs/readme --steps=300
-  python experiments/readme_picture.py --workdir=runs/demo          # reuse an evaluated run
+  nice -n 10 python -m experiments.readme_picture --workdir=runs/readme --steps=300
+  python -m experiments.readme_picture --workdir=runs/demo          # reuse an evaluated run
 
 A run stopped early (Ctrl-C saves a checkpoint) is evaluated first with
 `python -m unet_jax.main --mode=eval --workdir=runs/readme`, which writes the panels.
@@ -14,16 +14,13 @@ A run stopped early (Ctrl-C saves a checkpoint) is evaluated first with
 
 import json
 import pathlib
-import sys
 
 import numpy as np
 from absl import app, flags
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from configs import default  # noqa: E402
-from unet_jax.training import loop  # noqa: E402
+from configs import default
+from unet_jax.training import loop
 
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/readme', 'The run to read (trained if needed).')
 _STEPS = flags.DEFINE_integer(

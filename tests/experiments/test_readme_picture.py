@@ -36,7 +36,8 @@ def test_picture_stacks_the_panels_of_the_latest_eval(tmp_path):
   result = subprocess.run(
     [
       sys.executable,
-      'experiments/readme_picture.py',
+      '-m',
+      'experiments.readme_picture',
       f'--workdir={tmp_path}',
       f'--output={output}',
       '--width=300',

