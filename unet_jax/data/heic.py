@@ -8,7 +8,7 @@ import pyvips
 from unet_jax.data.errors import DataError
 
 # Set on images decoded outside libvips (HEVC HEIC): they are whole in memory already.
-DECODED_BY = 'unet-jax-decoder'
+_DECODED_BY = 'unet-jax-decoder'
 
 
 def is_hevc(image: pyvips.Image) -> bool:
@@ -21,7 +21,7 @@ def is_hevc(image: pyvips.Image) -> bool:
 
 
 def is_decoded(image: pyvips.Image) -> bool:
-  return image.get_typeof(DECODED_BY) != 0
+  return image.get_typeof(_DECODED_BY) != 0
 
 
 def decode_hevc(data: bytes, name: str) -> pyvips.Image:
@@ -44,7 +44,7 @@ def decode_hevc(data: bytes, name: str) -> pyvips.Image:
   interpretation = 'rgb16' if pixels.dtype == np.uint16 else 'srgb'
   image = pyvips.Image.new_from_array(pixels).copy(interpretation=interpretation)
   image.set_type(pyvips.GValue.gstr_type, 'vips-loader', 'heifload')
-  image.set_type(pyvips.GValue.gstr_type, DECODED_BY, 'pillow-heif')
+  image.set_type(pyvips.GValue.gstr_type, _DECODED_BY, 'pillow-heif')
   for field, key in (('icc-profile-data', 'icc_profile'), ('exif-data', 'exif')):
     if heif.info.get(key):
       image.set_type(pyvips.GValue.blob_type, field, bytes(heif.info[key]))

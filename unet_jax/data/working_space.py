@@ -46,7 +46,7 @@ def exact_shaper(profile: bytes | None, image: pyvips.Image) -> MatrixShaper | N
   return matrix_shaper.matrix_shaper(profile or colour_spaces.profile_bytes('srgb'))
 
 
-def exactto_working_space(
+def exact_to_working_space(
   pixels: np.ndarray, shaper: MatrixShaper, working_space: str
 ) -> tuple[np.ndarray, int]:
   """uint8/uint16 RGB(A) `[H, W, 3 or 4]` -> (float32 in [0, 1] of the working space, alpha
