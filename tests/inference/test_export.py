@@ -26,7 +26,7 @@ import unet_jax
 from tests import helpers as data_helpers
 from unet_jax import data
 from unet_jax.data.images import to_uint8
-from unet_jax.inference import export, files, lut, lut_export
+from unet_jax.inference import export, export_files, files, lut, lut_export
 from unet_jax.models import UNet, create_model
 from unet_jax.training import run_record
 from unet_jax.training.train_state import create_optimizer, create_train_state
@@ -136,7 +136,7 @@ def test_export_writes_the_folder_and_never_overwrites(run, exported):
 @pytest.mark.slow
 def test_safetensors_hold_the_ema_weights_and_load_back(run, exported, loaded):
   from_export = unet_jax.load(exported['dir'])
-  flat = export.flatten_variables(loaded.variables)
+  flat = export_files.flatten_variables(loaded.variables)
   assert 'params/head/kernel' in flat and any(k.startswith('batch_stats/encoder_0/') for k in flat)
   expected = jax.device_get(loaded.variables)
   jax.tree.map(np.testing.assert_array_equal, from_export.variables, expected)

@@ -13,7 +13,7 @@ from PIL import Image
 from tests import photo_files as pf
 from tests.helpers import identity_model
 from unet_jax.data import load_photo
-from unet_jax.inference import files
+from unet_jax.inference import files, predict_summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -44,7 +44,7 @@ def test_folder_is_written_like_its_photos(adobe_identity, tmp_path):
 
   summary = files.predict_paths(config, model, variables, str(source), str(out))
 
-  assert sorted(os.listdir(out)) == ['export.tif', 'phone.jpg', files.SUMMARY_FILE]
+  assert sorted(os.listdir(out)) == ['export.tif', 'phone.jpg', predict_summary.SUMMARY_FILE]
   tiff = load_photo(out / 'export.tif', 'adobe_rgb')
   assert (tiff.container, tiff.bits, tiff.profile) == ('tiff', 16, pf.profile('adobe_rgb'))
   written = np.round(tiff.pixels.astype(np.float64) * 65535)
@@ -55,7 +55,7 @@ def test_folder_is_written_like_its_photos(adobe_identity, tmp_path):
   assert jpeg.format == 'JPEG' and jpeg.size == (40, 24)  # upright
   assert jpeg.info['icc_profile'] == pf.profile('display_p3')
   assert jpeg.getexif()[0x0112] == 1 and jpeg.getexif()[0x010F] == 'Apple'
-  on_disk = json.loads((out / files.SUMMARY_FILE).read_text())
+  on_disk = json.loads((out / predict_summary.SUMMARY_FILE).read_text())
   assert on_disk['complete'] and on_disk['working_space'] == 'adobe_rgb'
   rows = {os.path.basename(w['input']): w for w in summary['written']}
   assert rows['export.tif']['bits'] == 16 and rows['export.tif']['exif']
@@ -90,7 +90,7 @@ from unet_jax.inference import files
 
 config, model, variables = identity_model('srgb')
 calls = []
-original = files.write_new_file
+original = files.write_new_file  # looked up in files (run_batch), so patched there
 
 def write_then_die(path, data, **kwargs):
   calls.append(path)
@@ -122,13 +122,17 @@ def test_killed_run_finishes_with_one_output_per_photo(tmp_path):
   )
   assert run.returncode == -9, run.stderr.decode()[-2000:]
   left = sorted(os.listdir(out))
-  assert [n for n in left if not n.startswith('.')] == ['p0.png', 'p1.png', files.SUMMARY_FILE]
+  assert [n for n in left if not n.startswith('.')] == [
+    'p0.png',
+    'p1.png',
+    predict_summary.SUMMARY_FILE,
+  ]
   assert any(n.startswith('.p2.png.partial-') for n in left)  # the half-written photo
 
   config, model, variables = identity_model('srgb')
   summary = files.predict_paths(config, model, variables, str(source), str(out), skip_existing=True)
 
-  assert sorted(os.listdir(out)) == sorted([*names, files.SUMMARY_FILE])
+  assert sorted(os.listdir(out)) == sorted([*names, predict_summary.SUMMARY_FILE])
   assert [os.path.basename(s['input']) for s in summary['skipped']] == ['p0.png', 'p1.png']
   for name in names:  # every output whole: decodes, same pixels as its input (identity)
     np.testing.assert_array_equal(load_photo(out / name).pixels, load_photo(source / name).pixels)

@@ -15,7 +15,7 @@ import pyvips
 from tests import photo_files as pf
 from tests.helpers import identity_model
 from unet_jax.data import DataError, colour_spaces, load_photo
-from unet_jax.inference import files, photo_writer
+from unet_jax.inference import files, output_files, photo_writer, predict_summary
 
 
 def _tag_table(profile: bytes) -> list[tuple[bytes, bytes]]:
@@ -146,7 +146,7 @@ def test_a_photo_that_fails_to_encode_is_a_failed_entry_and_the_rest_is_graded(
   assert summary['complete']
   assert [os.path.basename(f['input']) for f in summary['failed']] == ['a.png']
   assert 'no output profile' in summary['failed'][0]['reason']
-  assert sorted(os.listdir(out)) == ['b.png', 'c.png', files.SUMMARY_FILE]
+  assert sorted(os.listdir(out)) == ['b.png', 'c.png', predict_summary.SUMMARY_FILE]
 
 
 @pytest.mark.parametrize('kind', ['grey', 'cmyk'])
@@ -227,14 +227,14 @@ def test_two_skip_existing_runs_into_one_folder_write_no_duplicates(tmp_path):
 
 def test_a_claim_left_by_a_dead_run_is_taken_over(tmp_path):
   planned = str(tmp_path / 'a.png')
-  claim = files.claim_output(planned)
-  assert claim and files.claim_output(planned) is not None  # our own pid: not another run
+  claim = output_files.claim_output(planned)
+  assert claim and output_files.claim_output(planned) is not None  # our own pid: not another run
   with open(claim, 'w') as f:
     f.write(str(os.getpid() + 10**6))  # no such process
-  assert files.claim_output(planned) == claim
+  assert output_files.claim_output(planned) == claim
   with open(claim, 'w') as f:
     f.write(str(os.getppid()))  # a live process
-  assert files.claim_output(planned) is None
+  assert output_files.claim_output(planned) is None
 
 
 # ----------------------------------------------------------------- the summary file
@@ -245,7 +245,7 @@ def test_a_users_own_predict_summary_json_is_never_overwritten(srgb_identity, tm
   source, out = tmp_path / 'in', tmp_path / 'out'
   pf.write(source / 'a.png', pf.colourful(16, 16, 8))
   out.mkdir()
-  mine = out / files.SUMMARY_FILE
+  mine = out / predict_summary.SUMMARY_FILE
   mine.write_text('my notes about this shoot\n')
   files.predict_paths(config, model, variables, str(source), str(out))
   assert mine.read_text() == 'my notes about this shoot\n'
@@ -297,15 +297,15 @@ def test_a_full_disk_stops_naming_the_path_and_leaves_no_partial_file(tmp_path, 
 
   monkeypatch.setattr(os, 'fsync', full)
   with pytest.raises(
-    files.OutputWriteError, match=rf'--output: cannot write {out}/a.png: No space'
+    output_files.OutputWriteError, match=rf'--output: cannot write {out}/a.png: No space'
   ):
-    files.write_new_file(str(out / 'a.png'), b'bytes')
+    output_files.write_new_file(str(out / 'a.png'), b'bytes')
   monkeypatch.setattr(os, 'fsync', real)
   assert os.listdir(out) == []
   # Status 2 (a path that cannot be written), as docs/options.md says.
   from unet_jax import cli_errors
 
-  assert cli_errors.exit_code(files.OutputWriteError(errno.ENOSPC, '--output: x')) == 2
+  assert cli_errors.exit_code(output_files.OutputWriteError(errno.ENOSPC, '--output: x')) == 2
 
 
 def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path, monkeypatch):

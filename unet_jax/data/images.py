@@ -36,9 +36,17 @@ import numpy as np
 import pyvips
 from PIL import Image
 
-from unet_jax.data import colour_spaces, matrix_shaper, tiff_exif
+from unet_jax.data import colour_spaces, heic, tiff_exif
 from unet_jax.data.errors import DataError
-from unet_jax.data.matrix_shaper import MatrixShaper
+from unet_jax.data.vips_errors import first_line
+from unet_jax.data.working_space import (
+  clipped_count,
+  exact_shaper,
+  exact_to_working_space,
+  needs_transform,
+  plain_cmyk_image,
+  to_working_space,
+)
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.tif', '.tiff', '.webp', '.heic', '.heif', '.avif')
 DEFAULT_WORKING_SPACE = 'srgb'
@@ -48,8 +56,6 @@ DEFAULT_MAX_PIXELS = 200_000_000
 # EXIF orientations 5..8 swap width and height.
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 _BITS = {'uchar': 8, 'char': 8, 'ushort': 16, 'short': 16, 'uint': 32, 'int': 32, 'float': 32}
-# Set on images decoded outside libvips (HEVC HEIC): they are whole in memory already.
-_DECODED_BY = 'unet-jax-decoder'
 _SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.uint32): 65535.0}
 
 # libvips' operation cache keeps the last results (and the file bytes they hold) alive; a data
@@ -84,11 +90,6 @@ def is_image_file(name: str) -> bool:
   return not base.startswith('.') and base.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _first_line(error: pyvips.Error) -> str:
-  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-  return lines[1] if len(lines) > 1 else (lines[0] if lines else 'unknown error')
-
-
 def _open(data: bytes, name: str, access: str = 'random') -> pyvips.Image:
   if not data:
     raise DataError(f'{name}: empty file (0 bytes).')
@@ -96,7 +97,7 @@ def _open(data: bytes, name: str, access: str = 'random') -> pyvips.Image:
     # 'truncated': a cut JPEG or PNG is an error, not a photo with a grey bottom half.
     return pyvips.Image.new_from_buffer(data, '', fail_on='truncated', access=access)
   except pyvips.Error as error:
-    raise DataError(f'{name}: not an image that libvips can read ({_first_line(error)}).') from None
+    raise DataError(f'{name}: not an image that libvips can read ({first_line(error)}).') from None
 
 
 def _orientation(image: pyvips.Image) -> int:
@@ -144,14 +145,6 @@ def _tiff_exif(data: bytes) -> bytes | None:
     return None
 
 
-def _cmyk_plain(cmyk: np.ndarray) -> np.ndarray:
-  """uint8 CMYK `[H, W, 4]` -> uint8 RGB, `(255 - C)(255 - K) / 255` rounded as Pillow does."""
-  ink = cmyk.astype(np.int32)
-  rest = 255 - ink[..., 3:]
-  product = ink[..., :3] * rest + 128
-  return (rest - (((product >> 8) + product) >> 8)).astype(np.uint8)
-
-
 def read_photo(
   data: bytes,
   name: str,
@@ -163,13 +156,13 @@ def read_photo(
   colour_spaces.check_working_space(working_space)
   image = _open(data, name)
   check_pixel_count(image, name, max_pixels)
-  if _is_hevc(image):
-    image = _decode_hevc(data, name)  # already upright: libheif applies the file's rotation
+  if heic.is_hevc(image):
+    image = heic.decode_hevc(data, name)  # already upright: libheif applies the file's rotation
   container = image.get('vips-loader').split('load')[0]
   exif = _blob(image, 'exif-data') or (_tiff_exif(data) if container == 'tiff' else None)
   profile = _blob(image, 'icc-profile-data')
   try:
-    if _orientation(image) in (1, 0) and not _is_decoded(image):
+    if _orientation(image) in (1, 0) and not heic.is_decoded(image):
       # Top to bottom in one pass: a quarter faster than random access, and enough unturned.
       image = _open(data, name, access='sequential')
     else:
@@ -183,20 +176,20 @@ def read_photo(
       profile = None  # float files hold linear or scene values that no ICC profile here describes
     bits = _BITS.get(image.format, 8)
     if colours == 'cmyk' and profile is None:
-      image = _plain_cmyk_image(image)
-    converted = _needs_transform(profile, image, working_space)
-    shaper = _matrix_shaper(profile, image) if converted else None
+      image = plain_cmyk_image(image)
+    converted = needs_transform(profile, image, working_space)
+    shaper = exact_shaper(profile, image) if converted else None
     if converted and shaper is None:
       image = image.copy_memory()  # decoded once: read again below to count clipped colours
-      source, image = image, _to_working_space(image, profile, working_space, name)
+      source, image = image, to_working_space(image, profile, working_space, name)
     pixels = image.numpy()
   except pyvips.Error as error:
-    raise DataError(f'{name}: truncated or corrupt image ({_first_line(error)}).') from None
+    raise DataError(f'{name}: truncated or corrupt image ({first_line(error)}).') from None
   pixels = pixels.reshape(*pixels.shape[:2], -1)
   if shaper is not None:
-    pixels, clipped = _exact_to_working_space(pixels, shaper, working_space)
+    pixels, clipped = exact_to_working_space(pixels, shaper, working_space)
   else:
-    clipped = _clipped(source.numpy(), pixels) if converted else 0
+    clipped = clipped_count(source.numpy(), pixels) if converted else 0
   return Photo(
     _to_float_rgb(pixels, has_alpha=pixels.shape[-1] in (2, 4)),
     working_space,
@@ -208,124 +201,6 @@ def read_photo(
     converted,
     clipped,
   )
-
-
-def _is_hevc(image: pyvips.Image) -> bool:
-  """An HEVC-coded HEIF (what phones write): the libvips wheel's libheif decodes AVIF only."""
-  return (
-    image.get('vips-loader').startswith('heifload')
-    and image.get_typeof('heif-compression') != 0
-    and image.get('heif-compression') == 'hevc'
-  )
-
-
-def _is_decoded(image: pyvips.Image) -> bool:
-  return image.get_typeof(_DECODED_BY) != 0
-
-
-def _decode_hevc(data: bytes, name: str) -> pyvips.Image:
-  """An HEVC HEIC decoded by pillow-heif (libheif with libde265 inside its wheel) as a libvips
-  image in memory with the file's ICC profile and EXIF, so the rest of `read_photo` treats it
-  like any other file. libheif turns the pixels upright (the file's rotation and mirror
-  properties, which phones keep in step with the EXIF orientation), so the orientation is 1.
-  8-bit files give uint8; 10- and 12-bit files uint16 over the full 16-bit range."""
-  try:
-    import pillow_heif  # noqa: PLC0415 - only HEIC files need it
-  except ImportError:
-    raise DataError(
-      f'{name}: an HEVC-coded HEIC; reading it needs pillow-heif (pip install pillow-heif).'
-    ) from None
-  try:
-    heif = pillow_heif.open_heif(data, convert_hdr_to_8bit=False)
-    pixels = np.ascontiguousarray(np.asarray(heif))
-  except Exception as error:  # libheif's errors are plain RuntimeErrors/ValueErrors
-    raise DataError(f'{name}: an HEIC that pillow-heif cannot decode ({error}).') from None
-  interpretation = 'rgb16' if pixels.dtype == np.uint16 else 'srgb'
-  image = pyvips.Image.new_from_array(pixels).copy(interpretation=interpretation)
-  image.set_type(pyvips.GValue.gstr_type, 'vips-loader', 'heifload')
-  image.set_type(pyvips.GValue.gstr_type, _DECODED_BY, 'pillow-heif')
-  for field, key in (('icc-profile-data', 'icc_profile'), ('exif-data', 'exif')):
-    if heif.info.get(key):
-      image.set_type(pyvips.GValue.blob_type, field, bytes(heif.info[key]))
-  # libvips takes an orientation out of the EXIF block just set: the pixels are upright already.
-  image.set_type(pyvips.GValue.gint_type, 'orientation', 1)
-  return image
-
-
-def _plain_cmyk_image(image: pyvips.Image) -> pyvips.Image:
-  cmyk = image.numpy()
-  if cmyk.dtype == np.uint16:
-    cmyk = (cmyk >> 8).astype(np.uint8)
-  rgb = _cmyk_plain(cmyk[..., :4])
-  if cmyk.shape[-1] == 5:
-    rgb = np.dstack([rgb, cmyk[..., 4:]])
-  return pyvips.Image.new_from_array(rgb).copy(interpretation='srgb')
-
-
-def _needs_transform(profile: bytes | None, image: pyvips.Image, working_space: str) -> bool:
-  if image.format in ('float', 'double'):
-    return False
-  if profile is None:
-    return working_space != 'srgb'  # untagged grey and RGB are sRGB
-  is_rgb = image.bands - int(image.hasalpha()) == 3
-  return not (is_rgb and colour_spaces.same_colours(profile, working_space))
-
-
-def _matrix_shaper(profile: bytes | None, image: pyvips.Image) -> MatrixShaper | None:
-  """The file's matrix/TRC profile (sRGB when untagged) when its RGB pixels can be converted
-  exactly in float; None sends them through LittleCMS (grey, CMYK, lookup-table profiles)."""
-  if image.bands - int(image.hasalpha()) != 3 or image.format not in ('uchar', 'ushort'):
-    return None
-  return matrix_shaper.matrix_shaper(profile or colour_spaces.profile_bytes('srgb'))
-
-
-def _exact_to_working_space(
-  pixels: np.ndarray, shaper: MatrixShaper, working_space: str
-) -> tuple[np.ndarray, int]:
-  """uint8/uint16 RGB(A) `[H, W, 3 or 4]` -> (float32 in [0, 1] of the working space, alpha
-  kept as a fraction; pixels clipped to its gamut)."""
-  rgb, outside = matrix_shaper.convert(
-    pixels[..., :3], shaper, matrix_shaper.working_shaper(working_space)
-  )
-  if pixels.shape[-1] == 4:
-    alpha = pixels[..., 3:].astype(np.float32) / np.float32(np.iinfo(pixels.dtype).max)
-    rgb = np.concatenate([rgb, alpha], axis=-1)
-  return rgb, int(np.count_nonzero(outside))
-
-
-def _to_working_space(
-  image: pyvips.Image, profile: bytes | None, working_space: str, name: str
-) -> pyvips.Image:
-  try:
-    return image.icc_transform(
-      colour_spaces.profile_path(working_space),
-      embedded=profile is not None,
-      input_profile='srgb',
-      intent='relative',
-      depth=16,
-    )
-  except pyvips.Error as error:
-    raise DataError(
-      f'{name}: its embedded ICC profile ({colour_spaces.describe(profile)}) cannot convert '
-      f'it to {working_space} ({_first_line(error)}).'
-    ) from None
-
-
-def _clipped(source: np.ndarray, converted: np.ndarray) -> int:
-  """Pixels pushed to the edge of the working space although inside the file's own range.
-
-  A colour strictly inside the source space's range that lands on 0 or the maximum of some
-  channel was outside the working space and has been clipped there (LittleCMS clips).
-  """
-  source = source.reshape(*source.shape[:2], -1)
-  colour = slice(0, converted.shape[-1] - (1 if converted.shape[-1] in (2, 4) else 0))
-  top = np.iinfo(converted.dtype).max
-  at_edge = np.any((converted[..., colour] == 0) | (converted[..., colour] == top), axis=-1)
-  source_bands = source.shape[-1] - (1 if source.shape[-1] in (2, 4, 5) else 0)
-  inner = source[..., :source_bands]
-  source_top = np.iinfo(source.dtype).max if source.dtype.kind == 'u' else 1
-  inside = np.all((inner > 0) & (inner < source_top), axis=-1)
-  return int(np.count_nonzero(at_edge & inside))
 
 
 def _to_float_rgb(pixels: np.ndarray, *, has_alpha: bool) -> np.ndarray:

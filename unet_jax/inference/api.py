@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from unet_jax import data
-from unet_jax.inference import export, files, grading, restore
+from unet_jax.inference import export_files, files, grading, restore
 from unet_jax.models import create_model
 from unet_jax.training import run_record
 from unet_jax.validation import validate_config
@@ -91,11 +91,11 @@ def _as_float_image(image: np.ndarray) -> np.ndarray:
 def load(path: str | os.PathLike) -> Model:
   """The model of a training workdir or of an export folder (see the module doc)."""
   path = os.fspath(path)
-  weights = os.path.join(path, export.WEIGHTS_FILE)
-  if export.check_export_folder(path):  # ValueError naming what an incomplete one lacks
+  weights = os.path.join(path, export_files.WEIGHTS_FILE)
+  if export_files.check_export_folder(path):  # ValueError naming what an incomplete one lacks
     config = run_record.load_config(path)
     validate_config(config, training=False, check_data_files=False)
-    return Model(config, create_model(config.model), export.load_weights(weights), weights)
+    return Model(config, create_model(config.model), export_files.load_weights(weights), weights)
   if not os.path.isdir(path):
     raise FileNotFoundError(f'unet_jax.load({path!r}): no such folder.')
   config, module, variables, checkpoint = restore.load_trained_model(path)

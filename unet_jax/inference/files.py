@@ -1,7 +1,6 @@
 """Predict on files: which photos an input names, where each graded photo goes, safely.
 
-`predict_paths` reads each photo into the run's working space, grades it and writes it like
-the photo it came from (`photo_writer.py`). The rules a photographer relies on:
+`predict_paths` grades each photo and writes it like the one it came from (`photo_writer.py`):
 - Inputs are never overwritten: an output folder that is the input folder (or resolves to it)
   is refused before any work, and no output ever replaces an existing file.
 - Names are planned from the inputs alone: `photo.jpg` -> `photo.jpg` (or `.png` / `.tif` as
@@ -9,29 +8,21 @@ the photo it came from (`photo_writer.py`). The rules a photographer relies on:
   in sorted order. An existing file of the planned name is kept and the output gets the next
   free `-k` name, unless `skip_existing`, when that input counts as done and is skipped: an
   interrupted folder is finished without duplicates.
-- Each file is written under a hidden temporary name and linked to its real name only when
-  complete, so a killed run never leaves a half photo under a real name (its leftovers are
-  removed by the next run).
+- Each file is written under a hidden temporary name, linked to its real name when complete;
+  with `skip_existing` each input is claimed first, so two runs share a folder (`output_files.py`).
 - `recursive` grades sub-folders too and mirrors them in the output folder (which may sit
   inside the input folder: it is never read as input).
-- With `skip_existing`, each input is claimed before it is graded (a hidden `.<name>.claim`
-  made with O_EXCL, holding the pid): two runs finishing one folder at once share the photos
-  out instead of each writing `-1` duplicates of the other's.
-- One photo that cannot be read, graded or written back never stops the folder: it gets a
-  `failed` entry with the reason and the next photo is graded. A full disk (or a folder that
-  became read-only) stops the run naming the path; no partial file is left.
-- A progress bar over photos, with ETA, and a JSON summary (`SUMMARY_FILE`) in the output
-  folder, rewritten after every photo. A file of that name that is not one of our summaries
-  (a user's own) is never replaced: the summary goes to `predict_summary-1.json` instead.
+- A photo that cannot be read, graded or written gets a `failed` entry and the next is graded;
+  a full disk (or a folder become read-only) stops the run naming the path, no partial file.
+- A progress bar over photos, with ETA, and a JSON summary in the output folder, rewritten
+  after every photo (`predict_summary.py`).
 """
 
 import contextlib
 import errno
 import io
-import json
 import logging
 import os
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,14 +36,11 @@ from PIL import Image
 from unet_jax import data
 from unet_jax.data.images import is_image_file
 from unet_jax.inference import grading, photo_writer, tiling
+from unet_jax.inference.output_files import claim_output, remove_stale_partials, write_new_file
+from unet_jax.inference.predict_summary import summary_path, write_summary
 
-SUMMARY_FILE = 'predict_summary.json'
-SUMMARY_MARK = 'unet_jax predict summary'
-_PARTIAL = re.compile(r'^\..+\.partial-(\d+)$')
-_CLAIM = re.compile(r'^\..+\.claim$')
 # A disk that cannot take more: every later photo would fail the same way, so the run stops.
 _STOPPING_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
-_MAX_SUFFIX = 10_000
 _WRITTEN_EXTENSIONS = ('', '.jpg', '.png', '.tif', '.webp')  # '': the input's own
 
 
@@ -189,175 +177,6 @@ def plan_outputs(
   return planned
 
 
-class OutputWriteError(ValueError):
-  """The output folder cannot take a file (full disk, read-only): names the path (status 2)."""
-
-  def __init__(self, errno_: int | None, message: str):
-    super().__init__(message)
-    self.errno = errno_
-
-
-def write_new_file(path: str, data: bytes, *, numbered: bool = True) -> str | None:
-  """Writes `data` as `path`, or `stem-1.ext`, `stem-2.ext`... if taken; returns the name used.
-
-  The bytes go to a hidden temporary file first, which is linked to the free name only once
-  complete (link never replaces a file, not even one that appears meanwhile or a link to an
-  input), so a crash never leaves a partial file under a real name. With `numbered=False` a
-  taken `path` is left alone and None returned. A full disk raises OutputWriteError naming the
-  path, with the temporary file removed.
-  """
-  folder, name = os.path.split(path)
-  stem, ext = os.path.splitext(name)
-  tmp = os.path.join(folder, f'.{name}.partial-{os.getpid()}')
-  try:
-    os.makedirs(folder or '.', exist_ok=True)
-    with open(tmp, 'wb') as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-  except OSError as error:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    raise OutputWriteError(
-      error.errno, f'--output: cannot write {path}: {error.strerror or error}'
-    ) from None
-  try:
-    for attempt in range(_MAX_SUFFIX if numbered else 1):
-      candidate = os.path.join(folder, name if attempt == 0 else f'{stem}-{attempt}{ext}')
-      if _claim(tmp, candidate):
-        return candidate
-    if not numbered:
-      return None
-    raise FileExistsError(f'{folder}: {name} and {_MAX_SUFFIX} numbered variants all exist.')
-  finally:
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(tmp)
-
-
-def _claim(tmp: str, candidate: str) -> bool:
-  try:
-    os.link(tmp, candidate)
-    return True
-  except FileExistsError:
-    return False
-  except OSError as error:
-    if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
-      raise
-  # No hard links on this file system: an exclusive create, then the bytes.
-  try:
-    with open(candidate, 'xb') as f, open(tmp, 'rb') as src:
-      f.write(src.read())
-    return True
-  except FileExistsError:
-    return False
-
-
-def remove_stale_partials(output_dir: str) -> int:
-  """Removes temporary files and claims left by killed runs (their process is gone)."""
-  removed = 0
-  for folder, _, files in os.walk(output_dir):
-    for name in files:
-      match = _PARTIAL.match(name)
-      stale = match and not _alive(int(match.group(1)))
-      if not match and _CLAIM.match(name):
-        stale = not _alive(_claim_owner(os.path.join(folder, name)))
-      if stale:
-        with contextlib.suppress(FileNotFoundError):
-          os.remove(os.path.join(folder, name))
-          removed += 1
-  return removed
-
-
-def _claim_path(planned: str) -> str:
-  folder, name = os.path.split(planned)
-  return os.path.join(folder, f'.{name}.claim')
-
-
-def _claim_owner(path: str) -> int:
-  try:
-    with open(path) as f:
-      return int(f.read().strip() or 0)
-  except (OSError, ValueError):
-    return 0
-
-
-def claim_output(planned: str) -> str | None:
-  """Claims the right to write `planned` (skip_existing runs): the claim file, or None when
-  another live run holds it. A claim of a dead process is taken over."""
-  path = _claim_path(planned)
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  for _ in range(2):
-    try:
-      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-      owner = _claim_owner(path)
-      if owner and owner != os.getpid() and _alive(owner):
-        return None
-      with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
-      continue
-    with os.fdopen(fd, 'w') as f:
-      f.write(str(os.getpid()))
-    return path
-  return None
-
-
-def _alive(pid: int) -> bool:
-  if pid == os.getpid():
-    return False  # our own leftovers from an earlier call: no file of ours is open now
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
-def _is_our_summary(path: str) -> bool:
-  try:
-    with open(path) as f:
-      found = json.load(f)
-  except (OSError, ValueError):
-    return False
-  # Summaries of versions before the mark had these keys.
-  return isinstance(found, dict) and (
-    found.get('written_by') == SUMMARY_MARK or {'output_dir', 'written', 'complete'} <= set(found)
-  )
-
-
-def summary_path(output_dir: str) -> str:
-  """Where this run's summary goes: SUMMARY_FILE, unless a file of that name is not ours."""
-  stem, ext = os.path.splitext(SUMMARY_FILE)
-  for suffix in range(_MAX_SUFFIX):
-    path = os.path.join(output_dir, SUMMARY_FILE if suffix == 0 else f'{stem}-{suffix}{ext}')
-    if not os.path.exists(path) or _is_our_summary(path):
-      if suffix:
-        logging.warning(
-          '%s is not a summary of ours: it is kept and the summary goes to %s.',
-          os.path.join(output_dir, SUMMARY_FILE),
-          path,
-        )
-      return path
-  raise FileExistsError(f'{output_dir}: no free name for the predict summary.')
-
-
-def write_summary(output_dir: str, summary: dict[str, Any], path: str | None = None) -> None:
-  """The summary as JSON, replaced atomically (it is ours, rewritten after each photo)."""
-  path = path or os.path.join(output_dir, SUMMARY_FILE)
-  tmp = f'{path}.{os.getpid()}.tmp'
-  try:
-    with open(tmp, 'w') as f:
-      json.dump({'written_by': SUMMARY_MARK, **summary}, f, indent=2)
-    os.replace(tmp, path)
-  except OSError as error:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    raise OutputWriteError(
-      error.errno, f'--output: cannot write {path}: {error.strerror or error}'
-    ) from None
-
-
 def run_batch(
   inputs: list[str],
   outputs: list[str],
@@ -454,16 +273,14 @@ def predict_paths(
 ) -> dict[str, Any]:
   """Grades a photo, or every photo of a folder, into `output_dir`.
 
-  `overrides`: the `config.predict.*` values given on the command line (already in `config`),
-  recorded in the summary.
+  `overrides`: the command line's `config.predict.*` values (in `config`), for the summary.
 
   - Each photo is read into the run's working space (`config.data.working_space`), graded,
     and written like it came (`photo_writer.py`): same container, bit depth and ICC profile,
     EXIF with orientation 1, unless `config.predict.output_*` say otherwise. A segmentation
     model writes 8-bit class labels as PNG (16-bit above 256 classes).
   - File rules (never overwrite, planned names, `skip_existing`, `recursive`, temporary names,
-    the JSON summary): see the module doc.
-  - A file that cannot be read is reported with the reason and the others are still written.
+    the JSON summary, a file that cannot be read): see the module doc.
 
   Returns the summary: `{'output_dir', 'written': [{'input', 'output', 'height', 'width',
   'seconds', ...}], 'skipped': [...], 'failed': [{'input', 'reason'}], ...}`.

@@ -29,7 +29,9 @@ import pyvips
 from PIL import Image
 
 from unet_jax.data import colour_spaces, matrix_shaper, tiff_exif
-from unet_jax.data.images import Photo, _clipped, _first_line
+from unet_jax.data.images import Photo
+from unet_jax.data.vips_errors import first_line
+from unet_jax.data.working_space import clipped_count
 
 OUTPUT_FORMATS = ('same', 'jpeg', 'png', 'tiff')
 OUTPUT_BITS = ('same', '8', '16')
@@ -155,7 +157,7 @@ def unwritable_reason(profile: bytes) -> str | None:
       depth=16,
     ).numpy()
   except pyvips.Error as error:
-    return f'cannot be converted into ({_first_line(error)})'
+    return f'cannot be converted into ({first_line(error)})'
   return None
 
 
@@ -204,7 +206,7 @@ def encode_photo(
       depth=spec.bits,
     )
     converted = image.numpy().reshape(*source.shape[:2], -1)
-    clipped = _clipped(source, converted)
+    clipped = clipped_count(source, converted)
     image = _vips_rgb(converted)
   image = image.copy()
   if target is not None:
