@@ -1,7 +1,8 @@
 """Ablation of the colour head, whole-photo context and coordinates on every built-in look.
 
-Rows (each a short run of `configs/photo.py` with options changed, through
-`unet_jax.training.loop.train_and_evaluate`, scored on the 3 held-out built-in photos at full size):
+Rows (each a short run of `configs/photo.py` with options changed, trained and cached by the
+shared sweep runner `experiments/sweep.py`, scored on the 3 held-out built-in photos at full
+size):
 
 - `unet`: no colour head, no thumbnail, no coords (the default config's model, on the
   recipe's crops and steps);
@@ -47,7 +48,6 @@ of each (all pixels of 128 photos of 0.7 megapixels would not fit in memory).
 import json
 import os
 import re
-import shutil
 import sys
 import time
 
@@ -56,10 +56,10 @@ from absl import app, flags
 
 import configs.default
 import configs.photo
+from experiments import sweep
 from unet_jax import data, metrics, paths
 from unet_jax.inference import lut as inference_lut
 from unet_jax.models import lut as lut_lib
-from unet_jax.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOOKS = ('warm_film', 'local_contrast', 'vignette', 'auto_exposure')
@@ -254,32 +254,33 @@ def make_config(
   return config.unlock()
 
 
-def run_one(runs_dir: str, look: str, row: str, seed: int) -> dict:
-  folder = os.path.join(runs_dir, look, row, f'seed_{seed}')
-  path = os.path.join(folder, 'result.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
-  shutil.rmtree(folder, ignore_errors=True)
-  config = make_config(look, row, seed, FLAGS.steps, FLAGS.crop_size, FLAGS.pairs_root)
-  started = time.perf_counter()
-  final = loop.train_and_evaluate(config, folder)
-  result = {
-    'look': look,
-    'row': row,
-    'seed': seed,
-    'steps': config.num_train_steps,
-    'crop_size': config.data.crop_size,
-    'wall_seconds': time.perf_counter() - started,
-    'model': final['model'],
-    'identity': final['identity'],
-    'images': final['images'],
+def _summarise(run: sweep.Run, workdir: str, final: dict) -> dict:
+  """What the report reads of a run (its scores on the held-out photos)."""
+  return {
+    'look': run.group,
+    'row': run.row,
+    'seed': run.seed,
+    'steps': run.config.num_train_steps,
+    'crop_size': run.config.data.crop_size,
+    'model': final.get('model', {}),
+    'identity': final.get('identity', {}),
+    'images': final.get('images', []),
   }
-  with open(path, 'w') as f:
-    json.dump(result, f, indent=1)
-  for sub in ('checkpoints', 'best', 'tensorboard', 'tfds'):
-    shutil.rmtree(os.path.join(folder, sub), ignore_errors=True)
-  return result
+
+
+def planned_runs() -> list[sweep.Run]:
+  """Every (look, row, seed) of the flags, a seed's rows before the next seed's, with configs."""
+  return [
+    sweep.Run(
+      look,
+      row,
+      seed,
+      make_config(look, row, seed, FLAGS.steps, FLAGS.crop_size, FLAGS.pairs_root),
+    )
+    for seed in (int(s) for s in FLAGS.seeds)
+    for row in FLAGS.rows
+    for look in FLAGS.looks
+  ]
 
 
 def fit_lut(
@@ -601,14 +602,16 @@ def main(argv):
         os.makedirs(runs_dir, exist_ok=True)
         with open(base_path, 'w') as f:
           json.dump(base, f, indent=1)
-  results = []
-  plan = [(look, row, int(s)) for s in FLAGS.seeds for row in FLAGS.rows for look in FLAGS.looks]
-  for look, row, seed in plan:
-    done = os.path.join(runs_dir, look, row, f'seed_{seed}', 'result.json')
-    over_budget = time.perf_counter() - started > 60 * FLAGS.budget_minutes
-    if (FLAGS.report_only or over_budget) and not os.path.exists(done):
-      continue
-    results.append(run_one(runs_dir, look, row, seed))
+  # The shared runner validates every row's config first, trains, and keeps each result.json.
+  results, _ = sweep.run_sweep(
+    planned_runs(),
+    runs_dir,
+    _summarise,
+    budget_minutes=FLAGS.budget_minutes - (time.perf_counter() - started) / 60,
+    report_only=FLAGS.report_only,
+  )
+  # A run the non-finite guard stopped has no scores to report.
+  results = [r for r in results if not r.get('error')]
   # The command that produces these numbers: without --report_only, which only re-reads them.
   rereading = ('--report_only', '--noreport_only')
   flags_given = [a for a in sys.argv[1:] if a.split('=')[0] not in rereading]
