@@ -95,7 +95,7 @@ original = files.write_new_file  # looked up in files (run_batch), so patched th
 def write_then_die(path, data, **kwargs):
   calls.append(path)
   if len(calls) == 3:  # killed while the third photo is being written
-    name = f'.{{os.path.basename(path)}}.partial-{{os.getpid()}}'
+    name = f'.{os.path.basename(path)}.partial-{os.getpid()}'
     tmp = os.path.join(os.path.dirname(path), name)
     with open(tmp, 'wb') as f:
       f.write(data[: len(data) // 2])
