@@ -67,21 +67,10 @@ def apply_lut(table: np.ndarray, rgb: np.ndarray) -> np.ndarray:
   return out.reshape(rgb.shape).astype(np.float32)
 
 
-def _differences(size: int) -> scipy.sparse.csr_matrix:
-  """Stacked first-difference operators along the r, g and b axes of the grid."""
-  line = scipy.sparse.diags([-1.0, 1.0], [0, 1], shape=(size - 1, size))
-  eye = scipy.sparse.identity(size)
-  axes = [
-    scipy.sparse.kron(scipy.sparse.kron(line, eye), eye),
-    scipy.sparse.kron(scipy.sparse.kron(eye, line), eye),
-    scipy.sparse.kron(scipy.sparse.kron(eye, eye), line),
-  ]
-  return scipy.sparse.vstack(axes).tocsr()
-
-
-def _second_differences(size: int) -> scipy.sparse.csr_matrix:
-  """Stacked second-difference operators along the r, g and b axes of the grid."""
-  line = scipy.sparse.diags([1.0, -2.0, 1.0], [0, 1, 2], shape=(size - 2, size))
+def _differences(size: int, order: int) -> scipy.sparse.csr_matrix:
+  """Stacked `order`-th difference operators (1 or 2) along the r, g and b axes of the grid."""
+  stencil = {1: [-1.0, 1.0], 2: [1.0, -2.0, 1.0]}[order]
+  line = scipy.sparse.diags(stencil, range(order + 1), shape=(size - order, size))
   eye = scipy.sparse.identity(size)
   axes = [
     scipy.sparse.kron(scipy.sparse.kron(line, eye), eye),
@@ -133,10 +122,10 @@ def fit_lut(
   identity = identity_table(size).reshape(-1, 3)
   normal = (design.T @ design) / len(inputs) + identity_pull * scipy.sparse.identity(cells)
   if smoothness:
-    smooth = _differences(size)
+    smooth = _differences(size, 1)
     normal = normal + smoothness * (smooth.T @ smooth)
   if curvature:
-    bend = _second_differences(size)
+    bend = _differences(size, 2)
     normal = normal + curvature * (bend.T @ bend)
   right = design.T @ (outputs - design @ identity) / len(inputs)
   # Conjugate gradients from the identity table: a direct factorisation of this 3-D lattice
