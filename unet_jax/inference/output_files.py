@@ -25,6 +25,20 @@ class OutputWriteError(ValueError):
     self.errno = errno_
 
 
+@contextlib.contextmanager
+def temporary_for(path: str, tmp: str):
+  """Writing `tmp` on the way to `path`: an OSError removes `tmp` and becomes an
+  OutputWriteError naming `path` (a full disk, a read-only folder)."""
+  try:
+    yield
+  except OSError as error:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise OutputWriteError(
+      error.errno, f'--output: cannot write {path}: {error.strerror or error}'
+    ) from None
+
+
 def write_new_file(path: str, data: bytes, *, numbered: bool = True) -> str | None:
   """Writes `data` as `path`, or `stem-1.ext`, `stem-2.ext`... if taken; returns the name used.
 
@@ -37,18 +51,12 @@ def write_new_file(path: str, data: bytes, *, numbered: bool = True) -> str | No
   folder, name = os.path.split(path)
   stem, ext = os.path.splitext(name)
   tmp = os.path.join(folder, f'.{name}.partial-{os.getpid()}')
-  try:
+  with temporary_for(path, tmp):
     os.makedirs(folder or '.', exist_ok=True)
     with open(tmp, 'wb') as f:
       f.write(data)
       f.flush()
       os.fsync(f.fileno())
-  except OSError as error:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    raise OutputWriteError(
-      error.errno, f'--output: cannot write {path}: {error.strerror or error}'
-    ) from None
   try:
     for attempt in range(MAX_SUFFIX if numbered else 1):
       candidate = os.path.join(folder, name if attempt == 0 else f'{stem}-{attempt}{ext}')

@@ -4,13 +4,12 @@ A file named `SUMMARY_FILE` that is not one of our summaries (a user's own) is n
 the summary goes to `predict_summary-1.json` instead.
 """
 
-import contextlib
 import json
 import logging
 import os
 from typing import Any
 
-from unet_jax.inference.output_files import MAX_SUFFIX, OutputWriteError
+from unet_jax.inference.output_files import MAX_SUFFIX, temporary_for
 
 SUMMARY_FILE = 'predict_summary.json'
 SUMMARY_MARK = 'unet_jax predict summary'
@@ -48,13 +47,7 @@ def write_summary(output_dir: str, summary: dict[str, Any], path: str | None = N
   """The summary as JSON, replaced atomically (it is ours, rewritten after each photo)."""
   path = path or os.path.join(output_dir, SUMMARY_FILE)
   tmp = f'{path}.{os.getpid()}.tmp'
-  try:
+  with temporary_for(path, tmp):
     with open(tmp, 'w') as f:
       json.dump({'written_by': SUMMARY_MARK, **summary}, f, indent=2)
     os.replace(tmp, path)
-  except OSError as error:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    raise OutputWriteError(
-      error.errno, f'--output: cannot write {path}: {error.strerror or error}'
-    ) from None
