@@ -2,8 +2,8 @@
 
 Expected problems (a bad flag or config value, bad data files, a workdir that refuses the
 rerun, a run stopped by its guards) print one `Error: ...` message on stderr, no traceback
-unless `--verbose`; real bugs keep their traceback (status 1). The statuses are listed in the
-README's usage section.
+unless `--verbose`; real bugs keep their traceback (status 1). The statuses are listed in
+docs/options.md.
 """
 
 import difflib
