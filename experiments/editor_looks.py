@@ -37,7 +37,6 @@ manifest exists is kept (`--force` rebuilds it).
 """
 
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -52,6 +51,8 @@ from collections.abc import Sequence
 import numpy as np
 from absl import app, flags
 from PIL import Image, ImageCms
+
+from unet_jax.pretrained.errors import sha256_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT_DIR = os.path.join(ROOT, 'runs', 'editor_looks')
@@ -351,14 +352,6 @@ def write_inputs(
   return records
 
 
-def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def _link(source: str, destination: str) -> None:
   if os.path.exists(destination):
     os.remove(destination)
@@ -418,7 +411,7 @@ def photo_table(photos: Sequence[Photo]) -> list[dict]:
       'path': p.path,
       'package': p.package,
       'package_version': package_version(p.package),
-      'sha256': _sha256(p.path),
+      'sha256': sha256_file(p.path),
     }
     for p in photos
   ]

@@ -4,6 +4,8 @@ photo-like arrays and random model variables, tiny image files and pair folders.
 import os
 import pathlib
 import struct
+import subprocess
+import sys
 import zlib
 from collections.abc import Callable
 
@@ -19,6 +21,20 @@ from unet_jax.config import get_base_config
 from unet_jax.models import UNet
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_main(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+  """`python -m unet_jax.main ARGS` from the repository root, as a user runs it (text output)."""
+  return subprocess.run(
+    [sys.executable, '-m', 'unet_jax.main', *args],
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    cwd=ROOT,
+    env={**os.environ, 'PYTHONPATH': str(ROOT)},
+  )
+
+
 PHOTO_SIZE = (97, 131)  # odd on purpose: neither is a multiple of 2**levels or of any stride
 
 

@@ -1,7 +1,6 @@
 """The command line ends with one message and the documented exit status (README, usage)."""
 
 import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -11,24 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import tiny_config
+from tests.helpers import ROOT, run_main, tiny_config
 from unet_jax import cli_errors
 from unet_jax.data import DataError
 from unet_jax.training import guards
 from unet_jax.training.run_record import WorkdirError
 from unet_jax.validation import ConfigError
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def cli(*args, timeout=300):
-  return subprocess.run(
-    [sys.executable, '-m', 'unet_jax.main', *args],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=timeout,
-  )
 
 
 @pytest.mark.parametrize(
@@ -75,11 +62,11 @@ def test_an_unknown_config_key_names_its_section():
 
 @pytest.mark.slow
 def test_cli_unknown_key_and_nan_value_exit_with_one_message(tmp_path):
-  result = cli('--config=configs/tiny.py', f'--workdir={tmp_path}', '--config.model.no_such=3')
+  result = run_main('--config=configs/tiny.py', f'--workdir={tmp_path}', '--config.model.no_such=3')
   assert result.returncode == cli_errors.EXIT_USAGE, result.stderr
   assert "config.model has no option 'no_such'" in result.stderr
   assert 'Traceback' not in result.stderr
-  result = cli(
+  result = run_main(
     '--config=configs/tiny.py', f'--workdir={tmp_path}', '--config.optimizer.learning_rate=nan'
   )
   assert result.returncode == cli_errors.EXIT_CONFIG, result.stderr
@@ -124,7 +111,7 @@ def test_sigterm_exits_75_after_saving_and_predict_exits_7_when_an_input_fails(t
   photos.mkdir()
   Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(photos / 'good.png')
   (photos / 'broken.png').write_bytes(b'not a png')
-  result = cli(
+  result = run_main(
     '--mode=predict', f'--workdir={workdir}', f'--input={photos}', f'--output={tmp_path / "out"}'
   )
   assert result.returncode == cli_errors.EXIT_PREDICT_FAILED, result.stderr

@@ -8,39 +8,25 @@ tests/test_cli.py.
 
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from tests import helpers
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_main
 
 FIXTURE = ROOT / 'tests' / 'fixtures' / 'workdir_70e8f58'
-
-
-def _main(*args, timeout=300):
-  env = {**os.environ, 'PYTHONPATH': str(ROOT)}
-  return subprocess.run(
-    [sys.executable, '-m', 'unet_jax.main', *args],
-    capture_output=True,
-    text=True,
-    timeout=timeout,
-    cwd=ROOT,
-    env=env,
-  )
 
 
 @pytest.mark.slow
 def test_status_2_a_missing_workdir_flag():
   # Training defaults to runs/<config name>; a reading mode with neither flag has no run to read.
-  run = _main('--mode=eval')
+  run = run_main('--mode=eval')
   assert run.returncode == 2, run.stderr[-2000:]
   assert '--workdir' in run.stderr and 'Traceback' not in run.stderr
 
 
 def test_status_2_a_bare_config_file_beside_the_workdir(tmp_path):
-  run = _main('--mode=eval', f'--workdir={tmp_path}', '--config=configs/tiny.py')
+  run = run_main('--mode=eval', f'--workdir={tmp_path}', '--config=configs/tiny.py')
   assert run.returncode == 2, run.stderr[-2000:]
   assert '--config is for --mode=train' in run.stderr and 'Traceback' not in run.stderr
 
@@ -49,7 +35,7 @@ def test_status_2_a_bare_config_file_beside_the_workdir(tmp_path):
 def test_status_2_a_workdir_that_is_a_file(tmp_path):
   path = tmp_path / 'notes.txt'
   path.write_text('mine')
-  run = _main('--config=configs/tiny.py', f'--workdir={path}')
+  run = run_main('--config=configs/tiny.py', f'--workdir={path}')
   assert run.returncode == 2, run.stderr[-2000:]
   assert f'Error: --workdir {path} exists and is not a folder.' in run.stderr
   assert path.read_text() == 'mine'
@@ -58,7 +44,7 @@ def test_status_2_a_workdir_that_is_a_file(tmp_path):
 @pytest.mark.slow
 def test_status_2_export_lut_into_a_missing_folder(tmp_path):
   workdir = shutil.copytree(FIXTURE / 'workdir', tmp_path / 'run')
-  run = _main('--mode=export_lut', f'--workdir={workdir}', f'--output={tmp_path}/no/look.cube')
+  run = run_main('--mode=export_lut', f'--workdir={workdir}', f'--output={tmp_path}/no/look.cube')
   assert run.returncode == 2, run.stderr[-2000:]
   assert f'folder {tmp_path}/no does not exist' in run.stderr
 
@@ -71,7 +57,7 @@ def test_status_4_an_empty_file_and_an_input_without_target(tmp_path):
   (root / 'train' / 'input' / 'empty.png').write_bytes(b'')
   (root / 'train' / 'target' / 'empty.png').write_bytes(b'')
   helpers.save(root / 'train' / 'input' / 'alone.png', helpers.random_pixels(1, 40, 48))
-  run = _main(
+  run = run_main(
     '--config=configs/tiny.py',
     f'--workdir={tmp_path / "run"}',
     '--config.data.name=paired_folders',
@@ -92,7 +78,7 @@ def test_status_7_predict_with_a_photo_that_cannot_be_graded(tmp_path, broken):
   photos = shutil.copytree(FIXTURE / 'pairs' / 'test' / 'input', tmp_path / 'in')
   data = bomb_jpeg() if broken == 'bomb' else (photos / 'p0.png').read_bytes()[:200]
   (photos / 'a_broken.jpg').write_bytes(data)
-  run = _main(
+  run = run_main(
     '--mode=predict', f'--workdir={workdir}', f'--input={photos}', f'--output={tmp_path}/out'
   )
   assert run.returncode == 7, run.stderr[-2000:]

@@ -41,10 +41,10 @@ from unet_jax.inference.export_files import (
   PLATFORMS,
   STABLEHLO_FILE,
   WEIGHTS_FILE,
-  file_sha256,
   flatten_variables,
 )
 from unet_jax.inference.model_card import model_card
+from unet_jax.pretrained.errors import sha256_file
 
 # ---------------------------------------------------------------------------------------------
 # Programs.
@@ -190,7 +190,7 @@ def _write_folder(folder, workdir, config, model, variables, checkpoint_path, in
   summary: dict[str, Any] = {'checkpoint': checkpoint_path, 'notes': []}
   weights = os.path.join(folder, WEIGHTS_FILE)
   safetensors.numpy.save_file(flatten_variables(variables), weights, metadata={'format': 'np'})
-  summary['sha256'] = file_sha256(weights)
+  summary['sha256'] = sha256_file(weights)
   with open(os.path.join(folder, CHECKSUM_FILE), 'w') as f:
     f.write(f'{summary["sha256"]}  {WEIGHTS_FILE}\n')
   with open(os.path.join(folder, CONFIG_FILE), 'w') as f:

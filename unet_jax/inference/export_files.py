@@ -2,7 +2,6 @@
 SHA-256 check, and whether a folder is a (complete) export. Light: `unet_jax.load` reads an
 export folder through this module without the program exporters."""
 
-import hashlib
 import os
 from typing import Any
 
@@ -10,6 +9,8 @@ import flax.traverse_util
 import jax
 import numpy as np
 import safetensors.numpy
+
+from unet_jax.pretrained.errors import sha256_file
 
 WEIGHTS_FILE = 'model.safetensors'
 CONFIG_FILE = 'config.json'
@@ -34,14 +35,6 @@ def unflatten_variables(flat: dict[str, np.ndarray]) -> dict[str, Any]:
   return flax.traverse_util.unflatten_dict(flat, sep=_SEPARATOR)
 
 
-def file_sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def load_weights(path: str) -> dict[str, Any]:
   """The variables a `model.safetensors` file holds, nested as `model.apply` wants them.
 
@@ -52,7 +45,7 @@ def load_weights(path: str) -> dict[str, Any]:
   if os.path.isfile(recorded):
     with open(recorded) as f:
       expected = (f.read().split() or [''])[0].lower()
-    actual = file_sha256(path)
+    actual = sha256_file(path)
     if actual != expected:
       raise ValueError(
         f'{path}: its SHA-256 is {actual}, not the {expected} recorded in {recorded} at export: '
