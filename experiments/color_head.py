@@ -140,6 +140,27 @@ ROWS = {
     {'optimizer.grade_first_steps': 200},
   ),
   'recipe_lut_curvature_100': ('recipe, LUT curvature weight 100', {'loss.lut_curvature': 100.0}),
+  'recipe_curves': (
+    "recipe plus per-photo tone curves read off each photo's histogram (model.curves=16)",
+    {'model.curves': 16},
+  ),
+  'recipe_local': (
+    'recipe plus the local affine grid (model.local_grid=32 off a 128 px thumbnail)',
+    {'model.local_grid': 32, 'model.thumbnail_size': 128},
+  ),
+  'recipe_curves_local': (
+    'recipe plus tone curves and the local affine grid',
+    {'model.curves': 16, 'model.local_grid': 32, 'model.thumbnail_size': 128},
+  ),
+  'recipe_curves_local_no_exposure': (
+    'recipe plus tone curves and the local affine grid, without the exposure stage',
+    {
+      'model.curves': 16,
+      'model.local_grid': 32,
+      'model.thumbnail_size': 128,
+      'model.exposure': False,
+    },
+  ),
   'grade_only': (
     "the recipe's global grade alone (the U-Net never learns)",
     {'optimizer.grade_first_steps': 10**9},
@@ -203,6 +224,7 @@ flags.DEFINE_string(
 flags.DEFINE_string('output_dir', os.path.join(ROOT, 'experiments', 'results'), 'Report folder.')
 flags.DEFINE_string('report_name', 'color_head', 'Report files: <output_dir>/<name>.md and .json.')
 flags.DEFINE_bool('report_only', False, 'Rebuild the report from finished runs.')
+flags.DEFINE_bool('eval_lpips', True, "Score the trained rows' evals with LPIPS too (slow on CPU).")
 flags.DEFINE_bool('baseline_lpips', True, 'Score the baselines with LPIPS too (slow on CPU).')
 flags.DEFINE_string(
   'pairs_root',
@@ -270,17 +292,15 @@ def _summarise(run: sweep.Run, workdir: str, final: dict) -> dict:
 
 def planned_runs() -> list[sweep.Run]:
   """Every (look, row, seed) of the flags, a seed's rows before the next seed's, with configs."""
-  return [
-    sweep.Run(
-      look,
-      row,
-      seed,
-      make_config(look, row, seed, FLAGS.steps, FLAGS.crop_size, FLAGS.pairs_root),
-    )
-    for seed in (int(s) for s in FLAGS.seeds)
-    for row in FLAGS.rows
-    for look in FLAGS.looks
-  ]
+  runs = []
+  for seed in (int(s) for s in FLAGS.seeds):
+    for row in FLAGS.rows:
+      for look in FLAGS.looks:
+        config = make_config(look, row, seed, FLAGS.steps, FLAGS.crop_size, FLAGS.pairs_root)
+        # LPIPS of six 1 MP photos and their inputs takes longer than the training on 2 cores.
+        config.eval_lpips = FLAGS.eval_lpips
+        runs.append(sweep.Run(look, row, seed, config))
+  return runs
 
 
 def fit_lut(

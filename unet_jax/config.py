@@ -69,6 +69,13 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Needs thumbnail='photo'.
   model.exposure = False
   model.exposure_range_ev = 2.0
+  # Per-photo tone curves (models/tone_curves.py), `curves` knots per channel (0: off), read off
+  # each whole photo's histogram: what an editor's auto levels or white balance set per photo.
+  model.curves = 0
+  # A local_grid^2 grid of per-pixel colour transforms read off the whole photo's thumbnail
+  # (models/local_affine.py; 0: off): large-radius local looks (local contrast, glows).
+  # Needs thumbnail='photo' and thumbnail_size / local_grid a power of two.
+  model.local_grid = 0
 
   config.loss = loss = ml_collections.ConfigDict()
   # Weights of the combined loss; 0 switches a term off. The seed's best practice:
@@ -116,6 +123,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   data.rot90 = False
   data.max_rotation_degrees = 0.0
   data.num_workers = 0  # grain worker processes; 0 decodes in the main process
+  # Keep every decoded training photo in memory (data/photo_cache.py): for sets of a few
+  # hundred photos, which are otherwise decoded and metered again for every crop.
+  data.cache_photos = False
   data.prefetch_buffer_size = 2
   data.bad_pair_policy = 'error'  # error | skip
   # A file whose header claims more pixels is refused before decoding (decompression bombs).
@@ -161,6 +171,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3
   config.best_metric = 'psnr'  # eval metric that picks the kept best checkpoint
   config.num_image_summaries = 4
+  # Score evals with LPIPS too (a VGG pass over every whole eval photo: minutes a photo on CPU).
+  config.eval_lpips = True
 
   config.predict = predict = ml_collections.ConfigDict()
   predict.tile_size = 512
@@ -191,6 +203,7 @@ RESUMABLE = frozenset(
     'checkpoint_every_steps',
     'keep_checkpoints',
     'num_image_summaries',
+    'eval_lpips',
     'predict',
     'divergence',
     # Where things are: the training files themselves are compared by their fingerprint.

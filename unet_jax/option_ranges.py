@@ -89,6 +89,8 @@ RANGES: dict[str, Range] = {
   'model.lut_bases': Range(1, 64),
   'model.thumbnail_size': Range(16, 1024),  # the thumbnail encoder halves it 4 times
   'model.frame_gain': Range(2, 64, off=0),
+  'model.curves': Range(2, 256, off=0),
+  'model.local_grid': Range(2, 256, off=0),
   'model.exposure_range_ev': Range(0, 10, low_open=True),
   # loss
   'loss.l1': _WEIGHT,

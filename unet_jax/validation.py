@@ -155,6 +155,11 @@ def _validate_training(config: ml_collections.ConfigDict) -> None:
     )
   if config.keep_checkpoints < 1:
     raise ConfigError(f'config.keep_checkpoints must be >= 1; got {config.keep_checkpoints}.')
+  if config.best_metric == 'lpips' and not config.eval_lpips:
+    raise ConfigError(
+      "config.best_metric='lpips' picks the best checkpoint by a score this run does not take: "
+      'set config.eval_lpips=True or another best_metric.'
+    )
   _validate_divergence(config.divergence)
 
 
@@ -210,6 +215,25 @@ def validate_model_config(model_config: ml_collections.ConfigDict) -> None:
     )
 
 
+def _validate_whole_photo_grades(model_config: ml_collections.ConfigDict) -> None:
+  """The tone curves and the local grid read the whole photo: in training too."""
+  for key in ('curves', 'local_grid'):
+    if model_config.get(key, 0) and model_config.thumbnail != 'photo':
+      raise ConfigError(
+        f'config.model.{key}={model_config[key]} reads the whole photo, in training too: it '
+        "needs config.model.thumbnail='photo'."
+      )
+  grid = int(model_config.get('local_grid', 0))
+  if grid:
+    ratio = model_config.thumbnail_size / grid
+    if ratio < 1 or ratio != int(ratio) or int(ratio) & (int(ratio) - 1):
+      raise ConfigError(
+        f'config.model.local_grid={grid} is read off the thumbnail by halving it: '
+        f'config.model.thumbnail_size ({model_config.thumbnail_size}) must be local_grid times '
+        'a power of two (1, 2, 4, ...).'
+      )
+
+
 def _validate_color_head(model_config: ml_collections.ConfigDict) -> None:
   _check_choice('color_head', model_config.color_head, global_grade.COLOR_HEADS)
   _check_choice('lut_method', model_config.lut_method, lut.METHODS)
@@ -220,12 +244,15 @@ def _validate_color_head(model_config: ml_collections.ConfigDict) -> None:
     model_config.color_head == 'adaptive_lut'
     or model_config.global_context == 'thumbnail'
     or model_config.get('exposure', False)
+    or model_config.get('curves', 0)
+    or model_config.get('local_grid', 0)
   ):
     raise ConfigError(
       "config.model.thumbnail='photo' feeds the global branch, and this model has none: "
-      "set config.model.color_head='adaptive_lut', config.model.global_context='thumbnail' or "
-      'config.model.exposure=True.'
+      "set config.model.color_head='adaptive_lut', config.model.global_context='thumbnail', "
+      'config.model.exposure=True, config.model.curves or config.model.local_grid.'
     )
+  _validate_whole_photo_grades(model_config)
   stages = len(thumbnail.ENCODER_CHANNELS)
   if model_config.thumbnail_size < 2**stages:
     raise ConfigError(

@@ -5,7 +5,9 @@ exposure, the adaptive LUT's weights, the thumbnail global context, the frame ga
 photo they were cut from, so that every part of a photo is graded alike:
 
 - a thumbnail: `[T, T, 3]`, the whole frame squeezed to a square (`make_thumbnail`);
-- metering statistics: `[8]` figures of the photo's light and colour cast (`photo_statistics`);
+- metering statistics: `[8]` figures of the photo's light and colour cast (`photo_statistics`),
+  followed, for models with tone curves, by `[3 * len(TONE_QUANTILES)]` quantiles of each
+  channel (`tone_quantiles`);
 - coordinates: `[H, W, 2]`, each pixel's place in the photo (`photo_coords`).
 
 `WholePhotoInputs.from_model_config(config.model)` decides which of them a model reads and makes
@@ -35,6 +37,29 @@ _PERCENTILES = (10.0, 50.0, 90.0)
 _DARKEST = 1e-12
 # Where `photo_statistics` puts the key (the mean log luminance) among its figures.
 KEY_FIGURE = 0
+# The figures of `photo_statistics`, before any tone quantiles.
+METERING_FIGURES = 8
+# The quantiles (%) of each channel's encoded values that the tone curves read: the ends and
+# the tails closely (levels, clipping, black and white points set per photo), the middle coarsely.
+TONE_QUANTILES = (
+  0.0,
+  0.1,
+  0.5,
+  1.0,
+  2.0,
+  5.0,
+  10.0,
+  25.0,
+  50.0,
+  75.0,
+  90.0,
+  95.0,
+  98.0,
+  99.0,
+  99.5,
+  99.9,
+  100.0,
+)
 
 
 def photo_statistics(images: Any, xp: Any = jnp) -> Any:
@@ -64,6 +89,66 @@ def photo_statistics(images: Any, xp: Any = jnp) -> Any:
     xp.log(_LOG_FLOOR + xp.mean(linear, axis=(-3, -2), dtype=sums_dtype)) - log_grey,
   ]
   return xp.concatenate(figures, axis=-1).astype(xp.float32)
+
+
+def tone_quantiles(images: Any, xp: Any = jnp) -> Any:
+  """`[..., H, W, 3]` photos -> `[..., 3 * len(TONE_QUANTILES)]`: each channel's quantiles of
+  its encoded values, red's first.
+
+  What an editor's image-adaptive tools read off a photo's histogram: auto levels its black and
+  white points, auto gamma or a grey-world balance each channel's middle. Taken of the whole
+  photo at full resolution, like `photo_statistics`, so crops, tiles and the whole image agree.
+  """
+  values = xp.asarray(images, xp.float32)
+  values = values.reshape(*values.shape[:-3], -1, values.shape[-1])  # [..., N, 3]
+  if xp is np:
+    flat = values.reshape(-1, *values.shape[-2:])
+    quantiles = np.stack([_counted_quantiles(photo) for photo in flat])
+    quantiles = quantiles.reshape(*values.shape[:-2], 3, len(TONE_QUANTILES))
+  else:
+    values = xp.clip(values, 0.0, 1.0)
+    quantiles = xp.moveaxis(xp.percentile(values, xp.asarray(TONE_QUANTILES), axis=-2), 0, -1)
+  return quantiles.reshape(*quantiles.shape[:-2], -1).astype(xp.float32)
+
+
+# The tone quantiles in numpy count values on a 16-bit scale: exact for 8- and 16-bit files.
+_TONE_LEVELS = 65535
+_CHUNK = 1 << 18  # pixels
+
+
+def _counted_quantiles(values: np.ndarray) -> np.ndarray:
+  """`[N, 3]` values (clipped to [0, 1]) -> `[3, Q]` quantiles, as `np.percentile` (linear between the
+  order statistics) takes them, from each channel's counts of 16-bit codes: a 24 MP photo in a
+  tenth of the time a sort takes, and within half a 16-bit step of it for other values."""
+  count, channels = values.shape
+  counts = np.zeros((channels, _TONE_LEVELS + 1), np.int64)
+  # In chunks that stay in cache: a 24 MP photo's codes at once cost five times the time.
+  for start in range(0, count, _CHUNK):
+    chunk = np.clip(values[start : start + _CHUNK], 0.0, 1.0)
+    codes = (chunk * _TONE_LEVELS + 0.5).astype(np.uint16)
+    for channel in range(channels):
+      counts[channel] += np.bincount(codes[:, channel], minlength=_TONE_LEVELS + 1)
+  ranks = np.asarray(TONE_QUANTILES) / 100.0 * (count - 1)
+  lower = np.floor(ranks).astype(np.int64)
+  upper = np.minimum(lower + 1, count - 1)
+  frac = ranks - lower
+  out = np.empty((channels, len(TONE_QUANTILES)))
+  for channel in range(channels):
+    cumulative = np.cumsum(counts[channel])
+    # The value of rank r (from 0) is the first code whose cumulative count exceeds r.
+    below = np.searchsorted(cumulative, lower, side='right')
+    above = np.searchsorted(cumulative, upper, side='right')
+    out[channel] = (below + frac * (above - below)) / _TONE_LEVELS
+  return out
+
+
+def photo_figures(images: Any, tones: bool, xp: Any = jnp) -> Any:
+  """The whole-photo figures a model reads: `photo_statistics`, then `tone_quantiles` with
+  `tones`."""
+  figures = photo_statistics(images, xp)
+  if tones:
+    figures = xp.concatenate([figures, tone_quantiles(images, xp)], axis=-1)
+  return figures
 
 
 def photo_coords(rows: Any, cols: Any, height: int, width: int) -> np.ndarray:
@@ -112,7 +197,7 @@ class WholePhotoInputs:
   """Which whole-photo inputs a model reads, and where they come from.
 
   `thumbnail_size`: the side of the thumbnail it reads (0: none). `statistics`: it reads the
-  metering figures. `coords`: it reads pixel coordinates. `of_whole_photo`
+  metering figures; `tones`: with each channel's quantiles after them. `coords`: it reads pixel coordinates. `of_whole_photo`
   (`model.thumbnail='photo'`): training gives the thumbnail and figures of the whole photo;
   without it the model takes them of its crop, in the graph. Coordinates are always the
   photo's. Predict always gives the whole photo's: the crop stood in for it in training.
@@ -120,6 +205,7 @@ class WholePhotoInputs:
 
   thumbnail_size: int = 0
   statistics: bool = False
+  tones: bool = False
   coords: bool = False
   of_whole_photo: bool = False
 
@@ -131,11 +217,16 @@ class WholePhotoInputs:
     if not isinstance(context, str):  # a UNet's fields: two booleans
       context = ('thumbnail' if model.thumbnail_context else 'pooled') if context else 'none'
     exposure = bool(model.exposure)
-    reads_thumbnail = model.color_head == 'adaptive_lut' or exposure or context == 'thumbnail'
+    tones = int(model.curves) > 0
+    local = int(model.local_grid) > 0
+    reads_thumbnail = (
+      model.color_head == 'adaptive_lut' or exposure or context == 'thumbnail' or local
+    )
     return cls(
       thumbnail_size=int(model.thumbnail_size) if reads_thumbnail else 0,
-      statistics=bool(model.thumbnail_stats) or exposure,
-      coords=bool(model.coords) or int(model.frame_gain) > 0,
+      statistics=bool(model.thumbnail_stats) or exposure or tones,
+      tones=tones,
+      coords=bool(model.coords) or int(model.frame_gain) > 0 or local,
       of_whole_photo=model.thumbnail == 'photo',
     )
 
@@ -147,14 +238,15 @@ class WholePhotoInputs:
 
   def of_photo(self, image: np.ndarray, *, coords: bool = True) -> dict[str, np.ndarray]:
     """The inputs of one `[H, W, 3]` photo, unbatched: `'thumbnail'` `[T, T, 3]`,
-    `'statistics'` `[8]` and `'coords'` `[H, W, 2]`, those this model reads. `coords=False`
+    `'statistics'` `[8]` (and the tone quantiles) and `'coords'` `[H, W, 2]`, those this model
+    reads. `coords=False`
     leaves the coordinates out (predict makes each tile's own)."""
     out = {}
     height, width = image.shape[:2]
     if self.thumbnail_size:
       out['thumbnail'] = make_thumbnail(image, self.thumbnail_size)
     if self.statistics:
-      out['statistics'] = photo_statistics(image, np)
+      out['statistics'] = photo_figures(image, self.tones, np)
     if self.coords and coords:
       out['coords'] = photo_coords(np.arange(height), np.arange(width), height, width)
     return out
@@ -171,7 +263,7 @@ class WholePhotoInputs:
     if self.thumbnail_size and thumbnail is None:
       thumbnail = resize_thumbnail(images, self.thumbnail_size)
     if self.statistics and statistics is None:
-      statistics = photo_statistics(images)
+      statistics = photo_figures(images, self.tones)
     if self.coords and coords is None:
       batch, height, width = images.shape[:3]
       grid = photo_coords(range(height), range(width), height, width)

@@ -171,3 +171,29 @@ def test_denoising_makes_noisy_inputs_and_fixed_eval_noise():
   for a, b in zip(*runs, strict=True):
     np.testing.assert_array_equal(a['input'], b['input'])
     assert not np.array_equal(a['input'], a['target'])
+
+
+def test_cached_photos_give_the_same_stream_and_resume_exactly(uniform_root):
+  """`data.cache_photos` decodes each photo once: batches, whole-photo figures and the
+  iterator's saved position are those of the uncached stream."""
+  data_dir = str(uniform_root / 'tfds')
+  overrides = {
+    'model.exposure': True,
+    'model.thumbnail': 'photo',
+    'model.curves': 4,
+    'model.thumbnail_size': 16,
+  }
+  plain = _train(uniform_config(uniform_root, **overrides), data_dir)
+  cached = _train(
+    uniform_config(uniform_root, **overrides, **{'data.cache_photos': True}), data_dir
+  )
+  for _ in range(5):  # more than two epochs of 8 records in batches of 4
+    expected, got = next(plain), next(cached)
+    assert expected.keys() == got.keys()
+    for key in expected:
+      np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+  state = cached.get_state()
+  following = next(cached)
+  fresh = _train(uniform_config(uniform_root, **overrides, **{'data.cache_photos': True}), data_dir)
+  fresh.set_state(state)
+  np.testing.assert_array_equal(next(fresh)['input'], following['input'])

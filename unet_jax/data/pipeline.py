@@ -1,4 +1,5 @@
-"""grain pipelines: source -> shuffled positions -> decode -> paired augmentation -> host batches.
+"""grain pipelines: source -> decode (cached with `data.cache_photos`) -> shuffled positions ->
+paired augmentation -> host batches.
 
 The training stream is defined globally and cut per host, so that what a record looks like
 never depends on the process or worker count:
@@ -20,6 +21,7 @@ from absl import flags
 
 from unet_jax.data import segmentation, sources
 from unet_jax.data.errors import DataError
+from unet_jax.data.photo_cache import CachedPhotos
 from unet_jax.data.transforms import AddWholePhoto, DecodePair, EvalExample, PairedAugment
 from unet_jax.whole_photo import WholePhotoInputs
 
@@ -80,12 +82,18 @@ def train_dataset(
     noise_sigma=_noise_sigma(config),
   )
   seed = config.seed % _SEED_MODULUS
-  dataset = (
+  # Decoding and metering are deterministic per record, so they may come before the shuffle
+  # (and be cached) without changing the stream.
+  photos = (
     grain.MapDataset.source(split.source)
-    .shuffle(seed=seed)
-    .repeat()
     .map(_decoder(config))
     .map(AddWholePhoto(WholePhotoInputs.from_model_config(config.model).in_training_batches()))
+  )
+  if data.cache_photos:
+    photos = CachedPhotos(photos)
+  dataset = (
+    photos.shuffle(seed=seed)
+    .repeat()
     .random_map(augment, seed=(seed + 1) % _SEED_MODULUS)
     .batch(batch, drop_remainder=True)[process_index::process_count]
     .to_iter_dataset(_read_options(config))

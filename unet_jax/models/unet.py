@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from unet_jax import whole_photo as whole_photo_lib
-from unet_jax.models import global_grade, layers
+from unet_jax.models import global_grade, layers, local_affine, tone_curves
 from unet_jax.models import thumbnail as thumbnail_lib
 
 HEADS = ('image', 'segmentation')
@@ -63,6 +63,8 @@ class UNet(nn.Module):
   frame_gain: int = 0
   exposure: bool = False
   exposure_range_ev: float = 2.0
+  curves: int = 0
+  local_grid: int = 0
 
   @property
   def whole_photo(self) -> whole_photo_lib.WholePhotoInputs:
@@ -123,8 +125,8 @@ class UNet(nn.Module):
       pooled_context: `[B, C]` pooled bottleneck features to use instead of this input's own
         (bottleneck global context only); tiled inference passes the whole image's here.
       return_pooled_context: stop after the bottleneck and return its pooled features `[B, C]`.
-      lut_only: return the global grade alone (exposure, colour head, then frame gain),
-        without running the U-Net.
+      lut_only: return the grade under the U-Net alone (exposure, tone curves, colour head,
+        local affine grid, frame gain: those set), without running the U-Net.
 
     The global grade is computed first: the U-Net's edit goes on top of it, and with
     `unet_input='lut'` the U-Net reads it. Then encoder, bottleneck (with the global context),
@@ -134,7 +136,7 @@ class UNet(nn.Module):
     height, width = x.shape[1:3]
     thumbnail, statistics, coords = self.whole_photo.fill_in(x, thumbnail, statistics, coords)
     context = self._thumbnail_context(thumbnail, statistics)
-    base = self._global_grade(x, context, statistics, coords)
+    base = self._global_grade(x, context, thumbnail, statistics, coords)
     if lut_only:
       return base
     x = base if self.unet_input == 'lut' else x
@@ -171,19 +173,26 @@ class UNet(nn.Module):
     self,
     x: jax.Array,
     context: jax.Array | None,
+    thumbnail: jax.Array | None,
     statistics: jax.Array | None,
     coords: jax.Array | None,
   ) -> jax.Array:
-    """The global grade of `x` in float32: exposure, colour head, frame gain (those set); `x`
-    itself without any. Sown as `intermediates/global_grade` for the train step's loss on it."""
+    """The grade under the U-Net's edit, in float32: exposure, tone curves, colour head, local
+    affine grid, frame gain (those set); `x` itself without any. Sown as
+    `intermediates/global_grade` for the train step's loss on it."""
     base = x.astype(jnp.float32)
     if self.exposure:
       base = global_grade.Exposure(self.exposure_range_ev, name='exposure')(base, statistics)
+    if self.curves:
+      base = tone_curves.ToneCurves(self.curves, name='tone_curves')(base, statistics)
     if self.color_head != 'none':
       head = global_grade.ColorHead(
         self.color_head, self.lut_size, self.lut_bases, self.lut_method, name='color_head'
       )
       base = head(base, context)
+    if self.local_grid:
+      grid = local_affine.LocalAffine(self.local_grid, name='local_affine')
+      base = grid(base, thumbnail, coords)
     if self.frame_gain:
       base = global_grade.FrameGain(self.frame_gain, name='frame_gain')(base, coords)
     if self.has_global_grade:

@@ -166,7 +166,8 @@ def _loop(s: _Session, final_step: int) -> dict[str, Any]:
   progress = Progress(config.num_train_steps, config.batch_size, s.start_step)
   interval = IntervalMetrics()  # the logged train metrics are means over each interval
   schedule = learning_rate_schedule(config)
-  lpips_params = metrics.load_lpips_params() if config.task != 'segment' else None
+  scores_lpips = config.task != 'segment' and config.eval_lpips
+  lpips_params = metrics.load_lpips_params() if scores_lpips else None
   divergence = guards.DivergenceMonitor(config)
   divergence.seed(read_logged(s.workdir, 'train/loss', up_to_step=s.start_step))
   stop = guards.StopRequest()

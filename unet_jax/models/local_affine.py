@@ -1,0 +1,73 @@
+"""A local grade over the frame: a per-pixel colour transform predicted from the thumbnail.
+
+Large-radius local looks (local contrast, local normalisation, glows, dodging and burning) act
+over tens of pixels of a 1 MP photo: more than a training crop or the U-Net's receptive field
+holds, and no global curve or table can make them. As in HDRNet (Gharbi et al., SIGGRAPH 2017),
+a small network reads the whole photo at low resolution and predicts a coarse grid of affine
+colour transforms, sliced at full resolution: each pixel gets the transform interpolated at its
+place in the frame. Without HDRNet's intensity axis, as the looks it is built for (a blur
+subtracted or divided out) vary smoothly over the frame. It reads the whole-photo thumbnail and
+each pixel's whole-photo coordinates, so crops, tiles and the whole image are graded alike.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from unet_jax.models import global_grade
+
+# Each grid cell: a 3 x 3 matrix and an offset, as offsets from the identity.
+COEFFICIENTS = 12
+# Dilations of the residual convolutions at grid resolution: they widen the reach to about 15
+# cells, so a cell's transform can depend on its surroundings, as a local contrast's does.
+DILATIONS = (1, 2, 4, 1)
+
+
+class LocalAffine(nn.Module):
+  """`[B, H, W, 3]` colours -> the same, each pixel through the affine transform sliced from a
+  `[B, grid, grid, 12]` grid read off the `thumbnail [B, T, T, 3]` of its whole photo, at its
+  `coords [B, H, W, 2]` (y, x in [-1, 1]). The grid's last layer starts at zero: the identity.
+  `T / grid` must be a power of two (the thumbnail is halved down to the grid)."""
+
+  grid: int = 32
+  features: int = 32
+
+  @nn.compact
+  def __call__(self, images: jax.Array, thumbnail: jax.Array, coords: jax.Array) -> jax.Array:
+    features = thumbnail.astype(jnp.float32)
+    size, stage = thumbnail.shape[1], 0
+    while size > self.grid:
+      features = nn.Conv(self.features, (3, 3), strides=(2, 2), name=f'down_{stage}')(features)
+      features = nn.leaky_relu(features, 0.2)
+      size, stage = size // 2, stage + 1
+    if stage == 0:
+      features = nn.Conv(self.features, (3, 3), name='down_0')(features)
+    for i, dilation in enumerate(DILATIONS):
+      update = nn.Conv(self.features, (3, 3), kernel_dilation=dilation, name=f'context_{i}')
+      features = features + update(nn.leaky_relu(features, 0.2))
+    whole = nn.Dense(self.features, name='whole_frame')(jnp.mean(features, axis=(1, 2)))
+    features = nn.leaky_relu(features + whole[:, None, None, :], 0.2)
+    zeros = nn.initializers.zeros
+    grid = nn.Conv(COEFFICIENTS, (1, 1), kernel_init=zeros, bias_init=zeros, name='coefficients')(
+      features
+    )
+    self.sow('intermediates', 'local_affine', grid)
+    return slice_affine(grid, images, coords)
+
+
+def slice_affine(grid: jax.Array, images: jax.Array, coords: jax.Array) -> jax.Array:
+  """Applies `grid [B, G, G, 12]` (cell centres over the frame) at each pixel's `coords`.
+
+  The grid's cells tile the frame as a convolution's outputs do: cell `i`'s centre sits at
+  `(i + 0.5) / G` of the frame. Between centres the coefficients are bilinear; beyond the outer
+  centres they hold their edge value.
+  """
+  cells = grid.shape[1]
+  # Frame coordinates in [-1, 1] -> the lattice coordinates that put cell centres at lattice
+  # points (global_grade.sample_frame_field reads a lattice whose ends are the frame's edges).
+  position = ((coords.astype(jnp.float32) + 1.0) * (0.5 * cells) - 0.5) / (cells - 1)
+  lattice = jnp.clip(position * 2.0 - 1.0, -1.0, 1.0)
+  field = jax.vmap(global_grade.sample_frame_field)(grid, lattice)
+  matrix = field[..., :9].reshape(*field.shape[:-1], 3, 3)
+  colours = images.astype(jnp.float32)
+  return colours + jnp.einsum('...ij,...j->...i', matrix, colours) + field[..., 9:]
