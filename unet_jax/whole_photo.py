@@ -117,9 +117,9 @@ _CHUNK = 1 << 18  # pixels
 
 
 def _counted_quantiles(values: np.ndarray) -> np.ndarray:
-  """`[N, 3]` values (clipped to [0, 1]) -> `[3, Q]` quantiles, as `np.percentile` (linear between the
-  order statistics) takes them, from each channel's counts of 16-bit codes: a 24 MP photo in a
-  tenth of the time a sort takes, and within half a 16-bit step of it for other values."""
+  """`[N, 3]` values (clipped to [0, 1]) -> `[3, Q]` quantiles as `np.percentile` takes them
+  (linear between the order statistics), from each channel's counts of 16-bit codes: a fraction
+  of a sort's time on a 24 MP photo, and within half a 16-bit step of it for other values."""
   count, channels = values.shape
   counts = np.zeros((channels, _TONE_LEVELS + 1), np.int64)
   # In chunks that stay in cache: a 24 MP photo's codes at once cost five times the time.
@@ -197,7 +197,8 @@ class WholePhotoInputs:
   """Which whole-photo inputs a model reads, and where they come from.
 
   `thumbnail_size`: the side of the thumbnail it reads (0: none). `statistics`: it reads the
-  metering figures; `tones`: with each channel's quantiles after them. `coords`: it reads pixel coordinates. `of_whole_photo`
+  metering figures; `tones`: with each channel's quantiles after them. `coords`: it reads pixel
+  coordinates. `of_whole_photo`
   (`model.thumbnail='photo'`): training gives the thumbnail and figures of the whole photo;
   without it the model takes them of its crop, in the graph. Coordinates are always the
   photo's. Predict always gives the whole photo's: the crop stood in for it in training.

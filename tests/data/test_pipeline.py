@@ -194,6 +194,6 @@ def test_cached_photos_give_the_same_stream_and_resume_exactly(uniform_root):
       np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
   state = cached.get_state()
   following = next(cached)
-  fresh = _train(uniform_config(uniform_root, **overrides, **{'data.cache_photos': True}), data_dir)
+  fresh = _train(uniform_config(uniform_root, **overrides, **cache), data_dir)
   fresh.set_state(state)
   np.testing.assert_array_equal(next(fresh)['input'], following['input'])
