@@ -30,7 +30,7 @@ def _model_config(**overrides):
 
 def _init(model_config, init=jax.eval_shape):
   """The flax model and its variables; shapes only by default, which needs no compilation."""
-  model = create_model(model_config)
+  model = create_model(model_config, task='enhance')
   dummy = jnp.zeros((1, 16, 16, model_config.in_channels), jnp.float32)
   return model, init(model.init, jax.random.key(0), dummy)
 

@@ -76,7 +76,7 @@ def run(tmp_path_factory):
   workdir = str(root / 'run')
   config = data_helpers.tiny_config()
   run_record.Run(config, workdir, resuming=False).commit(0)
-  model = create_model(config.model)
+  model = create_model(config.model, task=config.task)
   state = create_train_state(config, model, create_optimizer(config), jax.random.key(0))
   state = _randomised(state)
   manager = ocp.CheckpointManager(os.path.join(workdir, 'best'), item_names=('state',))

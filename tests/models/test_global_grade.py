@@ -121,7 +121,7 @@ def test_frame_curvature_leaves_even_and_graded_gains_alone():
 def _model(**overrides) -> UNet:
   config = get_base_config().model
   config.update(levels=2, base_channels=8, lut_size=S, **overrides)
-  return create_model(config)
+  return create_model(config, task='enhance')
 
 
 def _initial_variables(model: UNet) -> dict:
@@ -395,7 +395,7 @@ def test_train_step_learns_through_the_head_with_its_regularisers():
   config.loss.update(
     perceptual=0.0, ssim=0.0, global_grade=0.5, lut_curvature=1.0, frame_gain_curvature=1.0
   )
-  model = create_model(config.model)
+  model = create_model(config.model, task=config.task)
   optimizer = optax.adam(2e-3)
   image = photo(32, 32, seed=9)
   batch = {

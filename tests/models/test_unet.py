@@ -29,7 +29,7 @@ ALL_OPTIONS = dict(
   norm=['batch', 'group', 'layer', 'none'],
   activation=['relu', 'gelu', 'silu'],
   residual=[False, True],
-  head=['image', 'segmentation'],
+  task=['enhance', 'segment'],
   dtype=['float32', 'bfloat16'],
 )
 
@@ -62,18 +62,18 @@ def _pairwise_cover(options: dict[str, list]) -> list[dict]:
   return rows
 
 
-def _model_config(**overrides) -> ml_collections.ConfigDict:
+def _model_config(task: str = 'enhance', **overrides) -> ml_collections.ConfigDict:
   config = get_base_config().model
   config.update(TINY)
   config.update(overrides)
-  if config.head == 'segmentation':
+  if task == 'segment':
     config.residual = False
     config.num_classes = 5
   return config
 
 
-def _expected_channels(config: ml_collections.ConfigDict) -> int:
-  return config.num_classes if config.head == 'segmentation' else config.out_channels
+def _expected_channels(config: ml_collections.ConfigDict, task: str) -> int:
+  return config.num_classes if task == 'segment' else config.out_channels
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def _expected_channels(config: ml_collections.ConfigDict) -> int:
 )
 @pytest.mark.slow
 def test_every_structural_combination_builds_with_the_right_shapes(combo):
-  model = create_model(_model_config(**combo))
+  model = create_model(_model_config(**combo), task='enhance')
   x = jnp.zeros((2, 24, 40, 3))
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
   out = jax.eval_shape(lambda v: model.apply(v, x), variables)
@@ -96,12 +96,12 @@ def test_every_structural_combination_builds_with_the_right_shapes(combo):
 )
 @pytest.mark.slow
 def test_every_pair_of_options_runs_forward_in_train_and_eval(combo):
-  config = _model_config(**combo)
-  model = create_model(config)
+  config, task = _model_config(**combo), combo['task']
+  model = create_model(config, task=task)
   x = jax.random.uniform(jax.random.key(1), (2, 20, 28, 3))
   variables = model.init(jax.random.key(0), x)
   out, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
-  assert out.shape == (2, 20, 28, _expected_channels(config))
+  assert out.shape == (2, 20, 28, _expected_channels(config, task))
   assert out.dtype == jnp.float32
   assert bool(jnp.all(jnp.isfinite(out)))
   if config.norm == 'batch':
@@ -193,7 +193,7 @@ def test_skip_none_cuts_the_gradient_path_from_the_first_encoder_stage():
 @pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_params_and_output():
   model = create_model(
-    _model_config(dtype='bfloat16', global_context='pooled', attention_gates=True)
+    _model_config(dtype='bfloat16', global_context='pooled', attention_gates=True), task='enhance'
   )
   x = jax.random.uniform(jax.random.key(6), (2, 32, 32, 3))
   variables = model.init(jax.random.key(0), x)
@@ -226,20 +226,21 @@ def test_wrong_input_rank_or_channels_is_a_clear_error(shape, message):
 
 
 @pytest.mark.parametrize(
-  'overrides, message',
+  'task, overrides, message',
   [
-    (dict(norm='instance'), 'config.model.norm'),
-    (dict(up='nearest'), 'config.model.up'),
-    (dict(levels=0), 'config.model.levels'),
-    (dict(head='segmentation', residual=True), 'config.model.residual'),
-    (dict(out_channels=1, residual=True), 'out_channels'),
+    ('enhance', dict(norm='instance'), 'config.model.norm'),
+    ('enhance', dict(up='nearest'), 'config.model.up'),
+    ('enhance', dict(levels=0), 'config.model.levels'),
+    ('segment', dict(residual=True), 'config.model.residual'),
+    ('segment', dict(residual=False, num_classes=1), 'config.model.num_classes'),
+    ('enhance', dict(out_channels=1, residual=True), 'out_channels'),
   ],
 )
-def test_bad_model_options_are_named(overrides, message):
+def test_bad_model_options_are_named(task, overrides, message):
   config = get_base_config().model
   config.update(overrides)
   with pytest.raises(ValueError, match=message):
-    validate_model_config(config)
+    validate_model_config(config, task=task)
 
 
 def test_max_pool_matches_flax_in_value_and_gradient_and_shares_ties():
