@@ -20,8 +20,8 @@ from flax import traverse_util
 
 from unet_jax.models import vgg
 from unet_jax.models.vgg import VGG16, VGG19
+from unet_jax.paths import sha256_file
 from unet_jax.pretrained import WeightsError, load_vgg_params, vgg_weights
-from unet_jax.pretrained.errors import sha256_file
 
 # ----------------------------------------------------------------------------- torch files
 
