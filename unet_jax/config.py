@@ -40,7 +40,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   model.global_context = 'none'
   # The output head follows config.task: segment has the segmentation head (logits over
   # num_classes), enhance and denoise the image head (out_channels).
-  model.residual = True  # output = input + unet(input); image head only
+  model.residual = True  # output = input + unet(input); the image head only (segment ignores it)
   model.out_channels = 3  # image head
   model.num_classes = 2  # segmentation head
   model.dtype = 'float32'  # compute dtype: float32 | bfloat16 (params stay float32)

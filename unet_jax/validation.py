@@ -192,15 +192,11 @@ def validate_model_config(model_config: ml_collections.ConfigDict, *, task: str)
       raise ConfigError(f'config.model.{option} must be >= 1; got {model_config[option]}.')
   if head == 'image' and model_config.out_channels < 1:
     raise ConfigError(f'config.model.out_channels must be >= 1; got {model_config.out_channels}.')
+  # The segmentation head's logits have nothing to add the input to: it ignores `residual`.
   if head == 'segmentation':
     if model_config.num_classes < 2:
       raise ConfigError(
         f'config.model.num_classes must be >= 2 for segmentation; got {model_config.num_classes}.'
-      )
-    if model_config.residual:
-      raise ConfigError(
-        'config.model.residual=True needs the image head (output = input + edit); set '
-        "--config.model.residual=False for config.task='segment'."
       )
   elif model_config.residual and model_config.out_channels != model_config.in_channels:
     raise ConfigError(
