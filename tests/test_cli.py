@@ -60,7 +60,7 @@ def test_an_unknown_config_key_names_its_section():
   assert cli_errors._unknown_key_message(['prog', '--config.model.levels=3'], config) is None
   # A key that follows from another is not an option, and the message says which one to set.
   message = cli_errors._unknown_key_message(['prog', '--config.model.head=image'], config)
-  assert message.startswith('config.model.head: config.model.head follows config.task (segment:')
+  assert message.startswith('config.model.head is not an option: it follows config.task (segment:')
   assert message.endswith('set --config.task.')
 
 
@@ -74,7 +74,7 @@ def test_cli_unknown_key_and_nan_value_exit_with_one_message(tmp_path):
     '--config=configs/tiny.py', f'--workdir={tmp_path}', '--config.model.head=segmentation'
   )
   assert result.returncode == cli_errors.EXIT_USAGE, result.stderr
-  assert 'config.model.head follows config.task' in result.stderr
+  assert 'config.model.head is not an option: it follows config.task' in result.stderr
   result = run_main(
     '--config=configs/tiny.py', f'--workdir={tmp_path}', '--config.optimizer.learning_rate=nan'
   )

@@ -96,7 +96,8 @@ def _unknown_key_message(argv: list[str], config) -> str | None:
     match = re.match(r'^--(config\.[A-Za-z0-9_.]+)(=|$)', arg)
     key = match and match.group(1).removeprefix('config.')
     if key in options.DERIVED:
-      return f'{match.group(1)}: {options.derivation(key)}; set --config.{options.DERIVED[key][0]}.'
+      why, source = options.derivation(key), options.DERIVED[key][0]
+      return f'{match.group(1)} is not an option: it {why}; set --config.{source}.'
     if not match or config is None:
       continue
     parts = key.split('.')

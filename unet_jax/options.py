@@ -72,9 +72,9 @@ DERIVED = {
 
 
 def derivation(key: str) -> str:
-  """'config.model.head follows config.task (...)': why a key of `DERIVED` is not set."""
+  """'follows config.task (...)': why a key of `DERIVED` is not set."""
   source, how = DERIVED[key]
-  return f'config.{key} follows config.{source} ({how})'
+  return f'follows config.{source} ({how})'
 
 
 def output_head(task: str) -> str:

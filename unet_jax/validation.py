@@ -173,8 +173,8 @@ def _refuse_derived_keys(config: ml_collections.ConfigDict) -> None:
     section, _, name = key.rpartition('.')
     if name in (config[section] if section else config):
       raise ConfigError(
-        f'{options.derivation(key)}: remove config.{key} from the config file and set '
-        f'config.{source}.'
+        f'config.{key} is no longer set: it {options.derivation(key)}. Remove it from the '
+        f'config file and set config.{source}.'
       )
 
 

@@ -73,7 +73,8 @@ def test_a_saved_model_head_is_dropped_when_it_agrees_with_the_task(tmp_path, ta
 def test_a_config_file_that_still_sets_model_head_is_refused_naming_the_task():
   config = config_lib.get_base_config()
   config.model.head = 'image'  # a config file of before: the section is not locked there
-  with pytest.raises(ConfigError, match='config.model.head follows config.task.*set config.task'):
+  refused = 'config.model.head is no longer set: it follows config.task.*set config.task'
+  with pytest.raises(ConfigError, match=refused):
     validate_config(config, training=False, check_data_files=False)
 
 

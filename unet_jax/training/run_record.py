@@ -95,8 +95,8 @@ def upgrade(saved: dict[str, Any]) -> dict[str, Any]:
     value, expected = flat.pop(key), DERIVED[key](flat)
     if value != expected:
       raise WorkdirError(
-        f'A saved config has config.{key}={value!r}, and {options.derivation(key)}, which '
-        f'gives {expected!r}: the file was edited by hand; correct it.'
+        f'A saved config has config.{key}={value!r}, but config.{key} {options.derivation(key)}, '
+        f'which gives {expected!r}: the file was edited by hand; correct it.'
       )
   if renamed:
     _rename(flat)
