@@ -41,7 +41,10 @@ IMAGE_LOSSES = {
 }
 
 
-@pytest.mark.parametrize('name', list(IMAGE_LOSSES))
+@pytest.mark.parametrize(
+  'name',
+  [pytest.param(n, marks=pytest.mark.slow) if n == 'perceptual' else n for n in IMAGE_LOSSES],
+)
 def test_image_loss(name, images, vgg_params):
   pred, target = images
   value_and_grad = jax.jit(jax.value_and_grad(IMAGE_LOSSES[name]))

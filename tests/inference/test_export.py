@@ -256,6 +256,7 @@ def test_lut_fit_recovers_a_global_colour_mapping():
   assert np.abs(table[-1, -1, -1] - look(np.ones((1, 3)))[0]).max() < 0.1
 
 
+@pytest.mark.slow
 def test_export_lut_refuses_existing_files_and_other_extensions(run, tmp_path):
   taken = tmp_path / 'look.cube'
   taken.write_text('mine')

@@ -51,6 +51,7 @@ def test_lut_reproduces_an_affine_grade_between_lattice_points(method):
   np.testing.assert_allclose(same, colours, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_gather_and_matmul_agree_in_value_and_gradient():
   tables = jax.random.uniform(jax.random.key(0), (2, S, S, S, 3))
   colours = jax.random.uniform(jax.random.key(1), (2, 6, 6, 3))
@@ -172,6 +173,7 @@ def _context_of(model, variables, images, thumbnail):
   return found['thumbnail_encoder']['__call__'][0], found['color_head']['lut'][0]
 
 
+@pytest.mark.slow
 def test_tiles_whole_image_and_training_crop_get_the_same_context():
   model = _model(color_head='adaptive_lut', global_context='thumbnail', thumbnail='photo')
   variables = random_variables(model, head_scale=0.1)
@@ -232,10 +234,15 @@ def test_training_crop_coordinates_are_its_place_in_the_photo():
 @pytest.mark.parametrize(
   'overrides',
   [
-    dict(color_head='adaptive_lut', global_context='thumbnail', thumbnail='photo', coords=True),
+    pytest.param(
+      dict(color_head='adaptive_lut', global_context='thumbnail', thumbnail='photo', coords=True),
+      marks=pytest.mark.slow,
+    ),
     dict(color_head='lut', coords=True, unet_input='lut'),
     dict(color_head='adaptive_lut', thumbnail='photo', thumbnail_stats=True, frame_gain=5),
-    dict(color_head='adaptive_lut', thumbnail='photo', exposure=True),
+    pytest.param(
+      dict(color_head='adaptive_lut', thumbnail='photo', exposure=True), marks=pytest.mark.slow
+    ),
   ],
 )
 def test_tiled_predict_with_colour_head_and_coords_is_seam_free(overrides):
@@ -292,6 +299,7 @@ def test_frame_gain_is_one_at_init_without_a_uniform_part_and_bilinear_over_the_
   np.testing.assert_allclose(at_corners, ramp[[0, 4], [0, 4]])
 
 
+@pytest.mark.slow
 def test_exposure_is_the_identity_at_init_and_a_stop_gain_with_roll_off():
   rng = np.random.default_rng(11)
   # A dark photo and a normal one: keys well away from middle grey and from each other.

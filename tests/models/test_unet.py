@@ -133,6 +133,7 @@ def test_any_height_and_width_come_back_unchanged(down, up):
     assert bool(jnp.all(jnp.isfinite(out)))
 
 
+@pytest.mark.slow
 def test_inputs_much_smaller_than_the_padding_multiple_still_work():
   model = UNet(levels=4, base_channels=4)
   x = jax.random.uniform(jax.random.key(3), (1, 5, 3, 3))
@@ -140,7 +141,7 @@ def test_inputs_much_smaller_than_the_padding_multiple_still_work():
   assert model.apply(variables, x).shape == (1, 5, 3, 3)
 
 
-@pytest.mark.parametrize('norm', ['batch', 'group', 'none'])
+@pytest.mark.parametrize('norm', [pytest.param('batch', marks=pytest.mark.slow), 'group', 'none'])
 def test_untrained_residual_net_is_exactly_the_identity(norm):
   model = UNet(**TINY, norm=norm, residual=True, global_context=True)
   x = jax.random.uniform(jax.random.key(4), (2, 33, 31, 3))
