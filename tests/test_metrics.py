@@ -131,6 +131,7 @@ def test_delta_e2000_matches_skimage_on_random_colours():
   np.testing.assert_allclose(ours, skimage.color.deltaE_ciede2000(lab1, lab2), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_delta_e2000_sharma_pairs():
   pairs = np.array(SHARMA_PAIRS, np.float32)
   assert pairs.shape == (34, 7)

@@ -267,6 +267,7 @@ def test_export_lut_refuses_existing_files_and_other_extensions(run, tmp_path):
   assert taken.read_text() == 'mine'
 
 
+@pytest.mark.slow
 def test_api_grade_matches_predict(run, loaded, tmp_path):
   summary = loaded.grade_folder(run['photos'], str(tmp_path / 'graded'))
   assert len(summary['written']) == 3 and not summary['failed']

@@ -26,7 +26,7 @@ def _whole(model: UNet, variables: dict, image: np.ndarray, **kwargs) -> np.ndar
     pytest.param(2, False, 32, 12, 1, marks=pytest.mark.slow),
     pytest.param(3, False, 48, 16, 3, marks=pytest.mark.slow),
     (2, True, 48, 16, 2),
-    (3, True, 48, 16, 1),
+    pytest.param(3, True, 48, 16, 1, marks=pytest.mark.slow),
   ],
 )
 def test_tiled_matches_whole_image(levels, global_context, tile, overlap, batch_tiles):

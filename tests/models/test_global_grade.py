@@ -257,7 +257,7 @@ def test_tiled_predict_with_colour_head_and_coords_is_seam_free(overrides):
   assert psnr(tiled, whole) >= 50.0
 
 
-@pytest.mark.parametrize('frame_gain', [0, 5])
+@pytest.mark.parametrize('frame_gain', [0, pytest.param(5, marks=pytest.mark.slow)])
 def test_lut_only_predict_is_the_global_grade_of_the_full_model(frame_gain):
   model = _model(color_head='adaptive_lut', thumbnail='photo', frame_gain=frame_gain, exposure=True)
   variables = random_variables(model)
@@ -274,6 +274,7 @@ def test_lut_only_predict_is_the_global_grade_of_the_full_model(frame_gain):
     grading.grade_lut_only(_model(), random_variables(_model()), image)
 
 
+@pytest.mark.slow
 def test_frame_gain_is_one_at_init_without_a_uniform_part_and_bilinear_over_the_frame():
   coords = jnp.asarray(photo_coords(range(40), range(60), 40, 60))[None]
   colours = jnp.full((1, 40, 60, 3), 0.5)
@@ -505,6 +506,7 @@ def test_a_workdir_written_before_these_options_loads_and_resumes(tmp_path):
   run_record.Run(config, str(tmp_path), resuming=True)  # the resume check accepts today's config
 
 
+@pytest.mark.slow
 def test_lr_factors_scale_only_the_global_grade_and_on_top_the_exposure_steps():
   params = {
     'color_head': {'basis': jnp.ones((2, 3))},

@@ -141,7 +141,9 @@ def test_inputs_much_smaller_than_the_padding_multiple_still_work():
   assert model.apply(variables, x).shape == (1, 5, 3, 3)
 
 
-@pytest.mark.parametrize('norm', [pytest.param('batch', marks=pytest.mark.slow), 'group', 'none'])
+@pytest.mark.parametrize(
+  'norm', [*(pytest.param(n, marks=pytest.mark.slow) for n in ('batch', 'group')), 'none']
+)
 def test_untrained_residual_net_is_exactly_the_identity(norm):
   model = UNet(**TINY, norm=norm, residual=True, global_context=True)
   x = jax.random.uniform(jax.random.key(4), (2, 33, 31, 3))
@@ -203,6 +205,7 @@ def test_bfloat16_compute_keeps_float32_params_and_output():
   assert bool(jnp.all(jnp.isfinite(out)))
 
 
+@pytest.mark.slow
 def test_pooled_context_from_outside_replaces_the_inputs_own():
   model = UNet(**TINY, global_context=True, residual=False)
   x = jax.random.uniform(jax.random.key(7), (1, 32, 32, 3))
