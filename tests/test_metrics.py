@@ -180,6 +180,7 @@ def test_image_metrics_clip_and_skip_lpips():
 # ----------------------------------------------------------------------------- segmentation
 
 
+@pytest.mark.slow
 def test_confusion_matrix_and_miou():
   rng = np.random.default_rng(4)
   labels = rng.integers(0, 3, (2, 6, 6))

@@ -47,6 +47,7 @@ def test_tiled_matches_whole_image(levels, global_context, tile, overlap, batch_
   np.testing.assert_allclose(tiled.mean(axis=(0, 1)), whole.mean(axis=(0, 1)), atol=0.5 / 255)
 
 
+@pytest.mark.slow
 def test_global_context_is_the_whole_images_from_tile_cores():
   model = UNet(levels=3, base_channels=8, norm='batch', global_context=True)
   variables = random_variables(model)

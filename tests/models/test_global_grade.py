@@ -239,7 +239,10 @@ def test_training_crop_coordinates_are_its_place_in_the_photo():
       marks=pytest.mark.slow,
     ),
     dict(color_head='lut', coords=True, unet_input='lut'),
-    dict(color_head='adaptive_lut', thumbnail='photo', thumbnail_stats=True, frame_gain=5),
+    pytest.param(
+      dict(color_head='adaptive_lut', thumbnail='photo', thumbnail_stats=True, frame_gain=5),
+      marks=pytest.mark.slow,
+    ),
     pytest.param(
       dict(color_head='adaptive_lut', thumbnail='photo', exposure=True), marks=pytest.mark.slow
     ),
