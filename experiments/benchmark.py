@@ -173,7 +173,7 @@ def _predict_in_process(
   tile = config.predict.tile_size
   kwargs = dict(tile_size=tile, tile_overlap=config.predict.tile_overlap)
   if framework == 'jax':
-    model = create_model(config.model)
+    model = create_model(config.model, task=config.task)
     batch = config.predict.batch_tiles or tile_programs.auto_batch_tiles(model, variables, tile)
 
     def grade(photo):
@@ -256,7 +256,7 @@ class JaxStep:
 
   def __init__(self, config, batch: dict[str, np.ndarray]):
     mesh = parallel.create_mesh()
-    model = create_model(config.model)
+    model = create_model(config.model, task=config.task)
     optimizer = create_optimizer(config)
     replicated = parallel.replicated(mesh)
     self.state = init_train_state(config, model, optimizer, jax.random.key(config.seed), replicated)
@@ -447,7 +447,7 @@ def main(argv: list[str]) -> None:
   results['peak_flops'] = peak
   compare_mp = _COMPARE_PREDICT_MP.value if _COMPARE_TORCH.value else 0
   if _PREDICT_SIZE.value or compare_mp:
-    model = create_model(config.model)
+    model = create_model(config.model, task=config.task)
     zeros = jnp.zeros((1, 64, 64, config.model.in_channels), jnp.float32)
     variables = jax.jit(model.init)(jax.random.key(config.seed), zeros)
   if _PREDICT_SIZE.value:

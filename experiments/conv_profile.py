@@ -37,7 +37,7 @@ Conv = collections.namedtuple('Conv', 'batch height width cin cout kernel stride
 
 def step_convolutions(config, resolution: int, batch: int) -> collections.Counter:
   """The plain 2-D convolutions of the model's forward pass, with how often each occurs."""
-  model = create_model(config.model)
+  model = create_model(config.model, task=config.task)
   x = jnp.zeros((batch, resolution, resolution, config.model.in_channels), jnp.float32)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x[:1], train=False))
   jaxpr = jax.make_jaxpr(

@@ -52,7 +52,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image, ImageCms
 
-from unet_jax.pretrained.errors import sha256_file
+from unet_jax.paths import sha256_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT_DIR = os.path.join(ROOT, 'runs', 'editor_looks')

@@ -19,6 +19,7 @@ import numpy as np
 from absl import app, flags
 
 import configs.photo
+from unet_jax import options
 from unet_jax.inference import grading
 from unet_jax.models import create_model
 from unet_jax.models import lut as lut_lib
@@ -28,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
 flags.DEFINE_float('method_megapixels', 1.0, 'Image size for the gather vs matmul race.')
 flags.DEFINE_float('megapixels', 24.0, 'Photo size for LUT-only predict (0 skips it).')
-flags.DEFINE_list('methods', list(lut_lib.METHODS[1:]), 'LUT methods to race.')
+flags.DEFINE_list('methods', list(options.LUT_METHODS[1:]), 'LUT methods to race.')
 flags.DEFINE_integer('repeats', 3, 'Timed calls per method (best counts).')
 flags.DEFINE_integer('lut_size', 33, 'Lattice points per axis (configs/photo.py: 33).')
 
@@ -65,7 +66,7 @@ def race_methods(megapixels: float, size: int, repeats: int) -> dict:
 def lut_only_predict(megapixels: float) -> dict:
   config = configs.photo.get_config()
   config.model.color_head = 'adaptive_lut'  # the costlier head: its CNN reads the thumbnail
-  model = create_model(config.model)
+  model = create_model(config.model, task=config.task)
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
   rng = np.random.default_rng(0)
   variables = jax.tree.map(

@@ -52,7 +52,7 @@ GIB = 2**30
 
 def saved_residuals_gib(config) -> float:
   """GiB the train loss's gradient keeps from the forward pass, on one device."""
-  model = create_model(config.model)
+  model = create_model(config.model, task=config.task)
   optimizer = create_optimizer(config)
   state = jax.eval_shape(
     functools.partial(create_train_state, config, model, optimizer), jax.random.key(0)
@@ -86,7 +86,7 @@ def train_step_memory(config) -> dict[str, float]:
   mesh = jax.make_mesh(
     (1,), ('data',), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:1]
   )
-  model = create_model(config.model)
+  model = create_model(config.model, task=config.task)
   optimizer = create_optimizer(config)
   state = jax.eval_shape(
     functools.partial(create_train_state, config, model, optimizer), jax.random.key(0)

@@ -52,7 +52,7 @@ def synthetic_photo(height: int, width: int) -> Image.Image:
 def main(argv: list[str]) -> None:
   del argv
   config = _CONFIG.value
-  model = create_model(config.model)
+  model = create_model(config.model, task=config.task)
   variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
   with tempfile.TemporaryDirectory() as root:
     source = pathlib.Path(root, 'in')

@@ -28,7 +28,6 @@ _MIRRORED = dict(
   down=('maxpool',),
   up=('bilinear',),
   skip=('concat', 'none'),
-  head=('image',),
   attention_gates=(False,),
   multiscale_input=(False,),
   global_context=('none',),

@@ -58,6 +58,10 @@ def test_an_unknown_config_key_names_its_section():
   message = cli_errors._unknown_key_message(['prog', '--config.modle.levels=3'], config)
   assert "config has no section 'modle'" in message and 'did you mean model' in message
   assert cli_errors._unknown_key_message(['prog', '--config.model.levels=3'], config) is None
+  # A key that follows from another is not an option, and the message says which one to set.
+  message = cli_errors._unknown_key_message(['prog', '--config.model.head=image'], config)
+  assert message.startswith('config.model.head is not an option: it follows config.task (segment:')
+  assert message.endswith('set --config.task.')
 
 
 @pytest.mark.slow
@@ -66,6 +70,11 @@ def test_cli_unknown_key_and_nan_value_exit_with_one_message(tmp_path):
   assert result.returncode == cli_errors.EXIT_USAGE, result.stderr
   assert "config.model has no option 'no_such'" in result.stderr
   assert 'Traceback' not in result.stderr
+  result = run_main(
+    '--config=configs/tiny.py', f'--workdir={tmp_path}', '--config.model.head=segmentation'
+  )
+  assert result.returncode == cli_errors.EXIT_USAGE, result.stderr
+  assert 'config.model.head is not an option: it follows config.task' in result.stderr
   result = run_main(
     '--config=configs/tiny.py', f'--workdir={tmp_path}', '--config.optimizer.learning_rate=nan'
   )

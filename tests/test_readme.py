@@ -331,6 +331,6 @@ def test_parameter_table_matches_the_code(row):
   config = _load_config(ROOT / config_file)
   assert (config.model.levels, config.model.base_channels) == (levels, base)
   assert (config.data.crop_size, config.batch_size) == (crop, batch)
-  model = create_model(config.model)
+  model = create_model(config.model, task=config.task)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
   assert count_params(variables['params']) == params

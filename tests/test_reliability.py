@@ -53,7 +53,7 @@ def test_ema_is_the_bias_corrected_average_of_trained_weights():
   decay = config.optimizer.ema_decay
   assert decay == 0.999
   mesh = parallel.create_mesh()
-  model = create_model(config.model)
+  model = create_model(config.model, task=config.task)
   optimizer = create_optimizer(config)
   replicated = parallel.replicated(mesh)
   state = init_train_state(config, model, optimizer, jax.random.key(0), replicated)
@@ -122,7 +122,7 @@ def test_nonfinite_weights_with_a_finite_loss_stop_training_without_a_checkpoint
 
 def _write_poisoned_checkpoint(config, workdir, step, poison=lambda x: x * jnp.nan):
   """Bypasses the guards to put a NaN state at `step` (what an older version could write)."""
-  model = create_model(config.model)
+  model = create_model(config.model, task=config.task)
   target = jax.eval_shape(
     lambda: create_train_state(config, model, create_optimizer(config), jax.random.key(0))
   )
@@ -309,7 +309,7 @@ def source_run(tmp_path_factory):
 @pytest.mark.slow
 def test_init_from_starts_from_the_other_runs_weights(source_run, tmp_path):
   config = tiny_config(steps=6, seed=1)
-  model = create_model(config.model)
+  model = create_model(config.model, task=config.task)
   fresh = create_train_state(config, model, create_optimizer(config), jax.random.key(1))
   state, origin = finetune.load_weights(source_run, fresh)
   theirs, step = saved_params(source_run)
@@ -331,7 +331,7 @@ def test_init_from_starts_from_the_other_runs_weights(source_run, tmp_path):
 @pytest.mark.slow
 def test_init_from_refuses_a_model_of_other_shapes(source_run, tmp_path):
   config = tiny_config(steps=6, **{'model.base_channels': 16})
-  model = create_model(config.model)
+  model = create_model(config.model, task=config.task)
   fresh = jax.eval_shape(
     lambda: create_train_state(config, model, create_optimizer(config), jax.random.key(1))
   )

@@ -48,7 +48,7 @@ def test_what_a_model_reads_and_what_training_batches_carry(options, reads, batc
   training = inputs.in_training_batches()
   assert (inputs.thumbnail_size, inputs.statistics, inputs.coords) == reads
   assert (training.thumbnail_size, training.statistics, training.coords) == batches
-  assert create_model(config).whole_photo == inputs  # the model decides the same
+  assert create_model(config, task='enhance').whole_photo == inputs  # the model decides the same
 
 
 def test_of_photo_makes_what_the_model_reads():

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from absl import flags
 
+from unet_jax import options
 from unet_jax.data.errors import DataError
 from unet_jax.pretrained import WeightsError
 from unet_jax.training.guards import Interrupted, TrainingStopped
@@ -93,9 +94,13 @@ def _unknown_key_message(argv: list[str], config) -> str | None:
   """'--config.model.no_such=3: config.model has no option no_such (...)', or None."""
   for arg in argv[1:]:
     match = re.match(r'^--(config\.[A-Za-z0-9_.]+)(=|$)', arg)
+    key = match and match.group(1).removeprefix('config.')
+    if key in options.DERIVED:
+      why, source = options.derivation(key), options.DERIVED[key][0]
+      return f'{match.group(1)} is not an option: it {why}; set --config.{source}.'
     if not match or config is None:
       continue
-    parts = match.group(1).split('.')[1:]
+    parts = key.split('.')
     node, section = config, 'config'
     for index, part in enumerate(parts):
       keys = list(node.keys()) if hasattr(node, 'keys') else []

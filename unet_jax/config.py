@@ -38,8 +38,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # What the bottleneck mixes in: none | pooled (its own features, pooled over the photo) |
   # thumbnail (the thumbnail encoder's vector of the photo's thumbnail).
   model.global_context = 'none'
-  model.residual = True  # output = input + unet(input); image head only
-  model.head = 'image'  # image | segmentation
+  # The output head follows config.task: segment has the segmentation head (logits over
+  # num_classes), enhance and denoise the image head (out_channels).
+  model.residual = True  # output = input + unet(input); the image head only (segment ignores it)
   model.out_channels = 3  # image head
   model.num_classes = 2  # segmentation head
   model.dtype = 'float32'  # compute dtype: float32 | bfloat16 (params stay float32)

@@ -2,14 +2,13 @@
 
 import math
 import os
-from typing import Any
 
 import jax
 import ml_collections
 
 from unet_jax import data, losses, option_ranges, options
 from unet_jax.inference import photo_writer, tiling
-from unet_jax.models import batch_norm, global_grade, layers, lut, thumbnail, unet
+from unet_jax.models import thumbnail
 from unet_jax.models.global_grade import has_global_grade
 from unet_jax.training.train_state import LR_FACTOR_MODULES
 
@@ -42,12 +41,8 @@ def validate_config(
     option_ranges.check_ranges(config, training=training)
   except ValueError as error:
     raise ConfigError(str(error)) from None
-  validate_model_config(config.model)
-  head = 'segmentation' if config.task == 'segment' else 'image'
-  if config.model.head != head:
-    raise ConfigError(
-      f'config.task={config.task!r} needs config.model.head={head!r}; got {config.model.head!r}.'
-    )
+  _refuse_derived_keys(config)
+  validate_model_config(config.model, task=config.task)
   _validate_loss(config)
   _validate_predict(config)
   if training:
@@ -176,37 +171,37 @@ def _validate_divergence(div: ml_collections.ConfigDict) -> None:
 # config.model: the options one by one, then how the global grade's options fit together.
 
 
-def _check_choice(option: str, value: Any, choices: tuple) -> None:
-  if value not in choices:
-    raise ConfigError(f'config.model.{option}={value!r} is not one of {list(choices)}.')
+def _refuse_derived_keys(config: ml_collections.ConfigDict) -> None:
+  """A config file that still sets a key now derived from another (options.DERIVED) is
+  refused, naming the key, rather than silently overridden."""
+  for key, (source, _) in options.DERIVED.items():
+    section, _, name = key.rpartition('.')
+    if name in (config[section] if section else config):
+      raise ConfigError(
+        f'config.{key} is no longer set: it {options.derivation(key)}. Remove it from the '
+        f'config file and set config.{source}.'
+      )
 
 
-def validate_model_config(model_config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError naming the `config.model` option that cannot build a U-Net."""
-  _check_choice('norm', model_config.norm, layers.NORMS)
-  # .get: configs saved in workdirs before these options existed lack them.
-  _check_choice('batch_norm', model_config.get('batch_norm', 'auto'), batch_norm.IMPLEMENTATIONS)
-  _check_choice('activation', model_config.activation, tuple(layers.ACTIVATIONS))
-  _check_choice('down', model_config.down, layers.DOWNS)
-  _check_choice('up', model_config.up, layers.UPS)
-  _check_choice('skip', model_config.skip, ('concat', 'none'))
-  _check_choice('head', model_config.head, unet.HEADS)
-  _check_choice('dtype', model_config.dtype, tuple(unet.DTYPES))
-  _validate_color_head(model_config)
+def validate_model_config(model_config: ml_collections.ConfigDict, *, task: str) -> None:
+  """Raises ConfigError naming the `config.model` option that cannot build a U-Net for
+  `config.task` (which picks the output head)."""
+  try:
+    options.check_choices(model_config, section='model')
+  except ValueError as error:
+    raise ConfigError(str(error)) from None
+  head = options.output_head(task)
+  _validate_color_head(model_config, head)
   for option in ('levels', 'base_channels', 'max_channels', 'in_channels', 'group_norm_groups'):
     if int(model_config[option]) < 1:
       raise ConfigError(f'config.model.{option} must be >= 1; got {model_config[option]}.')
-  if model_config.head == 'image' and model_config.out_channels < 1:
+  if head == 'image' and model_config.out_channels < 1:
     raise ConfigError(f'config.model.out_channels must be >= 1; got {model_config.out_channels}.')
-  if model_config.head == 'segmentation':
+  # The segmentation head's logits have nothing to add the input to: it ignores `residual`.
+  if head == 'segmentation':
     if model_config.num_classes < 2:
       raise ConfigError(
         f'config.model.num_classes must be >= 2 for segmentation; got {model_config.num_classes}.'
-      )
-    if model_config.residual:
-      raise ConfigError(
-        'config.model.residual=True needs the image head (output = input + edit); set '
-        '--config.model.residual=False for config.model.head=segmentation.'
       )
   elif model_config.residual and model_config.out_channels != model_config.in_channels:
     raise ConfigError(
@@ -234,12 +229,7 @@ def _validate_whole_photo_grades(model_config: ml_collections.ConfigDict) -> Non
       )
 
 
-def _validate_color_head(model_config: ml_collections.ConfigDict) -> None:
-  _check_choice('color_head', model_config.color_head, global_grade.COLOR_HEADS)
-  _check_choice('lut_method', model_config.lut_method, lut.METHODS)
-  _check_choice('unet_input', model_config.unet_input, global_grade.UNET_INPUTS)
-  _check_choice('global_context', model_config.global_context, options.GLOBAL_CONTEXTS)
-  _check_choice('thumbnail', model_config.thumbnail, options.THUMBNAILS)
+def _validate_color_head(model_config: ml_collections.ConfigDict, head: str) -> None:
   if model_config.thumbnail == 'photo' and not (
     model_config.color_head == 'adaptive_lut'
     or model_config.global_context == 'thumbnail'
@@ -295,10 +285,10 @@ def _validate_color_head(model_config: ml_collections.ConfigDict) -> None:
     if model_config.color_head != 'none'
     else ('frame_gain' if model_config.get('frame_gain', 0) else 'exposure')
   )
-  if model_config.head != 'image' or not model_config.residual:
+  if head != 'image' or not model_config.residual:
     raise ConfigError(
       f"config.model.{grade} grades colours under the U-Net's residual edit: it needs "
-      'config.model.head=image and config.model.residual=True.'
+      "an image task (config.task='enhance' or 'denoise') and config.model.residual=True."
     )
   if model_config.in_channels != 3 or model_config.out_channels != 3:
     raise ConfigError(

@@ -38,7 +38,7 @@ def _step_time(log: list[dict[str, Any]], config: ml_collections.ConfigDict) -> 
 
 
 def _param_count(config: ml_collections.ConfigDict) -> int:
-  model = create_model(config.model)
+  model = create_model(config.model, task=config.task)
   size = config.data.crop_size
   shapes = jax.eval_shape(
     lambda: model.init(jax.random.key(0), jax.numpy.zeros((1, size, size, 3)), train=False)

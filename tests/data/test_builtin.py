@@ -38,7 +38,9 @@ def test_readme_one_liner_builds_and_prints_the_summary(tmp_path):
   assert 'chelsea (451x300)' in result.stdout
 
 
-@pytest.mark.parametrize('look', ['local_contrast', 'vignette'])
+@pytest.mark.parametrize(
+  'look', ['local_contrast', pytest.param('vignette', marks=pytest.mark.slow)]
+)
 def test_split_is_by_photo_and_targets_are_the_look_of_the_inputs(look, capsys):
   info = build_default_dataset(look)
   assert 'photos' in capsys.readouterr().out

@@ -183,10 +183,9 @@ def test_cached_photos_give_the_same_stream_and_resume_exactly(uniform_root):
     'model.curves': 4,
     'model.thumbnail_size': 16,
   }
+  cache = {'data.cache_photos': True}
   plain = _train(uniform_config(uniform_root, **overrides), data_dir)
-  cached = _train(
-    uniform_config(uniform_root, **overrides, **{'data.cache_photos': True}), data_dir
-  )
+  cached = _train(uniform_config(uniform_root, **overrides, **cache), data_dir)
   for _ in range(5):  # more than two epochs of 8 records in batches of 4
     expected, got = next(plain), next(cached)
     assert expected.keys() == got.keys()

@@ -18,7 +18,6 @@ from unet_jax.data.segmentation import DecodeSegmentation, spec_for
 def pets_config(**overrides):
   settings = {
     'task': 'segment',
-    'model.head': 'segmentation',
     'model.num_classes': 3,
     'data.name': 'oxford_iiit_pet',
     'data.crop_size': 32,

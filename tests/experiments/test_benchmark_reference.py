@@ -30,7 +30,7 @@ def _model_config(**overrides):
 
 def _init(model_config, init=jax.eval_shape):
   """The flax model and its variables; shapes only by default, which needs no compilation."""
-  model = create_model(model_config)
+  model = create_model(model_config, task='enhance')
   dummy = jnp.zeros((1, 16, 16, model_config.in_channels), jnp.float32)
   return model, init(model.init, jax.random.key(0), dummy)
 
@@ -61,6 +61,7 @@ def _random_like(shapes, rng):
   return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
+@pytest.mark.slow
 def test_same_function_with_the_same_weights():
   # A non-residual head with random weights: the output is not just the input.
   model_config = _model_config(residual=False)
@@ -83,6 +84,7 @@ def test_same_function_with_the_same_weights():
     np.testing.assert_allclose(np.asarray(ours), theirs.transpose(0, 2, 3, 1), atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_tiled_grading_matches_unet_jax():
   """The predict race grades the same tiles with the same blending in both frameworks."""
   model_config = _model_config(residual=False)
@@ -104,6 +106,7 @@ def test_options_it_does_not_build_are_refused():
     torch_unet.from_config(_model_config(attention_gates=True))
 
 
+@pytest.mark.slow
 def test_train_step_runs_and_counts_parameters():
   config = get_base_config()
   config.model.update(levels=2, base_channels=4)

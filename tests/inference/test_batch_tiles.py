@@ -39,7 +39,7 @@ def test_batch_that_fits(device, want):
 @pytest.fixture(scope='module')
 def model_and_variables():
   config = tiny.get_config()
-  model = create_model(config.model)
+  model = create_model(config.model, task=config.task)
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
   rng = np.random.default_rng(0)
   variables = jax.tree.map(lambda s: 0.1 * rng.standard_normal(s.shape).astype(s.dtype), shapes)

@@ -76,7 +76,7 @@ def run(tmp_path_factory):
   workdir = str(root / 'run')
   config = data_helpers.tiny_config()
   run_record.Run(config, workdir, resuming=False).commit(0)
-  model = create_model(config.model)
+  model = create_model(config.model, task=config.task)
   state = create_train_state(config, model, create_optimizer(config), jax.random.key(0))
   state = _randomised(state)
   manager = ocp.CheckpointManager(os.path.join(workdir, 'best'), item_names=('state',))
@@ -256,6 +256,7 @@ def test_lut_fit_recovers_a_global_colour_mapping():
   assert np.abs(table[-1, -1, -1] - look(np.ones((1, 3)))[0]).max() < 0.1
 
 
+@pytest.mark.slow
 def test_export_lut_refuses_existing_files_and_other_extensions(run, tmp_path):
   taken = tmp_path / 'look.cube'
   taken.write_text('mine')
@@ -266,6 +267,7 @@ def test_export_lut_refuses_existing_files_and_other_extensions(run, tmp_path):
   assert taken.read_text() == 'mine'
 
 
+@pytest.mark.slow
 def test_api_grade_matches_predict(run, loaded, tmp_path):
   summary = loaded.grade_folder(run['photos'], str(tmp_path / 'graded'))
   assert len(summary['written']) == 3 and not summary['failed']

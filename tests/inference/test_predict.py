@@ -23,10 +23,10 @@ def _whole(model: UNet, variables: dict, image: np.ndarray, **kwargs) -> np.ndar
 @pytest.mark.parametrize(
   'levels, global_context, tile, overlap, batch_tiles',
   [
-    (2, False, 32, 12, 1),
-    (3, False, 48, 16, 3),
+    pytest.param(2, False, 32, 12, 1, marks=pytest.mark.slow),
+    pytest.param(3, False, 48, 16, 3, marks=pytest.mark.slow),
     (2, True, 48, 16, 2),
-    (3, True, 48, 16, 1),
+    pytest.param(3, True, 48, 16, 1, marks=pytest.mark.slow),
   ],
 )
 def test_tiled_matches_whole_image(levels, global_context, tile, overlap, batch_tiles):
@@ -47,6 +47,7 @@ def test_tiled_matches_whole_image(levels, global_context, tile, overlap, batch_
   np.testing.assert_allclose(tiled.mean(axis=(0, 1)), whole.mean(axis=(0, 1)), atol=0.5 / 255)
 
 
+@pytest.mark.slow
 def test_global_context_is_the_whole_images_from_tile_cores():
   model = UNet(levels=3, base_channels=8, norm='batch', global_context=True)
   variables = random_variables(model)
@@ -68,6 +69,7 @@ def test_global_context_is_the_whole_images_from_tile_cores():
   assert np.linalg.norm(shared[0] - exact) < 0.1 * np.linalg.norm(exact)
 
 
+@pytest.mark.slow
 def test_small_image_is_one_padded_tile_and_no_new_compile():
   model = UNet(levels=2, base_channels=8, norm='batch')
   variables = random_variables(model, seed=3)

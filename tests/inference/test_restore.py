@@ -17,7 +17,7 @@ def test_load_reads_the_weights_without_building_an_optimizer(tmp_path, monkeypa
   config = tiny_config(
     **{'model.norm': norm, 'data.name': 'paired_folders', 'data.dir': '/nowhere'}
   )
-  model = create_model(config.model)
+  model = create_model(config.model, task=config.task)
   # An optimizer with more state than the default, so a restore that needed it would fail.
   optimizer = optax.chain(optax.adam(1e-3), optax.scale_by_rms())
   state = train_state.create_train_state(config, model, optimizer, jax.random.key(3))

@@ -121,7 +121,7 @@ def test_unknown_implementation_names_the_option():
   config = tiny.get_config()
   config.model.batch_norm = 'fast'
   with pytest.raises(ValueError, match='config.model.batch_norm'):
-    validate_model_config(config.model)
+    validate_model_config(config.model, task=config.task)
 
 
 @pytest.mark.slow
@@ -132,7 +132,7 @@ def test_unet_checkpoint_loads_into_either_implementation():
   models = {}
   for choice in ('gemm', 'flax'):
     config.model.batch_norm = choice
-    models[choice] = create_model(config.model)
+    models[choice] = create_model(config.model, task=config.task)
   variables = models['gemm'].init(jax.random.key(0), x)
   flax_variables = models['flax'].init(jax.random.key(0), x)
   assert jax.tree.structure(variables) == jax.tree.structure(flax_variables)

@@ -51,6 +51,7 @@ def test_lut_reproduces_an_affine_grade_between_lattice_points(method):
   np.testing.assert_allclose(same, colours, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_gather_and_matmul_agree_in_value_and_gradient():
   tables = jax.random.uniform(jax.random.key(0), (2, S, S, S, 3))
   colours = jax.random.uniform(jax.random.key(1), (2, 6, 6, 3))
@@ -121,7 +122,7 @@ def test_frame_curvature_leaves_even_and_graded_gains_alone():
 def _model(**overrides) -> UNet:
   config = get_base_config().model
   config.update(levels=2, base_channels=8, lut_size=S, **overrides)
-  return create_model(config)
+  return create_model(config, task='enhance')
 
 
 def _initial_variables(model: UNet) -> dict:
@@ -172,6 +173,7 @@ def _context_of(model, variables, images, thumbnail):
   return found['thumbnail_encoder']['__call__'][0], found['color_head']['lut'][0]
 
 
+@pytest.mark.slow
 def test_tiles_whole_image_and_training_crop_get_the_same_context():
   model = _model(color_head='adaptive_lut', global_context='thumbnail', thumbnail='photo')
   variables = random_variables(model, head_scale=0.1)
@@ -232,10 +234,18 @@ def test_training_crop_coordinates_are_its_place_in_the_photo():
 @pytest.mark.parametrize(
   'overrides',
   [
-    dict(color_head='adaptive_lut', global_context='thumbnail', thumbnail='photo', coords=True),
+    pytest.param(
+      dict(color_head='adaptive_lut', global_context='thumbnail', thumbnail='photo', coords=True),
+      marks=pytest.mark.slow,
+    ),
     dict(color_head='lut', coords=True, unet_input='lut'),
-    dict(color_head='adaptive_lut', thumbnail='photo', thumbnail_stats=True, frame_gain=5),
-    dict(color_head='adaptive_lut', thumbnail='photo', exposure=True),
+    pytest.param(
+      dict(color_head='adaptive_lut', thumbnail='photo', thumbnail_stats=True, frame_gain=5),
+      marks=pytest.mark.slow,
+    ),
+    pytest.param(
+      dict(color_head='adaptive_lut', thumbnail='photo', exposure=True), marks=pytest.mark.slow
+    ),
   ],
 )
 def test_tiled_predict_with_colour_head_and_coords_is_seam_free(overrides):
@@ -250,7 +260,7 @@ def test_tiled_predict_with_colour_head_and_coords_is_seam_free(overrides):
   assert psnr(tiled, whole) >= 50.0
 
 
-@pytest.mark.parametrize('frame_gain', [0, 5])
+@pytest.mark.parametrize('frame_gain', [0, pytest.param(5, marks=pytest.mark.slow)])
 def test_lut_only_predict_is_the_global_grade_of_the_full_model(frame_gain):
   model = _model(color_head='adaptive_lut', thumbnail='photo', frame_gain=frame_gain, exposure=True)
   variables = random_variables(model)
@@ -267,6 +277,7 @@ def test_lut_only_predict_is_the_global_grade_of_the_full_model(frame_gain):
     grading.grade_lut_only(_model(), random_variables(_model()), image)
 
 
+@pytest.mark.slow
 def test_frame_gain_is_one_at_init_without_a_uniform_part_and_bilinear_over_the_frame():
   coords = jnp.asarray(photo_coords(range(40), range(60), 40, 60))[None]
   colours = jnp.full((1, 40, 60, 3), 0.5)
@@ -292,6 +303,7 @@ def test_frame_gain_is_one_at_init_without_a_uniform_part_and_bilinear_over_the_
   np.testing.assert_allclose(at_corners, ramp[[0, 4], [0, 4]])
 
 
+@pytest.mark.slow
 def test_exposure_is_the_identity_at_init_and_a_stop_gain_with_roll_off():
   rng = np.random.default_rng(11)
   # A dark photo and a normal one: keys well away from middle grey and from each other.
@@ -395,7 +407,7 @@ def test_train_step_learns_through_the_head_with_its_regularisers():
   config.loss.update(
     perceptual=0.0, ssim=0.0, global_grade=0.5, lut_curvature=1.0, frame_gain_curvature=1.0
   )
-  model = create_model(config.model)
+  model = create_model(config.model, task=config.task)
   optimizer = optax.adam(2e-3)
   image = photo(32, 32, seed=9)
   batch = {
@@ -497,6 +509,7 @@ def test_a_workdir_written_before_these_options_loads_and_resumes(tmp_path):
   run_record.Run(config, str(tmp_path), resuming=True)  # the resume check accepts today's config
 
 
+@pytest.mark.slow
 def test_lr_factors_scale_only_the_global_grade_and_on_top_the_exposure_steps():
   params = {
     'color_head': {'basis': jnp.ones((2, 3))},

@@ -13,7 +13,7 @@ from unet_jax.models import create_model
 def _loss_and_grads(remat: bool):
   config = tiny.get_config()
   config.model.remat = remat
-  model = create_model(config.model)
+  model = create_model(config.model, task=config.task)
   x = jnp.asarray(np.random.default_rng(0).random((2, 32, 32, 3), np.float32))
   shapes = jax.eval_shape(model.init, jax.random.key(0), x)
   rng = np.random.default_rng(1)

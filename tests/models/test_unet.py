@@ -29,7 +29,7 @@ ALL_OPTIONS = dict(
   norm=['batch', 'group', 'layer', 'none'],
   activation=['relu', 'gelu', 'silu'],
   residual=[False, True],
-  head=['image', 'segmentation'],
+  task=['enhance', 'segment'],
   dtype=['float32', 'bfloat16'],
 )
 
@@ -62,18 +62,17 @@ def _pairwise_cover(options: dict[str, list]) -> list[dict]:
   return rows
 
 
-def _model_config(**overrides) -> ml_collections.ConfigDict:
+def _model_config(task: str = 'enhance', **overrides) -> ml_collections.ConfigDict:
   config = get_base_config().model
   config.update(TINY)
   config.update(overrides)
-  if config.head == 'segmentation':
-    config.residual = False
-    config.num_classes = 5
+  if task == 'segment':
+    config.num_classes = 5  # and `residual` is ignored: logits have no input to add to
   return config
 
 
-def _expected_channels(config: ml_collections.ConfigDict) -> int:
-  return config.num_classes if config.head == 'segmentation' else config.out_channels
+def _expected_channels(config: ml_collections.ConfigDict, task: str) -> int:
+  return config.num_classes if task == 'segment' else config.out_channels
 
 
 @pytest.mark.parametrize(
@@ -83,7 +82,7 @@ def _expected_channels(config: ml_collections.ConfigDict) -> int:
 )
 @pytest.mark.slow
 def test_every_structural_combination_builds_with_the_right_shapes(combo):
-  model = create_model(_model_config(**combo))
+  model = create_model(_model_config(**combo), task='enhance')
   x = jnp.zeros((2, 24, 40, 3))
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
   out = jax.eval_shape(lambda v: model.apply(v, x), variables)
@@ -96,12 +95,12 @@ def test_every_structural_combination_builds_with_the_right_shapes(combo):
 )
 @pytest.mark.slow
 def test_every_pair_of_options_runs_forward_in_train_and_eval(combo):
-  config = _model_config(**combo)
-  model = create_model(config)
+  config, task = _model_config(**combo), combo['task']
+  model = create_model(config, task=task)
   x = jax.random.uniform(jax.random.key(1), (2, 20, 28, 3))
   variables = model.init(jax.random.key(0), x)
   out, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
-  assert out.shape == (2, 20, 28, _expected_channels(config))
+  assert out.shape == (2, 20, 28, _expected_channels(config, task))
   assert out.dtype == jnp.float32
   assert bool(jnp.all(jnp.isfinite(out)))
   if config.norm == 'batch':
@@ -134,6 +133,7 @@ def test_any_height_and_width_come_back_unchanged(down, up):
     assert bool(jnp.all(jnp.isfinite(out)))
 
 
+@pytest.mark.slow
 def test_inputs_much_smaller_than_the_padding_multiple_still_work():
   model = UNet(levels=4, base_channels=4)
   x = jax.random.uniform(jax.random.key(3), (1, 5, 3, 3))
@@ -141,7 +141,9 @@ def test_inputs_much_smaller_than_the_padding_multiple_still_work():
   assert model.apply(variables, x).shape == (1, 5, 3, 3)
 
 
-@pytest.mark.parametrize('norm', ['batch', 'group', 'none'])
+@pytest.mark.parametrize(
+  'norm', [*(pytest.param(n, marks=pytest.mark.slow) for n in ('batch', 'group')), 'none']
+)
 def test_untrained_residual_net_is_exactly_the_identity(norm):
   model = UNet(**TINY, norm=norm, residual=True, global_context=True)
   x = jax.random.uniform(jax.random.key(4), (2, 33, 31, 3))
@@ -193,7 +195,7 @@ def test_skip_none_cuts_the_gradient_path_from_the_first_encoder_stage():
 @pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_params_and_output():
   model = create_model(
-    _model_config(dtype='bfloat16', global_context='pooled', attention_gates=True)
+    _model_config(dtype='bfloat16', global_context='pooled', attention_gates=True), task='enhance'
   )
   x = jax.random.uniform(jax.random.key(6), (2, 32, 32, 3))
   variables = model.init(jax.random.key(0), x)
@@ -203,6 +205,7 @@ def test_bfloat16_compute_keeps_float32_params_and_output():
   assert bool(jnp.all(jnp.isfinite(out)))
 
 
+@pytest.mark.slow
 def test_pooled_context_from_outside_replaces_the_inputs_own():
   model = UNet(**TINY, global_context=True, residual=False)
   x = jax.random.uniform(jax.random.key(7), (1, 32, 32, 3))
@@ -226,20 +229,20 @@ def test_wrong_input_rank_or_channels_is_a_clear_error(shape, message):
 
 
 @pytest.mark.parametrize(
-  'overrides, message',
+  'task, overrides, message',
   [
-    (dict(norm='instance'), 'config.model.norm'),
-    (dict(up='nearest'), 'config.model.up'),
-    (dict(levels=0), 'config.model.levels'),
-    (dict(head='segmentation', residual=True), 'config.model.residual'),
-    (dict(out_channels=1, residual=True), 'out_channels'),
+    ('enhance', dict(norm='instance'), 'config.model.norm'),
+    ('enhance', dict(up='nearest'), 'config.model.up'),
+    ('enhance', dict(levels=0), 'config.model.levels'),
+    ('segment', dict(residual=False, num_classes=1), 'config.model.num_classes'),
+    ('enhance', dict(out_channels=1, residual=True), 'out_channels'),
   ],
 )
-def test_bad_model_options_are_named(overrides, message):
+def test_bad_model_options_are_named(task, overrides, message):
   config = get_base_config().model
   config.update(overrides)
   with pytest.raises(ValueError, match=message):
-    validate_model_config(config)
+    validate_model_config(config, task=task)
 
 
 def test_max_pool_matches_flax_in_value_and_gradient_and_shares_ties():

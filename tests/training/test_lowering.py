@@ -42,7 +42,7 @@ def _setup(name: str, norm: str | None = None):
   """(config, model, optimiser, abstract train state, abstract loss params) of configs/<name>.py,
   with the BatchNorm the accelerators get unless `norm` names one."""
   config = _accelerator_config(name, norm)
-  model = create_model(config.model)
+  model = create_model(config.model, task=config.task)
   optimizer = create_optimizer(config)
   state = jax.eval_shape(
     functools.partial(create_train_state, config, model, optimizer), jax.random.key(0)

@@ -123,7 +123,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, mo
     ({'model.norm': 'instance'}, 'config.model.norm'),
     ({'loss.l1': 0.0, 'loss.ssim': 0.0}, 'loss weight'),
     ({'predict.tile_size': 30}, 'config.predict.tile_size'),
-    ({'task': 'segment'}, 'config.model.head'),
+    ({'task': 'segment', 'best_metric': 'miou', 'model.num_classes': 1}, 'num_classes'),
     ({'best_metric': 'miou'}, 'config.best_metric'),
     ({'data.name': 'paired_folders', 'data.dir': '/nonexistent/pairs'}, '/nonexistent/pairs'),
   ],
@@ -143,8 +143,6 @@ def test_base_config_is_valid():
 def test_segmentation_trains_and_scores_miou(tmp_path):
   overrides = {
     'task': 'segment',
-    'model.head': 'segmentation',
-    'model.residual': False,
     'model.num_classes': 3,
     'data.name': 'oxford_iiit_pet',
     'data.eval_size': None,

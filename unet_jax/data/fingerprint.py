@@ -8,24 +8,15 @@ reused for files of the same root whose size and modification time are unchanged
 reads nothing twice. For a tfds segmentation dataset it is the dataset, split and record count.
 """
 
-import hashlib
 import os
 from typing import Any
 
 import ml_collections
 
 from unet_jax.data import builtin, folder_scan, segmentation
+from unet_jax.paths import sha256_file
 
-_CHUNK = 1 << 20
 _MAX_LISTED = 5
-
-
-def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    while chunk := f.read(_CHUNK):
-      digest.update(chunk)
-  return digest.hexdigest()
 
 
 def _pairs_root(config: ml_collections.ConfigDict) -> str:
@@ -55,7 +46,7 @@ def train_fingerprint(
       if entry.get('bytes') == info.st_size and entry.get('mtime_ns') == info.st_mtime_ns:
         sha = entry['sha256']
       else:
-        sha = _sha256(path)
+        sha = sha256_file(path)
       files[relative] = {'bytes': info.st_size, 'mtime_ns': info.st_mtime_ns, 'sha256': sha}
   return {'kind': 'pairs', 'split': data.train_split, 'root': scan.root, 'files': files}
 

@@ -22,8 +22,7 @@ import tensorflow_datasets as tfds
 from unet_jax.data.errors import DataError
 from unet_jax.data.folder_scan import FolderScan, Pair, check_pair, report, scan_folder
 from unet_jax.data.images import DEFAULT_MAX_PIXELS, DEFAULT_WORKING_SPACE
-
-POLICIES = ('error', 'skip')
+from unet_jax.options import BAD_PAIR_POLICIES
 
 
 @dataclasses.dataclass(eq=False)
@@ -158,9 +157,9 @@ def prepare(
   empty file) before anything is decoded, decode problems (truncated, not an image, sizes that
   differ) after one pass over the files.
   """
-  if bad_pair_policy not in POLICIES:
+  if bad_pair_policy not in BAD_PAIR_POLICIES:
     raise DataError(
-      f'config.data.bad_pair_policy={bad_pair_policy!r} is not one of {list(POLICIES)}.'
+      f'config.data.bad_pair_policy={bad_pair_policy!r} is not one of {list(BAD_PAIR_POLICIES)}.'
     )
   scan = scan_folder(root)
   if scan.problems and bad_pair_policy == 'error':

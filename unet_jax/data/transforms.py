@@ -17,7 +17,6 @@ from PIL import Image
 from unet_jax.data.images import DEFAULT_WORKING_SPACE, decode_image
 from unet_jax.whole_photo import WholePhotoInputs, resize_image
 
-SAMPLINGS = ('crop', 'resize', 'mixed')
 _IMAGE_KEYS = ('input', 'target', 'coords')
 # Arrays of the whole photo that are flipped with the crop but never cropped or resized.
 _WHOLE_PHOTO_KEYS = ('thumbnail',)

@@ -5,12 +5,11 @@ import os
 
 import ml_collections
 
-from unet_jax.data import builtin, colour_spaces, folder_scan, looks, segmentation
+from unet_jax.data import builtin, folder_scan, looks, segmentation
 from unet_jax.data.errors import DataError
 from unet_jax.data.folder_scan import report
-from unet_jax.data.paired_folders import POLICIES
 from unet_jax.data.sources import PAIR_DATASETS
-from unet_jax.data.transforms import SAMPLINGS
+from unet_jax.options import check_choices
 
 MAX_ROTATION_DEGREES = 45.0
 
@@ -27,9 +26,10 @@ def validate_data_config(config: ml_collections.ConfigDict, *, check_files: bool
   such as predict on a machine without the training data).
   """
   data = config.data
-  _choice('data.sampling', data.sampling, SAMPLINGS)
-  _choice('data.bad_pair_policy', data.bad_pair_policy, POLICIES)
-  _choice('data.working_space', data.working_space, list(colour_spaces.WORKING_SPACES))
+  try:
+    check_choices(data, section='data')
+  except ValueError as error:
+    raise DataError(str(error)) from None
   for option in ('crop_size',):
     if data[option] <= 0:
       raise DataError(f'config.data.{option} must be > 0; got {data[option]}.')

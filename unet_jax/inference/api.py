@@ -95,7 +95,12 @@ def load(path: str | os.PathLike) -> Model:
   if export_files.check_export_folder(path):  # ValueError naming what an incomplete one lacks
     config = run_record.load_config(path)
     validate_config(config, training=False, check_data_files=False)
-    return Model(config, create_model(config.model), export_files.load_weights(weights), weights)
+    return Model(
+      config,
+      create_model(config.model, task=config.task),
+      export_files.load_weights(weights),
+      weights,
+    )
   if not os.path.isdir(path):
     raise FileNotFoundError(f'unet_jax.load({path!r}): no such folder.')
   config, module, variables, checkpoint = restore.load_trained_model(path)

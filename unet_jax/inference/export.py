@@ -44,7 +44,7 @@ from unet_jax.inference.export_files import (
   flatten_variables,
 )
 from unet_jax.inference.model_card import model_card
-from unet_jax.pretrained.errors import sha256_file
+from unet_jax.paths import sha256_file
 
 # ---------------------------------------------------------------------------------------------
 # Programs.

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import safetensors.numpy
 
-from unet_jax.pretrained.errors import sha256_file
+from unet_jax.paths import sha256_file
 
 WEIGHTS_FILE = 'model.safetensors'
 CONFIG_FILE = 'config.json'

@@ -27,7 +27,7 @@ MAX_PIXELS = 2_000_000
 def lut_blocker(model: nn.Module) -> str | None:
   """Why this model has no LUT, or None."""
   if model.head == 'segmentation':
-    return 'config.model.head=segmentation maps colours to classes, not to colours'
+    return "a segmentation model (config.task='segment') maps colours to classes, not to colours"
   if model.in_channels != 3 or model.out_channels != 3:
     return (
       f'a colour LUT maps RGB to RGB; this model has in_channels={model.in_channels}, '

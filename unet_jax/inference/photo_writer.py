@@ -32,10 +32,8 @@ from unet_jax.data import colour_spaces, matrix_shaper, tiff_exif
 from unet_jax.data.images import Photo
 from unet_jax.data.vips_errors import first_line
 from unet_jax.data.working_space import clipped_count
+from unet_jax.options import check_choices
 
-OUTPUT_FORMATS = ('same', 'jpeg', 'png', 'tiff')
-OUTPUT_BITS = ('same', '8', '16')
-OUTPUT_PROFILES = ('same', *colour_spaces.WORKING_SPACES)
 _EXTENSIONS = {'jpeg': '.jpg', 'png': '.png', 'tiff': '.tif', 'webp': '.webp'}
 _CONTAINERS = {
   '.jpg': 'jpeg',
@@ -66,16 +64,7 @@ class OutputSpec:
 
 def check_output_options(predict: ml_collections.ConfigDict) -> None:
   """ValueError naming the `config.predict.*` option that cannot work."""
-  choices = (
-    ('output_format', OUTPUT_FORMATS),
-    ('output_bits', OUTPUT_BITS),
-    ('output_profile', OUTPUT_PROFILES),
-  )
-  for option, allowed in choices:
-    if str(predict[option]) not in allowed:
-      raise ValueError(
-        f'config.predict.{option}={predict[option]!r} is not one of {list(allowed)}.'
-      )
+  check_choices(predict, section='predict')
   if predict.output_format == 'jpeg' and str(predict.output_bits) == '16':
     raise ValueError(
       "config.predict.output_bits='16' cannot be JPEG (8 bits only): use "

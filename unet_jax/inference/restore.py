@@ -54,7 +54,7 @@ def load_trained_model(
   """
   config = predict_options.apply(run_record.load_config(workdir), predict_overrides)
   validate_config(config, training=False, check_data_files=needs_data)
-  model = create_model(config.model)
+  model = create_model(config.model, task=config.task)
   weights, path = checkpoint.restore_for_inference(workdir, weights_target(config, model))
   logging.info('Loaded %s (step %d).', path, int(weights.step))
   return config, model, inference_variables(weights), path

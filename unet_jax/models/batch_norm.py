@@ -20,19 +20,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from unet_jax.options import BATCH_NORMS
+
 EPSILON = 1e-5
 
 
-# `config.model.batch_norm`: auto (gemm on CPU, flax elsewhere) | gemm | flax.
-IMPLEMENTATIONS = ('auto', 'gemm', 'flax')
 # The variables' scope in both implementations, so checkpoints do not depend on the choice.
 NAME = 'BatchNorm_0'
 
 
 def implementation(choice: str, platform: str | None = None) -> str:
   """'gemm' or 'flax': what `choice` means on `platform` (default: jax's default backend)."""
-  if choice not in IMPLEMENTATIONS:
-    raise ValueError(f'config.model.batch_norm={choice!r} is not one of {list(IMPLEMENTATIONS)}.')
+  if choice not in BATCH_NORMS:
+    raise ValueError(f'config.model.batch_norm={choice!r} is not one of {list(BATCH_NORMS)}.')
   if choice != 'auto':
     return choice
   return 'gemm' if (platform or jax.default_backend()) == 'cpu' else 'flax'

@@ -24,8 +24,6 @@ import ml_collections
 from unet_jax import whole_photo
 from unet_jax.models import lut as lut_lib
 
-COLOR_HEADS = ('none', 'lut', 'adaptive_lut')
-UNET_INPUTS = ('input', 'lut')
 # The exposure's white-point parameter at init (`Exposure`).
 _WHITE_INIT = 1e-3
 

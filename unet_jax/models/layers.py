@@ -9,14 +9,11 @@ import jax.numpy as jnp
 
 from unet_jax.models import batch_norm
 
-NORMS = ('batch', 'group', 'layer', 'none')
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
   'relu': nn.relu,
   'gelu': nn.gelu,
   'silu': nn.silu,
 }
-DOWNS = ('maxpool', 'strided')
-UPS = ('bilinear', 'transposed', 'pixel_shuffle')
 
 
 def _group_count(features: int, groups: int) -> int:
@@ -32,7 +29,7 @@ class Norm(nn.Module):
 
   kind: str = 'batch'
   groups: int = 8
-  batch_norm: str = 'auto'  # see batch_norm.IMPLEMENTATIONS
+  batch_norm: str = 'auto'  # options.BATCH_NORMS, read by batch_norm.implementation
   dtype: Any = jnp.float32
 
   @nn.compact

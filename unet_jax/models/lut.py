@@ -16,7 +16,7 @@ Two ways to read the table, with the same result and gradients:
 import jax
 import jax.numpy as jnp
 
-METHODS = ('auto', 'gather', 'matmul')
+from unet_jax.options import LUT_METHODS
 
 
 def identity_lut(size: int) -> jax.Array:
@@ -27,8 +27,8 @@ def identity_lut(size: int) -> jax.Array:
 
 
 def resolve_method(method: str) -> str:
-  if method not in METHODS:
-    raise ValueError(f'LUT method {method!r} is not one of {list(METHODS)}.')
+  if method not in LUT_METHODS:
+    raise ValueError(f'LUT method {method!r} is not one of {list(LUT_METHODS)}.')
   if method == 'auto':
     return 'matmul' if jax.default_backend() == 'tpu' else 'gather'
   return method

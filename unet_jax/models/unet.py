@@ -12,12 +12,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from unet_jax import options
 from unet_jax import whole_photo as whole_photo_lib
 from unet_jax.models import global_grade, layers, local_affine, tone_curves
 from unet_jax.models import thumbnail as thumbnail_lib
-
-HEADS = ('image', 'segmentation')
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
 class UNet(nn.Module):
@@ -276,11 +274,12 @@ def _downscale(x: jax.Array, factor: int, dtype: Any) -> jax.Array:
   return nn.avg_pool(x, (factor, factor), strides=(factor, factor)).astype(dtype)
 
 
-def create_model(model_config: ml_collections.ConfigDict) -> UNet:
-  """Builds the `UNet` described by `config.model`; `validation.validate_config` (or
-  `validation.validate_model_config`) checks the options first, once, naming a bad one."""
-  kwargs = dict(model_config)
-  kwargs['dtype'] = DTYPES[model_config.dtype]
+def create_model(model_config: ml_collections.ConfigDict, *, task: str) -> UNet:
+  """Builds the `UNet` described by `config.model` for `config.task`, which picks the output head;
+  `validation.validate_config` (or `validation.validate_model_config`) checks the options first,
+  once, naming a bad one."""
+  kwargs = dict(model_config, head=options.output_head(task))
+  kwargs['dtype'] = jnp.dtype(model_config.dtype)
   # The module's fields: a bottleneck context, and whether it is the thumbnail encoder's.
   kwargs['global_context'] = model_config.global_context != 'none'
   kwargs['thumbnail_context'] = model_config.global_context == 'thumbnail'

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from unet_jax import paths
-from unet_jax.pretrained.errors import sha256_file
+from unet_jax.paths import sha256_file
 
 CACHE_FORMAT_VERSION = 1
 

@@ -1,6 +1,5 @@
-"""The error every weight-file reader raises, and the checksum they share."""
+"""The error every weight-file reader raises."""
 
-import hashlib
 import os
 
 
@@ -10,11 +9,3 @@ class WeightsError(ValueError):
   def __init__(self, path: str | os.PathLike, problem: str):
     self.path = str(path)
     super().__init__(f'Weights file {self.path}: {problem}')
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 22), b''):
-      digest.update(chunk)
-  return digest.hexdigest()

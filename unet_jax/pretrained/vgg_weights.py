@@ -19,9 +19,10 @@ from flax import traverse_util
 
 from unet_jax import paths
 from unet_jax.models.vgg import LAYERS, WIDTHS, check_network, param_shapes
+from unet_jax.paths import sha256_file
 from unet_jax.pretrained import compact
 from unet_jax.pretrained.cache import cached_arrays
-from unet_jax.pretrained.errors import WeightsError, sha256_file
+from unet_jax.pretrained.errors import WeightsError
 from unet_jax.pretrained.safe_pickle import read_numpy_pickle
 from unet_jax.pretrained.torch_files import file_format, read_torch_state_dict
 

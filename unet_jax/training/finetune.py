@@ -67,7 +67,7 @@ def load_weights(init_from: str, state: TrainState) -> tuple[TrainState, dict[st
   """
   check_source(init_from)
   other = run_record.load_config(init_from)
-  other_model = create_model(other.model)
+  other_model = create_model(other.model, task=other.task)
   target = jax.eval_shape(
     lambda: create_train_state(other, other_model, create_optimizer(other), jax.random.key(0))
   )

@@ -121,7 +121,7 @@ def _setup(config, workdir, checkpointer, *, init_from) -> _Session:
   """Checks the data against the workdir's record, then builds the model, the state (fresh,
   resumed or fine-tuned), the jitted step and the data iterator."""
   run = run_record.Run(config, workdir, resuming=checkpointer.has_checkpoint(), init_from=init_from)
-  mesh, model = parallel.create_mesh(), create_model(config.model)
+  mesh, model = parallel.create_mesh(), create_model(config.model, task=config.task)
   optimizer = create_optimizer(config)
   data_dir = data.tfds_dir(config, workdir)
   logging.info('%s', data.dataset_summary(config, data_dir=data_dir))

@@ -9,8 +9,8 @@ A workdir is committed to a config only once this run saves its first checkpoint
 runs right before every save and writes once): a run that fails before that (bad data, a
 missing weights file, a diverged first step) leaves nothing that blocks the corrected rerun.
 Eval output goes to `eval/step_N/` (`eval_dir`). A `config.json` written before a key was
-renamed is read through the rename table (`RENAMED`, `upgrade`); the keys a resume may change are
-marked in config.py (`RESUMABLE`, `EXTENDABLE`).
+renamed (`RENAMED`) or became derived from others (`DERIVED`) is read through `upgrade`; the
+keys a resume may change are marked in config.py (`RESUMABLE`, `EXTENDABLE`).
 """
 
 import json
@@ -24,6 +24,7 @@ import jax
 import ml_collections
 from flax import traverse_util
 
+from unet_jax import options
 from unet_jax.config import EXTENDABLE, RESUMABLE, get_base_config
 from unet_jax.data import fingerprint as fingerprint_lib
 
@@ -53,6 +54,10 @@ RENAMED = (
   ),
 )
 
+# Keys that configs saved before they became derived (options.DERIVED) hold, each with the value
+# the rest of that saved config now gives it; `upgrade` drops them after checking they agree.
+DERIVED = {'model.head': lambda flat: options.output_head(flat.get('task', 'enhance'))}
+
 
 class WorkdirError(ValueError):
   """A workdir that cannot be used as asked; the message names the file, option or flag."""
@@ -79,15 +84,32 @@ def _merged(defaults: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
 
 def upgrade(saved: dict[str, Any]) -> dict[str, Any]:
   """A saved config (as read from `config.json`) with renamed keys under their new names and
-  values (`RENAMED`); a config already in today's keys comes back unchanged."""
+  values (`RENAMED`) and without the keys now derived (`DERIVED`); a config already in today's
+  keys comes back unchanged."""
   flat = _flatten(saved)
-  if 'model.thumbnail_context' not in flat and type(flat.get('model.global_context')) is not bool:
+  derived = [key for key in DERIVED if key in flat]
+  renamed = 'model.thumbnail_context' in flat or type(flat.get('model.global_context')) is bool
+  if not derived and not renamed:
     return saved
+  for key in derived:
+    value, expected = flat.pop(key), DERIVED[key](flat)
+    if value != expected:
+      raise WorkdirError(
+        f'A saved config has config.{key}={value!r}, but config.{key} {options.derivation(key)}, '
+        f'which gives {expected!r}: the file was edited by hand; correct it.'
+      )
+  if renamed:
+    _rename(flat)
+  return traverse_util.unflatten_dict(flat, sep='.')
+
+
+def _rename(flat: dict[str, Any]) -> None:
+  """Puts the old keys of `RENAMED` in `flat` under their new names and values."""
   old = {key: flat.pop(key, default) for key, default in _OLD_DEFAULTS.items()}
   for before, after in RENAMED:
     if all(type(old[k]) is bool and old[k] == v for k, v in before.items()):
       flat.update(after)
-      return traverse_util.unflatten_dict(flat, sep='.')
+      return
   raise WorkdirError(f'A saved config has values no rename covers: {old}.')
 
 
