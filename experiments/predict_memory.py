@@ -17,11 +17,10 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
-from PIL import Image
 
+from experiments.synthetic_photo import synthetic_photo
 from unet_jax.inference import files, tiling
 from unet_jax.models import create_model
 
@@ -36,17 +35,6 @@ _JSON_OUT = flags.DEFINE_string('json-out', None, 'Also write the figures to thi
 def peak_rss_mb() -> float:
   # Linux reports ru_maxrss in KiB.
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def synthetic_photo(height: int, width: int) -> Image.Image:
-  """Smooth colour fields plus grain: compresses like a photo, unlike pure noise."""
-  rng = np.random.default_rng(0)
-  small = Image.fromarray(
-    (rng.random((height // 64 + 2, width // 64 + 2, 3)) * 255).astype('uint8')
-  )
-  image = np.asarray(small.resize((width, height), Image.Resampling.BICUBIC), dtype=np.int16)
-  image = image + rng.integers(-8, 9, size=image.shape, dtype=np.int16)
-  return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
 
 
 def main(argv: list[str]) -> None:
