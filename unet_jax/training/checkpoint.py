@@ -133,8 +133,8 @@ class Checkpointer:
 
   def __init__(self, workdir: str, config: ml_collections.ConfigDict):
     _save_whole_arrays_on_cpu()
-    # Saves in flight: step folder -> the manager writing it (named if the write fails).
-    self._pending: dict[str, ocp.CheckpointManager] = {}
+    # The step folders of the saves not known to be complete (named if a write fails).
+    self._pending: set[str] = set()
     self._failed = False
     self._log_filter = _DropOrbaxWriteErrors()
     logging.getLogger('absl').addFilter(self._log_filter)
@@ -176,7 +176,7 @@ class Checkpointer:
     if step in self._latest.all_steps():
       return
     _refuse_nonfinite_save(state)
-    with self._writing(self._latest, step):
+    with self._writing(f'{self._latest.directory}/{step}'):
       self._latest.save(
         step,
         args=ocp.args.Composite(
@@ -198,7 +198,7 @@ class Checkpointer:
       )
       return
     _refuse_nonfinite_save(state)
-    with self._writing(self._best, int(state.step)):
+    with self._writing(f'{self._best.directory}/{int(state.step)}'):
       self._best.save(
         int(state.step),
         args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
@@ -237,13 +237,13 @@ class Checkpointer:
     return restored['state']
 
   @contextlib.contextmanager
-  def _writing(self, manager: ocp.CheckpointManager | None, step: int | None) -> Iterator[None]:
-    """Runs a save of `step` by `manager` (or, without them, a wait). Orbax also raises here
-    the failed background write of an earlier save. A write error removes the partial step
-    folders and becomes CheckpointWriteError naming the steps that were not written."""
-    self._pending = {f: m for f, m in self._pending.items() if not os.path.isdir(f)}
-    if manager is not None:
-      self._pending[f'{manager.directory}/{step}'] = manager
+  def _writing(self, folder: str | None = None) -> Iterator[None]:
+    """Runs the save of the step `folder` (or, without one, a wait or close). Orbax also
+    raises here the failed background write of an earlier save. A write error removes the
+    partial step folders and becomes CheckpointWriteError naming the steps not written."""
+    self._pending = {f for f in self._pending if not os.path.isdir(f)}
+    if folder is not None:
+      self._pending.add(folder)
     try:
       yield
     except Exception as error:
@@ -277,17 +277,18 @@ class Checkpointer:
     )
 
   def wait(self) -> None:
-    with self._writing(None, None):
+    with self._writing():
       self._latest.wait_until_finished()
       self._best.wait_until_finished()
 
   def close(self) -> None:
+    reported = self._failed  # a failure already raised is not raised again on the way out
     try:
-      with self._writing(None, None):
+      with self._writing():
         self._latest.close()
         self._best.close()
     except CheckpointWriteError:
-      if not self._failed:
+      if not reported:
         raise
     finally:
       logging.getLogger('absl').removeFilter(self._log_filter)
