@@ -1,14 +1,21 @@
 """The exit statuses of docs/options.md, one command-line run per row (issue 32).
 
-Rows checked elsewhere through the command line: 3 (tests/test_option_ranges.py), 5
-(tests/training/test_workdir_lock.py), 2 for a model key on predict
-(tests/inference/test_predict_options.py); 6 and 75 through `cli_errors.run` in
-tests/test_cli.py.
+Rows checked elsewhere through the command line: 0 (tests/training/test_card_command.py and
+every rerun that resumes, e.g. tests/training/test_full_disk.py), 2 for a model key on predict
+(tests/inference/test_predict_options.py) and for a full disk under a checkpoint
+(tests/training/test_full_disk.py), 3 (tests/test_option_ranges.py, tests/test_cli.py), 5
+(tests/training/test_workdir_lock.py, tests/training/test_damaged_workdir.py), 75 (SIGTERM,
+tests/test_cli.py).
 """
 
 import os
+import re
 import shutil
+import subprocess
+import sys
 
+import jax
+import numpy as np
 import pytest
 
 from tests import helpers
@@ -84,3 +91,60 @@ def test_status_7_predict_with_a_photo_that_cannot_be_graded(tmp_path, broken):
   )
   assert run.returncode == 7, run.stderr[-2000:]
   assert sorted(os.listdir(tmp_path / 'out')) == ['p0.png', 'p1.png', 'predict_summary.json']
+
+
+def _main_with(patch: str, *args: str) -> subprocess.CompletedProcess:
+  """`python -m unet_jax.main ARGS` with `patch` (Python) run first in the same process."""
+  script = f'{patch}\nfrom absl import app\nfrom unet_jax import cli_errors, main\n'
+  script += 'app.run(main.main, flags_parser=cli_errors.parse_flags)\n'
+  return subprocess.run(
+    [sys.executable, '-c', script, *args],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=ROOT,
+    env={**os.environ, 'PYTHONPATH': str(ROOT)},
+  )
+
+
+@pytest.mark.slow
+def test_status_1_an_unexpected_error_keeps_its_traceback(tmp_path):
+  workdir = shutil.copytree(FIXTURE / 'workdir', tmp_path / 'run')
+  bug = (
+    'from unet_jax.inference import restore\n'
+    'def run_eval(*args, **kwargs):\n'
+    "  raise RuntimeError('a bug in eval')\n"
+    'restore.run_eval = run_eval\n'
+  )
+  run = _main_with(bug, '--mode=eval', f'--workdir={workdir}')
+  assert run.returncode == 1, run.stderr[-2000:]
+  assert 'Traceback (most recent call last)' in run.stderr
+  assert run.stderr.rstrip().endswith('RuntimeError: a bug in eval')
+  assert not [line for line in run.stderr.splitlines() if line.startswith('Error:')]
+
+
+@pytest.mark.slow
+def test_status_6_training_that_goes_nonfinite_stops_naming_what(tmp_path):
+  # A learning rate of 10 with a weight decay of 10 scales the kernels by about -99 a step:
+  # within a few steps something overflows, with no patch at all.
+  workdir = tmp_path / 'run'
+  run = run_main(
+    '--config=configs/tiny.py',
+    f'--workdir={workdir}',
+    '--config.num_train_steps=40',
+    '--config.eval_every_steps=1000',
+    '--config.optimizer.learning_rate=10',
+    '--config.optimizer.weight_decay=10',
+  )
+  assert run.returncode == 6, run.stderr[-3000:]
+  (error,) = [line for line in run.stderr.splitlines() if line.startswith('Error:')]
+  match = re.match(r'Error: Training went non-finite at step (\d+): (.*)', error)
+  assert match, error
+  parts = ('the loss', 'the gradients', 'the parameters of', 'BatchNorm', 'optimiser', 'EMA')
+  assert any(part in match.group(2) for part in parts), error
+  assert 'Likely causes: ' in error and 'config.optimizer.' in error
+  assert 'Traceback' not in run.stderr
+  # Every checkpoint kept is from before that step and finite.
+  params, step = helpers.saved_params(str(workdir))
+  assert step < int(match.group(1))
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))

@@ -7,6 +7,7 @@ docs/options.md.
 """
 
 import difflib
+import errno
 import importlib.util
 import re
 import sys
@@ -68,6 +69,9 @@ def exit_code(error: BaseException) -> int | None:
   # Paths given on the command line (--input, --output, --workdir) that do not work: their
   # messages start with the flag.
   if isinstance(error, (FileNotFoundError, ValueError)) and str(error).startswith('--'):
+    return EXIT_USAGE
+  # A full disk while writing a log or an eval photo: the message names the file.
+  if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
     return EXIT_USAGE
   return None
 

@@ -24,6 +24,7 @@ from PIL import Image
 
 import unet_jax
 from tests import helpers as data_helpers
+from tests import photo_files as pf
 from unet_jax import data
 from unet_jax.data.images import to_uint8
 from unet_jax.inference import export, export_files, files, lut, lut_export
@@ -265,6 +266,22 @@ def test_export_lut_refuses_existing_files_and_other_extensions(run, tmp_path):
   with pytest.raises(ValueError, match='.cube file'):
     lut_export.export_lut(run['workdir'], str(tmp_path / 'look.txt'))
   assert taken.read_text() == 'mine'
+
+
+def test_lut_photos_are_read_into_the_runs_working_space(tmp_path):
+  # A Display P3 run fits its LUT on P3 colours: an untagged (sRGB) photo and a P3-tagged one
+  # given as --input are converted into P3, as predict reads them, not taken as sRGB codes.
+  values = pf.colourful(24, 32, 8, seed=3)
+  pf.write(tmp_path / 'in' / 'plain.png', values)
+  pf.write(tmp_path / 'in' / 'phone.jpg', values, profile=pf.profile('display_p3'), Q=100)
+  config = data_helpers.tiny_config(**{'data.working_space': 'display_p3'})
+  photos = dict(lut_export.lut_photos(config, str(tmp_path / 'run'), str(tmp_path / 'in')))
+  plain, phone = (photos[str(tmp_path / 'in' / name)] for name in ('plain.png', 'phone.jpg'))
+  expected = pf.reference(values / 255, 'srgb', 'display_p3')
+  assert pf.delta_e(plain, expected, 'display_p3').max() < 0.1
+  assert pf.delta_e(phone, pf.stored(tmp_path / 'in' / 'phone.jpg'), 'display_p3').max() < 0.1
+  # Saturated sRGB colours have other P3 codes: reading them as P3 would be far off.
+  assert np.abs(plain - values / 255).max() > 0.05
 
 
 @pytest.mark.slow

@@ -108,7 +108,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, mo
     return loss * np.nan, terms
 
   monkeypatch.setattr(steps, 'compute_loss', poisoned)
-  with pytest.raises(FloatingPointError, match='step 3'):
+  with pytest.raises(FloatingPointError, match=r'step 3: the loss \(nan\)'):
     loop.train_and_evaluate(tiny_config(steps=6), workdir)
   after, step = saved_params(workdir)
   assert step == 2

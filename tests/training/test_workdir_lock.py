@@ -7,11 +7,12 @@ import logging
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
-from tests.helpers import ROOT, tiny_config
-from unet_jax.training import loop, workdir_lock
+from tests.helpers import ROOT, run_main, tiny_config
+from unet_jax.training import loop, train_state, workdir_lock
 
 
 @pytest.mark.slow
@@ -77,3 +78,47 @@ def test_a_workdir_that_is_a_file_is_a_usage_error(tmp_path):
   path.write_text('x')
   with pytest.raises(ValueError, match=r'^--workdir .*notes.txt exists and is not a folder'):
     loop.train_and_evaluate(tiny_config(), str(path))
+
+
+@pytest.mark.slow
+def test_two_trainings_started_apart_in_one_workdir_the_second_refuses(tmp_path):
+  # Two real `python -m unet_jax.main` trainings, the second with another learning rate,
+  # started ~2 s after the first holds the workdir.
+  workdir = tmp_path / 'run'
+  flags = ['--config=configs/tiny.py', f'--workdir={workdir}', '--config.num_train_steps=6']
+  first = subprocess.Popen(
+    [sys.executable, '-m', 'unet_jax.main', *flags],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    cwd=ROOT,
+    env={**os.environ, 'PYTHONPATH': str(ROOT)},
+  )
+  try:
+    lock = workdir / workdir_lock.LOCK_FILE
+    deadline = time.monotonic() + 120
+    while not (lock.exists() and f'"pid": {first.pid}' in lock.read_text()):
+      assert first.poll() is None and time.monotonic() < deadline, 'the first never held it'
+      time.sleep(0.2)
+    time.sleep(2)
+    second = run_main(*flags, '--config.optimizer.learning_rate=0.003')
+    assert first.poll() is None, 'the first training ended before the second was refused'
+    _, first_stderr = first.communicate(timeout=300)
+  finally:
+    first.kill()
+  assert second.returncode == 5, second.stderr[-3000:]
+  errors = [line for line in second.stderr.splitlines() if line.startswith('Error:')]
+  assert len(errors) == 1 and f'is in use by pid {first.pid} on' in errors[0], errors
+  assert 'training waits for it to finish' in errors[0]
+  assert first.returncode == 0, first_stderr[-3000:]
+  # metrics.jsonl is the first run's alone: each step's train row once, at its learning rate.
+  rows = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  train = [row for row in rows if 'train/loss' in row]
+  assert [row['step'] for row in train] == [2, 4, 6]
+  config = tiny_config(num_train_steps=6)
+  schedule = train_state.learning_rate_schedule(config)
+  for row in train:
+    assert row['train/learning_rate'] == pytest.approx(float(schedule(row['step'] - 1)))
+  assert json.loads((workdir / 'config.json').read_text())['optimizer']['learning_rate'] == (
+    config.optimizer.learning_rate
+  )

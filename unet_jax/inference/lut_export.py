@@ -41,12 +41,16 @@ def lut_photos(
 ) -> list[tuple[str, np.ndarray]]:
   """(name, `[H, W, 3]` image) of the photos to fit on: `input_path`'s, else the eval split's.
 
-  Raises FileNotFoundError or ValueError (DataError) naming the path when they cannot be read.
+  Each `--input` photo is converted from its own ICC profile (sRGB when untagged) into the run's
+  working space (`config.data.working_space`), as predict reads it: the model was trained on
+  colours of that space, and the table maps them. Raises FileNotFoundError or ValueError
+  (DataError) naming the path when they cannot be read.
   """
   if input_path is not None:
     limit = config.data.get('max_pixels')
     return [
-      (path, data.load_image(path, max_pixels=limit)) for path in files.list_inputs(input_path)
+      (path, data.load_image(path, config.data.working_space, max_pixels=limit))
+      for path in files.list_inputs(input_path)
     ]
   examples = data.create_eval_iterator(config, data_dir=data.tfds_dir(config, workdir))
   photos = [(str(example['name']), example['input']) for example in examples]

@@ -3,12 +3,23 @@
 `workdir/checkpoints/` keeps the latest `keep_checkpoints` steps (for resuming);
 `workdir/best/` keeps the one step with the best eval metric (for eval and predict).
 No checkpoint is written from a state holding NaN or Inf, and none is restored from one.
+
+Orbax writes each step into a temporary folder renamed on completion, so a save that fails
+(a full disk) never leaves a step that a resume would read. Such a failure, which Orbax reports
+from its background threads at the next save or wait, becomes one `CheckpointWriteError`
+naming the step's folder (status 2); the partial folders are removed at once, and any left by a
+killed run are removed when the next run opens the workdir.
 """
 
+import contextlib
+import errno
 import functools
 import logging
 import math
 import os
+import re
+import shutil
+from collections.abc import Iterator
 from typing import Any
 
 import grain
@@ -30,6 +41,47 @@ def _abstract(tree: Any) -> Any:
 
 class CheckpointError(WorkdirError):
   """A checkpoint that must not be used (it holds NaN or Inf); the message names it."""
+
+
+# What a full disk, a quota or a folder that became read-only or forbidden raise while writing.
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+class CheckpointWriteError(ValueError):
+  """A checkpoint could not be written (a full disk, a read-only folder): the message starts
+  with `--workdir` and names the step's folder (exit status 2)."""
+
+  def __init__(self, errno_: int, message: str):
+    super().__init__(message)
+    self.errno = errno_
+
+
+def write_errno(error: BaseException) -> int | None:
+  """The errno of WRITE_ERRNOS behind `error`, or None.
+
+  Orbax passes TensorStore's failures on as ValueErrors whose text carries
+  `[os_error_code='28']`; Python's own writes raise OSError. Causes and contexts are followed.
+  """
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    code = error.errno if isinstance(error, OSError) else None
+    match = re.search(r"os_error_code='?(\d+)", str(error))
+    code = code or (int(match.group(1)) if match else None)
+    if code in WRITE_ERRNOS:
+      return code
+    error = error.__cause__ or error.__context__
+  return None
+
+
+class _DropOrbaxWriteErrors(logging.Filter):
+  """Drops Orbax's own log records of a failed write (a traceback per background thread):
+  `CheckpointWriteError` reports the failure once."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if '/orbax/' not in record.pathname.replace(os.sep, '/') or not record.exc_info:
+      return True
+    return write_errno(record.exc_info[1]) is None
 
 
 def _weights(state: TrainState) -> dict[str, Any]:
@@ -81,12 +133,18 @@ class Checkpointer:
 
   def __init__(self, workdir: str, config: ml_collections.ConfigDict):
     _save_whole_arrays_on_cpu()
+    # The step folders of the saves not known to be complete (named if a write fails).
+    self._pending: set[str] = set()
+    self._failed = False
+    self._log_filter = _DropOrbaxWriteErrors()
+    logging.getLogger('absl').addFilter(self._log_filter)
     self._latest = ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), LATEST_DIR),
       item_names=('state', 'data'),
       options=ocp.CheckpointManagerOptions(
         max_to_keep=config.keep_checkpoints,
         enable_async_checkpointing=True,
+        cleanup_tmp_directories=True,  # a save cut short by a kill or a full disk
         multiprocessing_options=_barrier_prefix(LATEST_DIR),
       ),
     )
@@ -101,6 +159,7 @@ class Checkpointer:
         best_mode=mode,
         keep_checkpoints_without_metrics=False,
         enable_async_checkpointing=True,
+        cleanup_tmp_directories=True,
         multiprocessing_options=_barrier_prefix(BEST_DIR),
       ),
     )
@@ -117,14 +176,15 @@ class Checkpointer:
     if step in self._latest.all_steps():
       return
     _refuse_nonfinite_save(state)
-    self._latest.save(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(data_iterator),
-      ),
-      force=True,  # the loop decides when to save; the manager's own interval is not used
-    )
+    with self._writing(f'{self._latest.directory}/{step}'):
+      self._latest.save(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          data=grain.checkpoint.CheckpointSave(data_iterator),
+        ),
+        force=True,  # the loop decides when to save; the manager's own interval is not used
+      )
 
   def save_best(self, state: TrainState, metrics: dict[str, float]) -> None:
     if self._best_metric not in metrics:
@@ -138,11 +198,12 @@ class Checkpointer:
       )
       return
     _refuse_nonfinite_save(state)
-    self._best.save(
-      int(state.step),
-      args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
-      metrics={k: float(v) for k, v in metrics.items()},
-    )
+    with self._writing(f'{self._best.directory}/{int(state.step)}'):
+      self._best.save(
+        int(state.step),
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+        metrics={k: float(v) for k, v in metrics.items()},
+      )
 
   def restore_latest(self, target: TrainState, data_iterator: Any) -> TrainState:
     """Restores the newest step into `target`'s structure and shardings, and the iterator.
@@ -175,13 +236,62 @@ class Checkpointer:
     logging.info('Resumed from step %d.', step)
     return restored['state']
 
+  @contextlib.contextmanager
+  def _writing(self, folder: str | None = None) -> Iterator[None]:
+    """Runs the save of the step `folder` (or, without one, a wait or close). Orbax also
+    raises here the failed background write of an earlier save. A write error removes the
+    partial step folders and becomes CheckpointWriteError naming the steps not written."""
+    self._pending = {f for f in self._pending if not os.path.isdir(f)}
+    if folder is not None:
+      self._pending.add(folder)
+    try:
+      yield
+    except Exception as error:
+      code = write_errno(error)
+      if code is None:
+        raise
+      self._failed = True
+      raise CheckpointWriteError(code, self._write_failure(code)) from None
+
+  def _write_failure(self, code: int) -> str:
+    """The message of a failed save, once the other saves in flight are done and the partial
+    folders removed (by process 0)."""
+    for manager in (self._latest, self._best):
+      with contextlib.suppress(Exception):  # the same failure again, or another save's
+        manager.wait_until_finished()
+    if jax.process_index() == 0:
+      for manager in (self._latest, self._best):
+        for partial in ocp.utils.tmp_checkpoints(manager.directory):
+          shutil.rmtree(partial.get(), ignore_errors=True)
+    folders = sorted(f for f in self._pending if not os.path.isdir(f))
+    root = self._latest.directory
+    complete = [s for s in self._latest.all_steps() if os.path.isdir(f'{root}/{s}')]
+    if complete:
+      then = f'rerun the same command to resume from step {max(complete)} ({root}/{max(complete)})'
+    else:
+      then = 'rerun the same command to start again (no complete checkpoint was written)'
+    fix = 'free space' if code in (errno.ENOSPC, errno.EDQUOT) else 'make the folder writable'
+    return (
+      f'--workdir: cannot write the checkpoint {" and ".join(folders) or root}: '
+      f'{os.strerror(code)}. Its partial files were removed; {fix}, then {then}.'
+    )
+
   def wait(self) -> None:
-    self._latest.wait_until_finished()
-    self._best.wait_until_finished()
+    with self._writing():
+      self._latest.wait_until_finished()
+      self._best.wait_until_finished()
 
   def close(self) -> None:
-    self._latest.close()
-    self._best.close()
+    reported = self._failed  # a failure already raised is not raised again on the way out
+    try:
+      with self._writing():
+        self._latest.close()
+        self._best.close()
+    except CheckpointWriteError:
+      if not reported:
+        raise
+    finally:
+      logging.getLogger('absl').removeFilter(self._log_filter)
 
 
 def _partial(target: Any) -> Any:

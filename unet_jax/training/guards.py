@@ -1,7 +1,10 @@
 """What stops a run from training on, or keeping, garbage: finiteness checks, divergence, signals.
 
 - `all_finite(tree)` works inside jit (the train step keeps its old state when the new one is
-  not finite); `nonfinite_leaves(tree)` names the bad leaves on the host for messages.
+  not finite); `finite_parts` gives the step one such flag per part (loss, gradients, each
+  top-level module's parameters, BatchNorm statistics, optimiser moments, EMA) and
+  `nonfinite_step_message` turns them into what went wrong and the options that cause it;
+  `nonfinite_leaves(tree)` names the bad leaves on the host for messages.
 - `DivergenceMonitor` watches the logged loss and each eval: a loss far above its running
   minimum for several logs in a row, or an eval PSNR well below doing nothing, is warned about
   (or stops the run, with `config.divergence.action='stop'`), naming the step.
@@ -18,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+
+from unet_jax.training.train_state import LR_FACTOR_MODULES
 
 
 class Interrupted(Exception):
@@ -78,10 +83,87 @@ def nonfinite_leaves(tree: Any, *, limit: int = 5) -> list[str]:
   return bad
 
 
+def finite_parts(loss: jax.Array, grads: Any, state: Any) -> dict[str, jax.Array]:
+  """One traceable bool per part of a train step: `loss`, `gradients`, `params.<module>` for
+  each top-level module of the updated parameters, `batch_stats`, `opt_state`, `ema_params`.
+
+  A few reductions of what the step computes anyway; the host reads them only when the step
+  went non-finite, to say what did.
+  """
+  parts = {'loss': jnp.all(jnp.isfinite(loss)), 'gradients': all_finite(grads)}
+  for name, module in state.params.items():
+    parts[f'params.{name}'] = all_finite(module)
+  for name in ('batch_stats', 'opt_state', 'ema_params'):
+    parts[name] = all_finite(getattr(state, name))
+  return parts
+
+
+def _lr_factors(modules: list[str]) -> list[str]:
+  """The `config.optimizer.*_lr_factor` options that scale the steps of `modules`."""
+  return [
+    f'config.optimizer.{name}'
+    for name, scaled in LR_FACTOR_MODULES.items()
+    if any(module in scaled for module in modules)
+  ]
+
+
+def _state_parts(flags: dict[str, bool], loss: float, grad_norm: float) -> tuple[str, list[str]]:
+  """(what, causes) when the loss and gradients were finite but the updated state is not."""
+  what, causes = [], []
+  bad = [name for name, ok in flags.items() if not ok]
+  modules = [name.removeprefix('params.') for name in bad if name.startswith('params.')]
+  every = sum(name.startswith('params.') for name in flags)
+  if modules:
+    if len(modules) == every > 1:
+      what.append(f'the parameters of all {every} top-level modules')
+    else:
+      what.append(f'the parameters of {", ".join(modules)}')
+    factors = _lr_factors(modules)
+    causes.append(
+      'a step too large for the weights: lower config.optimizer.learning_rate'
+      + (f' (or {" / ".join(factors)})' if factors else '')
+      + ', or config.optimizer.weight_decay (its step is learning_rate x weight_decay of each '
+      'weight)'
+    )
+  if 'batch_stats' in bad:
+    what.append('the BatchNorm running statistics (batch_stats)')
+    causes.append(
+      'activations too large for the running mean and variance, from weights that grow step '
+      'after step: lower config.optimizer.learning_rate or config.optimizer.weight_decay, or '
+      "normalise otherwise (config.model.norm='group')"
+    )
+  if 'opt_state' in bad:
+    what.append("the optimiser's moments (opt_state)")
+    causes.append(
+      "gradients whose squares overflow Adam's second moment: set "
+      'config.optimizer.grad_clip_norm (> 0; 0 switches clipping off), or lower '
+      'config.optimizer.learning_rate'
+    )
+  if 'ema_params' in bad:
+    what.append('the EMA weights (ema_params)')
+    if not modules:
+      causes.append(
+        'weights near the float32 limit, which their average overflows: lower '
+        'config.optimizer.learning_rate (config.optimizer.ema_decay=0 switches the EMA off)'
+      )
+  if not what:  # a step without per-part flags: only the state as a whole is known
+    what.append('the updated weights, EMA, BatchNorm statistics or optimiser moments')
+    causes.append(
+      'a step too large for the weights: lower config.optimizer.learning_rate (or its '
+      'global_grade_lr_factor / exposure_lr_factor), or config.optimizer.weight_decay'
+    )
+  described = '; '.join(what) + f' (loss {loss:.4g} and gradient norm {grad_norm:.4g} were finite)'
+  return described, causes
+
+
 def nonfinite_step_message(step_metrics: dict[str, Any], step: int) -> str:
   """What went non-finite at `step`, read off the step's metrics, and the options that cause
-  it: the loss (naming its non-finite terms), the gradients, or only the updated state."""
-  values = {k: float(v) for k, v in jax.device_get(step_metrics).items() if k != 'finite'}
+  it: the loss (naming its non-finite terms), the gradients, or which parts of the updated
+  state (the parameters of which top-level modules, BatchNorm statistics, optimiser moments,
+  EMA weights), from the step's `finite_parts` flags."""
+  host = jax.device_get(step_metrics)
+  flags = {name: bool(ok) for name, ok in host.get('finite_parts', {}).items()}
+  values = {k: float(v) for k, v in host.items() if k not in ('finite', 'finite_parts')}
   bad_terms = sorted(
     k.removeprefix('loss_')
     for k, v in values.items()
@@ -91,30 +173,23 @@ def nonfinite_step_message(step_metrics: dict[str, Any], step: int) -> str:
   if not math.isfinite(loss):
     what = f'the loss ({loss}'
     what += f'; non-finite terms: {", ".join(bad_terms)})' if bad_terms else ')'
-    causes = (
+    causes = [
       'non-finite or extreme input pixels, a loss weight (config.loss.*) too large, or '
       'config.loss.charbonnier_epsilon too small; check the data, then lower '
       'config.optimizer.learning_rate'
-    )
-  elif not math.isfinite(grad_norm):
+    ]
+  elif not math.isfinite(grad_norm) or not flags.get('gradients', True):
     what = f'the gradients (norm {grad_norm}; loss {loss:.4g} was finite)'
-    causes = (
+    causes = [
       'an exploding loss surface: set config.optimizer.grad_clip_norm (> 0; 0 switches '
       'clipping off) or lower config.optimizer.learning_rate'
-    )
+    ]
   else:
-    what = (
-      f'the updated weights, EMA, BatchNorm statistics or optimiser moments (loss {loss:.4g} '
-      f'and gradient norm {grad_norm:.4g} were finite)'
-    )
-    causes = (
-      'a step too large for the weights: lower config.optimizer.learning_rate (or its '
-      'global_grade_lr_factor / exposure_lr_factor), or config.optimizer.weight_decay'
-    )
+    what, causes = _state_parts(flags, loss, grad_norm)
   return (
     f'Training went non-finite at step {step}: {what}. Training stopped; the parameters from '
     'before that step are kept and no checkpoint holds a non-finite value. Likely causes: '
-    f'{causes}.'
+    f'{"; ".join(causes)}.'
   )
 
 

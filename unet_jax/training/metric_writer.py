@@ -20,7 +20,7 @@ from clu import parameter_overview
 from tensorboardX import SummaryWriter
 
 # Step outputs that are flags for the host, not numbers to average.
-_NOT_AVERAGED = ('finite',)
+_NOT_AVERAGED = ('finite', 'finite_parts')
 
 
 class MetricWriter:

@@ -72,7 +72,8 @@ def train_step(
 ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimisation step. A non-finite loss, or an update that would make any parameter, EMA
   weight, BatchNorm statistic or optimiser moment non-finite, leaves the state unchanged and is
-  reported in `metrics['finite']`."""
+  reported in `metrics['finite']`; `metrics['finite_parts']` says which part went non-finite
+  (`guards.finite_parts`)."""
 
   def loss_fn(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
@@ -114,12 +115,14 @@ def train_step(
   )
   # Keeping the old state on a NaN/Inf loss or state means the host can stop with a good state
   # in hand even though it learns of the failure a step later, and never checkpoints a bad one.
-  finite = jnp.isfinite(loss) & guards.all_finite(candidate)
+  parts = guards.finite_parts(loss, grads, candidate)
+  finite = jnp.all(jnp.stack([ok for name, ok in parts.items() if name != 'gradients']))
   new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), candidate, state)
   metrics = {
     'loss': loss,
     'grad_norm': optax.tree.norm(grads),
     'finite': finite,
+    'finite_parts': parts,  # read by the host only when `finite` is False (guards.py)
     **{f'loss_{name}': value for name, value in terms.items()},
   }
   return new_state, metrics
