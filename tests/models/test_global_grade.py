@@ -246,6 +246,7 @@ def test_training_crop_coordinates_are_its_place_in_the_photo():
     pytest.param(
       dict(color_head='adaptive_lut', thumbnail='photo', exposure=True), marks=pytest.mark.slow
     ),
+    dict(color_head='lut', thumbnail='photo', curves=8, local_grid=8, thumbnail_size=32),
   ],
 )
 def test_tiled_predict_with_colour_head_and_coords_is_seam_free(overrides):
@@ -260,9 +261,18 @@ def test_tiled_predict_with_colour_head_and_coords_is_seam_free(overrides):
   assert psnr(tiled, whole) >= 50.0
 
 
-@pytest.mark.parametrize('frame_gain', [0, pytest.param(5, marks=pytest.mark.slow)])
-def test_lut_only_predict_is_the_global_grade_of_the_full_model(frame_gain):
-  model = _model(color_head='adaptive_lut', thumbnail='photo', frame_gain=frame_gain, exposure=True)
+@pytest.mark.parametrize(
+  'overrides',
+  [
+    dict(color_head='adaptive_lut', exposure=True),
+    pytest.param(
+      dict(color_head='adaptive_lut', exposure=True, frame_gain=5), marks=pytest.mark.slow
+    ),
+    dict(curves=8, local_grid=8, thumbnail_size=32),
+  ],
+)
+def test_lut_only_predict_is_the_global_grade_of_the_full_model(overrides):
+  model = _model(thumbnail='photo', **overrides)
   variables = random_variables(model)
   image = photo(*SIZE, seed=8)
   inputs = grading.photo_inputs(model, image)
@@ -271,7 +281,8 @@ def test_lut_only_predict_is_the_global_grade_of_the_full_model(frame_gain):
     model, variables, rows, inputs['thumbnail'], None, inputs['statistics']
   )[0]
   graded = grading.grade_lut_only(model, variables, image, rows_per_call=40)
-  np.testing.assert_allclose(graded, head, atol=1e-6)
+  # Float32 rounding of outputs up to ~2 (random weights) by other XLA programs: a few ulp.
+  np.testing.assert_allclose(graded, head, atol=2e-6)
   assert np.abs(graded - image).max() > 0.01
   with pytest.raises(ValueError, match='color_head'):
     grading.grade_lut_only(_model(), random_variables(_model()), image)

@@ -3,9 +3,12 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from tests.helpers import tiny_config
 from unet_jax import whole_photo
 from unet_jax.models import local_affine
+from unet_jax.validation import ConfigError, validate_config
 
 
 def _coords(height, width, batch=1):
@@ -62,3 +65,25 @@ def test_untrained_grid_leaves_photos_as_they_are():
   coords = _coords(24, 24, batch=2)
   variables = model.init(jax.random.PRNGKey(5), photo, thumbnail, coords)
   np.testing.assert_allclose(model.apply(variables, photo, thumbnail, coords), photo, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+  ('overrides', 'message'),
+  [
+    ({'model.local_grid': 8, 'model.thumbnail_size': 64}, "thumbnail='photo'"),
+    ({'model.curves': 8}, "thumbnail='photo'"),
+    (
+      {'model.local_grid': 24, 'model.thumbnail_size': 64, 'model.thumbnail': 'photo'},
+      'power of two',
+    ),
+  ],
+)
+def test_configs_the_whole_photo_parts_cannot_read_are_refused_naming_the_option(
+  overrides, message
+):
+  with pytest.raises(ConfigError, match=message):
+    validate_config(tiny_config(**overrides))
+  fixed = {**overrides, 'model.thumbnail': 'photo', 'model.thumbnail_size': 64}
+  if 'model.local_grid' in fixed:
+    fixed['model.local_grid'] = 16
+  validate_config(tiny_config(**fixed))
