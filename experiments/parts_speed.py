@@ -4,7 +4,7 @@ seconds per train step, and seconds of the preview of a large photo with that gr
 
   python -m experiments.parts_speed --config=configs/photo.py --width=6000 --height=4000
 
-Train step: the library's jitted step (`experiments.benchmark.JaxStep`) on a fixed batch of
+Train step: the library's jitted step (`experiments.step_timing.JaxStep`) on a fixed batch of
 `config.batch_size` crops with the whole-photo inputs each row reads. Preview:
 `grading.grade_lut_only` on a decoded synthetic photo (the metering of the whole photo and the
 grade, in bands). Each is timed once to compile, then the median of `--repeats` calls; rows
@@ -20,7 +20,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments.benchmark import JaxStep, time_alternating
+from experiments.step_timing import JaxStep, time_alternating
 from experiments.synthetic_photo import synthetic_photo
 from unet_jax.inference import grading
 from unet_jax.models import create_model
