@@ -37,8 +37,6 @@ _PERCENTILES = (10.0, 50.0, 90.0)
 _DARKEST = 1e-12
 # Where `photo_statistics` puts the key (the mean log luminance) among its figures.
 KEY_FIGURE = 0
-# The figures of `photo_statistics`, before any tone quantiles.
-METERING_FIGURES = 8
 # The quantiles (%) of each channel's encoded values that the tone curves read: the ends and
 # the tails closely (levels, clipping, black and white points set per photo), the middle coarsely.
 TONE_QUANTILES = (

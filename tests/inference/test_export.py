@@ -222,6 +222,20 @@ def test_onnx_names_the_option_it_cannot_express():
     export.export_onnx(model, variables, TILE)
 
 
+@pytest.mark.parametrize(
+  'options',
+  [dict(exposure=True), dict(local_grid=8, thumbnail_size=32), dict(color_head='adaptive_lut')],
+)
+def test_onnx_refuses_a_model_that_reads_a_thumbnail_naming_why(options):
+  # The thumbnail's resize failed deep inside jax2onnx (not a ValueError), which stopped the
+  # whole export of a configs/photo.py run; now the folder is written without model.onnx.
+  model = UNet(levels=2, base_channels=8, thumbnail='photo', **options)
+  variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, TILE, TILE, 3)))
+  with pytest.raises(ValueError, match='reads a thumbnail'):
+    export.export_onnx(model, variables, TILE)
+  assert not export.onnx_blockers(UNet(levels=2, base_channels=8, curves=8, thumbnail='photo'))
+
+
 @pytest.mark.slow
 def test_cube_is_read_by_colour_science_and_keeps_the_reported_fidelity(run, exported, loaded):
   cube = colour.read_LUT(str(exported['dir'] / 'look.cube'))

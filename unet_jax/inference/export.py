@@ -45,6 +45,7 @@ from unet_jax.inference.export_files import (
 )
 from unet_jax.inference.model_card import model_card
 from unet_jax.paths import sha256_file
+from unet_jax.whole_photo import WholePhotoInputs
 
 # ---------------------------------------------------------------------------------------------
 # Programs.
@@ -77,6 +78,12 @@ def export_stablehlo(model: nn.Module, variables: dict[str, Any]) -> jax.export.
 def onnx_blockers(model: nn.Module) -> list[str]:
   """The model options jax2onnx (0.17) cannot express, each with the reason."""
   blockers = []
+  if WholePhotoInputs.from_model_config(model).thumbnail_size:
+    blockers.append(
+      'the model reads a thumbnail (config.model.exposure, local_grid, '
+      "color_head='adaptive_lut' or global_context='thumbnail'): its resize "
+      '(jax.image.resize) has no jax2onnx conversion for a symbolic batch'
+    )
   if model.multiscale_input:
     blockers.append(
       'config.model.multiscale_input=True: its average pooling (flax nn.avg_pool) has no '

@@ -12,7 +12,7 @@ ENCODER_CHANNELS = (16, 32, 64, 128)
 
 class ThumbnailEncoder(nn.Module):
   """`[B, T, T, 3]` thumbnail -> `[B, C]` context vector: stride-2 3x3 convs, then the mean,
-  and `statistics [B, 8]` (the photo's `whole_photo.photo_statistics`) after them when given.
+  and `statistics [B, F]` (the photo's `whole_photo.photo_figures`) after them when given.
 
   No batch statistics, so a photo's vector is the same whatever it is batched with, and the
   same in training and at predict time.
