@@ -28,7 +28,7 @@ def get_config():
   config.loss.lut_curvature = 10.0
   # ... and the frame's edges, which random crops seldom reach, follow its middle.
   config.loss.frame_gain_curvature = 0.1
-  config.data.cache_photos = True  # a few hundred photos, each decoded once
+  config.data.photo_cache_mb = 4096  # 128 pairs of 1 MP photos take 2.8 GB
   config.log_every_steps = 50
   config.predict.tile_size = 256
   config.predict.tile_overlap = 32

@@ -124,9 +124,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   data.rot90 = False
   data.max_rotation_degrees = 0.0
   data.num_workers = 0  # grain worker processes; 0 decodes in the main process
-  # Keep every decoded training photo in memory (data/photo_cache.py): for sets of a few
-  # hundred photos, which are otherwise decoded and metered again for every crop.
-  data.cache_photos = False
+  # Keep decoded training photos in memory (data/photo_cache.py), up to this many MB (0: off):
+  # a few hundred photos are otherwise decoded and metered again for every crop.
+  data.photo_cache_mb = 0
   data.prefetch_buffer_size = 2
   data.bad_pair_policy = 'error'  # error | skip
   # A file whose header claims more pixels is refused before decoding (decompression bombs).

@@ -116,6 +116,7 @@ RANGES: dict[str, Range] = {
   'data.max_rotation_degrees': Range(0, 45, training_only=True),
   'data.noise_sigma': Range(0, 1),
   'data.num_workers': Range(0, 256, training_only=True),
+  'data.photo_cache_mb': Range(0, 10**7, training_only=True),
   'data.prefetch_buffer_size': Range(0, 1024, training_only=True),
   # optimizer
   'optimizer.learning_rate': Range(0, 10, low_open=True, training_only=True),

@@ -8,6 +8,7 @@ import pytest
 from tests.helpers import record_ids, tiny_config, uniform_pairs, write_pairs
 from unet_jax.data import DataError, create_eval_iterator, create_train_iterator
 from unet_jax.data.looks import warm_film
+from unet_jax.data.photo_cache import CachedPhotos
 
 QUANTUM = 1 / 255 + 1e-6
 
@@ -174,7 +175,7 @@ def test_denoising_makes_noisy_inputs_and_fixed_eval_noise():
 
 
 def test_cached_photos_give_the_same_stream_and_resume_exactly(uniform_root):
-  """`data.cache_photos` decodes each photo once: batches, whole-photo figures and the
+  """`data.photo_cache_mb` decodes each photo once: batches, whole-photo figures and the
   iterator's saved position are those of the uncached stream."""
   data_dir = str(uniform_root / 'tfds')
   overrides = {
@@ -183,7 +184,7 @@ def test_cached_photos_give_the_same_stream_and_resume_exactly(uniform_root):
     'model.curves': 4,
     'model.thumbnail_size': 16,
   }
-  cache = {'data.cache_photos': True}
+  cache = {'data.photo_cache_mb': 64}
   plain = _train(uniform_config(uniform_root, **overrides), data_dir)
   cached = _train(uniform_config(uniform_root, **overrides, **cache), data_dir)
   for _ in range(5):  # more than two epochs of 8 records in batches of 4
@@ -196,3 +197,14 @@ def test_cached_photos_give_the_same_stream_and_resume_exactly(uniform_root):
   fresh = _train(uniform_config(uniform_root, **overrides, **cache), data_dir)
   fresh.set_state(state)
   np.testing.assert_array_equal(next(fresh)['input'], following['input'])
+
+
+def test_photo_cache_keeps_records_only_within_its_budget():
+  records = [{'input': np.full((256, 256, 3), i, np.float32)} for i in range(4)]  # 0.75 MB each
+  source = grain.MapDataset.source(records).map(lambda r: {'input': r['input'].copy()})
+  cache = CachedPhotos(source, budget_mb=2)
+  assert [float(cache[i]['input'][0, 0, 0]) for i in range(6)] == [0, 1, 2, 3, 0, 1]
+  assert cache.kept_bytes == 2 * records[0]['input'].nbytes
+  assert cache[0] is cache[4] and cache[3] is not cache[3]  # kept, and read again
+  with pytest.raises(ValueError, match='read-only'):
+    cache[1]['input'][0, 0, 0] = 9.0

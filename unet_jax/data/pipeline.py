@@ -1,4 +1,4 @@
-"""grain pipelines: source -> decode (cached with `data.cache_photos`) -> shuffled positions ->
+"""grain pipelines: source -> decode (cached up to `data.photo_cache_mb`) -> shuffled positions ->
 paired augmentation -> host batches.
 
 The training stream is defined globally and cut per host, so that what a record looks like
@@ -89,8 +89,8 @@ def train_dataset(
     .map(_decoder(config))
     .map(AddWholePhoto(WholePhotoInputs.from_model_config(config.model).in_training_batches()))
   )
-  if data.cache_photos:
-    photos = CachedPhotos(photos)
+  if data.photo_cache_mb > 0:
+    photos = CachedPhotos(photos, data.photo_cache_mb)
   dataset = (
     photos.shuffle(seed=seed)
     .repeat()
