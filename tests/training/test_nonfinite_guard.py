@@ -53,7 +53,7 @@ def test_batch_statistics_and_optimiser_moments_name_their_own_causes():
 @pytest.fixture(scope='module')
 def setup():
   config = tiny_config()
-  model = create_model(config.model)
+  model = create_model(config.model, task=config.task)
   optimizer = create_optimizer(config)
   state = jax.jit(functools.partial(create_train_state, config, model, optimizer))(
     jax.random.key(0)
