@@ -25,8 +25,20 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def run_main(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
   """`python -m unet_jax.main ARGS` from the repository root, as a user runs it (text output)."""
+  return _run_python(['-m', 'unet_jax.main', *args], timeout)
+
+
+def run_main_patched(patch: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+  """`run_main(ARGS)` with `patch` (Python source) run first in the same process: a fault
+  injected where no flag can put it (a full disk, a bug)."""
+  script = f'{patch}\nfrom absl import app\nfrom unet_jax import cli_errors, main\n'
+  script += 'app.run(main.main, flags_parser=cli_errors.parse_flags)\n'
+  return _run_python(['-c', script, *args], timeout)
+
+
+def _run_python(args: list[str], timeout: float) -> subprocess.CompletedProcess:
   return subprocess.run(
-    [sys.executable, '-m', 'unet_jax.main', *args],
+    [sys.executable, *args],
     capture_output=True,
     text=True,
     timeout=timeout,

@@ -11,15 +11,13 @@ tests/test_cli.py).
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
 from tests import helpers
-from tests.helpers import ROOT, run_main
+from tests.helpers import ROOT, run_main, run_main_patched
 
 FIXTURE = ROOT / 'tests' / 'fixtures' / 'workdir_70e8f58'
 
@@ -93,20 +91,6 @@ def test_status_7_predict_with_a_photo_that_cannot_be_graded(tmp_path, broken):
   assert sorted(os.listdir(tmp_path / 'out')) == ['p0.png', 'p1.png', 'predict_summary.json']
 
 
-def _main_with(patch: str, *args: str) -> subprocess.CompletedProcess:
-  """`python -m unet_jax.main ARGS` with `patch` (Python) run first in the same process."""
-  script = f'{patch}\nfrom absl import app\nfrom unet_jax import cli_errors, main\n'
-  script += 'app.run(main.main, flags_parser=cli_errors.parse_flags)\n'
-  return subprocess.run(
-    [sys.executable, '-c', script, *args],
-    capture_output=True,
-    text=True,
-    timeout=300,
-    cwd=ROOT,
-    env={**os.environ, 'PYTHONPATH': str(ROOT)},
-  )
-
-
 @pytest.mark.slow
 def test_status_1_an_unexpected_error_keeps_its_traceback(tmp_path):
   workdir = shutil.copytree(FIXTURE / 'workdir', tmp_path / 'run')
@@ -116,7 +100,7 @@ def test_status_1_an_unexpected_error_keeps_its_traceback(tmp_path):
     "  raise RuntimeError('a bug in eval')\n"
     'restore.run_eval = run_eval\n'
   )
-  run = _main_with(bug, '--mode=eval', f'--workdir={workdir}')
+  run = run_main_patched(bug, '--mode=eval', f'--workdir={workdir}')
   assert run.returncode == 1, run.stderr[-2000:]
   assert 'Traceback (most recent call last)' in run.stderr
   assert run.stderr.rstrip().endswith('RuntimeError: a bug in eval')

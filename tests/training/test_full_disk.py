@@ -4,12 +4,10 @@ resumes from the last complete checkpoint."""
 
 import errno
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import ROOT, run_main
+from tests.helpers import run_main, run_main_patched
 from unet_jax import cli_errors
 from unet_jax.training import checkpoint
 
@@ -18,8 +16,6 @@ from unet_jax.training import checkpoint
 FULL_AT_STEP_4 = """
 import errno
 import grain.checkpoint
-from absl import app
-from unet_jax import cli_errors, main
 
 real = grain.checkpoint.CheckpointHandler.save
 
@@ -31,7 +27,6 @@ def save(self, directory, item=None, args=None):
   return real(self, directory, item, args)
 
 grain.checkpoint.CheckpointHandler.save = save
-app.run(main.main, flags_parser=cli_errors.parse_flags)
 """
 
 # The message TensorStore gives Orbax for a full disk (from a run on a 900 KB tmpfs).
@@ -63,14 +58,7 @@ def test_write_errors_are_recognised_from_tensorstore_and_python():
 def test_a_full_disk_during_a_save_names_the_step_and_a_rerun_resumes(tmp_path):
   workdir = tmp_path / 'run'
   flags = ['--config=configs/tiny.py', f'--workdir={workdir}']
-  run = subprocess.run(
-    [sys.executable, '-c', FULL_AT_STEP_4, *flags],
-    capture_output=True,
-    text=True,
-    timeout=300,
-    cwd=ROOT,
-    env={**os.environ, 'PYTHONPATH': str(ROOT)},
-  )
+  run = run_main_patched(FULL_AT_STEP_4, *flags)
   assert run.returncode == cli_errors.EXIT_USAGE, run.stderr[-3000:]
   errors = [line for line in run.stderr.splitlines() if line.startswith('Error:')]
   assert errors == [
