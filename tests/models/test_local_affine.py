@@ -40,6 +40,7 @@ def test_each_cell_holds_at_its_centre_and_blends_between():
   np.testing.assert_allclose(red[:, 0], 0.0, atol=1e-6)  # two cells away: untouched
 
 
+@pytest.mark.slow
 def test_a_tile_is_graded_as_its_part_of_the_whole_photo():
   height, width = 40, 56
   photo = jax.random.uniform(jax.random.PRNGKey(1), (1, height, width, 3))
@@ -58,6 +59,7 @@ def test_a_tile_is_graded_as_its_part_of_the_whole_photo():
   assert float(jnp.abs(whole - photo).max()) > 1e-2
 
 
+@pytest.mark.slow
 def test_untrained_grid_leaves_photos_as_they_are():
   photo = jax.random.uniform(jax.random.PRNGKey(4), (2, 24, 24, 3))
   thumbnail = whole_photo.resize_thumbnail(photo, 32)

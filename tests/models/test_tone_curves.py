@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from unet_jax import whole_photo
 from unet_jax.models import tone_curves
@@ -34,6 +35,7 @@ def test_each_photo_and_channel_takes_its_own_curve():
   np.testing.assert_allclose(graded[:, 0, 0, :], 0.5 * gains, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_untrained_curves_leave_photos_as_they_are():
   images = _photos()
   figures = whole_photo.photo_figures(images, tones=True)
@@ -61,6 +63,7 @@ def test_tone_quantiles_agree_in_numpy_and_jax_and_read_each_channel():
   np.testing.assert_allclose(per_channel[0, 2, levels // 2], median, atol=half_step)
 
 
+@pytest.mark.slow
 def test_curves_learn_a_grade_that_each_photo_sets_from_its_own_histogram():
   """An auto levels (each photo stretched from its own min and max to [0, 1]) is one network
   for all photos, not one curve: trained on photos of many ranges, it grades unseen ones."""
