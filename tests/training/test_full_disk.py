@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import run_main, run_main_patched
 from unet_jax import cli_errors
-from unet_jax.training import checkpoint
+from unet_jax.training import write_errors
 
 # `python -m unet_jax.main`, with the data position of step 4's checkpoint failing as a full
 # disk fails: a file cut short, then ENOSPC.
@@ -38,16 +38,16 @@ TENSORSTORE_FULL = (
 
 
 def test_write_errors_are_recognised_from_tensorstore_and_python():
-  assert checkpoint.write_errno(ValueError(TENSORSTORE_FULL)) == errno.ENOSPC
+  assert write_errors.write_errno(ValueError(TENSORSTORE_FULL)) == errno.ENOSPC
   try:
     try:
       raise OSError(errno.EROFS, 'Read-only file system')
     except OSError as inner:
       raise RuntimeError('save failed') from inner
   except RuntimeError as outer:
-    assert checkpoint.write_errno(outer) == errno.EROFS
-  assert checkpoint.write_errno(ValueError("[os_error_code='2'] not found")) is None
-  error = checkpoint.CheckpointWriteError(errno.ENOSPC, '--workdir: cannot write ...')
+    assert write_errors.write_errno(outer) == errno.EROFS
+  assert write_errors.write_errno(ValueError("[os_error_code='2'] not found")) is None
+  error = write_errors.CheckpointWriteError(errno.ENOSPC, '--workdir: cannot write ...')
   assert cli_errors.exit_code(error) == cli_errors.EXIT_USAGE
   # A full disk under a log file too.
   disk = OSError(errno.ENOSPC, 'No space left on device', '/w/metrics.jsonl')

@@ -17,7 +17,6 @@ import functools
 import logging
 import math
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from typing import Any
@@ -30,6 +29,7 @@ import orbax.checkpoint as ocp
 from unet_jax.training.guards import TrainingStopped, nonfinite_leaves
 from unet_jax.training.run_record import MissingRunError, WorkdirError
 from unet_jax.training.train_state import TrainState
+from unet_jax.training.write_errors import CheckpointWriteError, DropOrbaxWriteErrors, write_errno
 
 LATEST_DIR = 'checkpoints'
 BEST_DIR = 'best'
@@ -41,47 +41,6 @@ def _abstract(tree: Any) -> Any:
 
 class CheckpointError(WorkdirError):
   """A checkpoint that must not be used (it holds NaN or Inf); the message names it."""
-
-
-# What a full disk, a quota or a folder that became read-only or forbidden raise while writing.
-WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
-
-
-class CheckpointWriteError(ValueError):
-  """A checkpoint could not be written (a full disk, a read-only folder): the message starts
-  with `--workdir` and names the step's folder (exit status 2)."""
-
-  def __init__(self, errno_: int, message: str):
-    super().__init__(message)
-    self.errno = errno_
-
-
-def write_errno(error: BaseException) -> int | None:
-  """The errno of WRITE_ERRNOS behind `error`, or None.
-
-  Orbax passes TensorStore's failures on as ValueErrors whose text carries
-  `[os_error_code='28']`; Python's own writes raise OSError. Causes and contexts are followed.
-  """
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    code = error.errno if isinstance(error, OSError) else None
-    match = re.search(r"os_error_code='?(\d+)", str(error))
-    code = code or (int(match.group(1)) if match else None)
-    if code in WRITE_ERRNOS:
-      return code
-    error = error.__cause__ or error.__context__
-  return None
-
-
-class _DropOrbaxWriteErrors(logging.Filter):
-  """Drops Orbax's own log records of a failed write (a traceback per background thread):
-  `CheckpointWriteError` reports the failure once."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    if '/orbax/' not in record.pathname.replace(os.sep, '/') or not record.exc_info:
-      return True
-    return write_errno(record.exc_info[1]) is None
 
 
 def _weights(state: TrainState) -> dict[str, Any]:
@@ -136,7 +95,7 @@ class Checkpointer:
     # The step folders of the saves not known to be complete (named if a write fails).
     self._pending: set[str] = set()
     self._failed = False
-    self._log_filter = _DropOrbaxWriteErrors()
+    self._log_filter = DropOrbaxWriteErrors()
     logging.getLogger('absl').addFilter(self._log_filter)
     self._latest = ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), LATEST_DIR),
