@@ -480,28 +480,37 @@ def _editor_looks_header(command: str, seeds: list[int]) -> list[str]:
 
 
 def _editor_looks_acceptance(summary: dict, base: dict) -> list[str]:
-  """Issue 31's bars: the recipe over the training-pairs LUT and the U-Net alone on every look,
-  and within 6 dB of the per-photo LUT bound on the image-adaptive global looks."""
+  """Issue 31's bars, for the recipe and for the recipe with the tone curves and the local grid
+  (`recipe_curves_local`, the candidate): over the training-pairs LUT and the U-Net alone on
+  every look, the gap to the per-photo LUT bound, and the candidate's gain over the recipe."""
   lines = ['## Acceptance (issue 31)', '']
   for look in FLAGS.looks:
     runs = summary.get(look, {})
-    if 'recipe' not in runs or look not in base:
-      lines.append(f'- {look}: recipe not run')
+    rows = [row for row in ('recipe', 'recipe_curves_local') if row in runs]
+    if not rows or look not in base:
+      lines.append(f'- {look}: neither the recipe nor recipe_curves_local was run')
       continue
-    recipe = runs['recipe']
-    lut = max(base[look][n]['psnr'] for n in ('train_fit_lut', 'train_fit_lut_33_curvature'))
-    parts = [
-      f'recipe {recipe:.2f} dB; vs the best LUT fitted on the training pairs '
-      f'{recipe - lut:+.2f} dB ({"holds" if recipe > lut else "does not hold"})'
-    ]
-    if 'unet' in runs:
-      gap = recipe - runs['unet']
-      parts.append(f'vs the U-Net alone {gap:+.2f} dB ({"holds" if gap > 0 else "does not hold"})')
-    else:
-      parts.append('U-Net alone not run')
-    bound = recipe - base[look]['best_fit_lut']['psnr']
-    parts.append(f'vs the per-photo LUT bound {bound:+.2f} dB')
-    lines.append(f'- {look}: ' + '; '.join(parts))
+    fits = ('train_fit_lut', 'train_fit_lut_33', 'train_fit_lut_33_curvature')
+    lut = max(base[look][n]['psnr'] for n in fits if n in base[look])
+    for row in rows:
+      score = runs[row]
+      parts = [
+        f'{row} {score:.2f} dB; vs the best LUT fitted on the training pairs '
+        f'{score - lut:+.2f} dB ({"holds" if score > lut else "does not hold"})'
+      ]
+      if 'unet' in runs:
+        gap = score - runs['unet']
+        parts.append(
+          f'vs the U-Net alone {gap:+.2f} dB ({"holds" if gap > 0 else "does not hold"})'
+        )
+      else:
+        parts.append('U-Net alone not run')
+      parts.append(
+        f'vs the per-photo LUT bound {score - base[look]["best_fit_lut"]["psnr"]:+.2f} dB'
+      )
+      if row != 'recipe' and 'recipe' in runs:
+        parts.append(f'vs the recipe {score - runs["recipe"]:+.2f} dB')
+      lines.append(f'- {look}: ' + '; '.join(parts))
   return lines
 
 
