@@ -101,9 +101,9 @@ def _validate_predict(config: ml_collections.ConfigDict) -> None:
     )
   if config.predict.get('lut_only') and not has_global_grade(config.model):
     raise ConfigError(
-      'config.predict.lut_only=True grades with the global grade alone (exposure, colour '
-      "head, frame gain), and this model has none: set config.model.color_head to 'lut' or "
-      "'adaptive_lut'."
+      'config.predict.lut_only=True grades with the grade under the U-Net alone (exposure, '
+      'tone curves, colour head, local grid, frame gain), and this model has none: set '
+      "config.model.color_head to 'lut' or 'adaptive_lut'."
     )
 
 
