@@ -21,7 +21,7 @@ MODULES = ('encoder_0', 'color_head', 'head')
 
 
 def _message(bad: set[str], loss: float = 0.5, grad_norm: float = 2.0) -> str:
-  parts = ['loss', 'gradients', *(f'params.{m}' for m in MODULES)]
+  parts = ['loss', *(f'params.{m}' for m in MODULES)]
   parts += ['batch_stats', 'opt_state', 'ema_params']
   flags = {name: np.bool_(name not in bad) for name in parts}
   metrics = {'loss': loss, 'grad_norm': grad_norm, 'finite': False, 'finite_parts': flags}

@@ -1,8 +1,8 @@
 """What stops a run from training on, or keeping, garbage: finiteness checks, divergence, signals.
 
 - `all_finite(tree)` works inside jit (the train step keeps its old state when the new one is
-  not finite); `finite_parts` gives the step one such flag per part (loss, gradients, each
-  top-level module's parameters, BatchNorm statistics, optimiser moments, EMA) and
+  not finite); `finite_parts` gives the step one such flag per part (loss, each top-level
+  module's parameters, BatchNorm statistics, optimiser moments, EMA) and
   `nonfinite_step_message` turns them into what went wrong and the options that cause it;
   `nonfinite_leaves(tree)` names the bad leaves on the host for messages.
 - `DivergenceMonitor` watches the logged loss and each eval: a loss far above its running
@@ -83,14 +83,16 @@ def nonfinite_leaves(tree: Any, *, limit: int = 5) -> list[str]:
   return bad
 
 
-def finite_parts(loss: jax.Array, grads: Any, state: Any) -> dict[str, jax.Array]:
-  """One traceable bool per part of a train step: `loss`, `gradients`, `params.<module>` for
-  each top-level module of the updated parameters, `batch_stats`, `opt_state`, `ema_params`.
+def finite_parts(loss: jax.Array, state: Any) -> dict[str, jax.Array]:
+  """One traceable bool per part of a train step: `loss`, `params.<module>` for each top-level
+  module of the updated parameters, `batch_stats`, `opt_state`, `ema_params`; all True is the
+  step's `finite`.
 
-  A few reductions of what the step computes anyway; the host reads them only when the step
-  went non-finite, to say what did.
+  The same reductions the step's guard needs anyway, kept apart; the host reads them only when
+  the step went non-finite, to say what did. The gradients need no flag of their own: their
+  norm, which the step logs, is non-finite whenever one of them is.
   """
-  parts = {'loss': jnp.all(jnp.isfinite(loss)), 'gradients': all_finite(grads)}
+  parts = {'loss': jnp.all(jnp.isfinite(loss))}
   for name, module in state.params.items():
     parts[f'params.{name}'] = all_finite(module)
   for name in ('batch_stats', 'opt_state', 'ema_params'):
@@ -178,7 +180,7 @@ def nonfinite_step_message(step_metrics: dict[str, Any], step: int) -> str:
       'config.loss.charbonnier_epsilon too small; check the data, then lower '
       'config.optimizer.learning_rate'
     ]
-  elif not math.isfinite(grad_norm) or not flags.get('gradients', True):
+  elif not math.isfinite(grad_norm):
     what = f'the gradients (norm {grad_norm}; loss {loss:.4g} was finite)'
     causes = [
       'an exploding loss surface: set config.optimizer.grad_clip_norm (> 0; 0 switches '

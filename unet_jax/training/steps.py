@@ -115,8 +115,8 @@ def train_step(
   )
   # Keeping the old state on a NaN/Inf loss or state means the host can stop with a good state
   # in hand even though it learns of the failure a step later, and never checkpoints a bad one.
-  parts = guards.finite_parts(loss, grads, candidate)
-  finite = jnp.all(jnp.stack([ok for name, ok in parts.items() if name != 'gradients']))
+  parts = guards.finite_parts(loss, candidate)
+  finite = jnp.all(jnp.stack(list(parts.values())))
   new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), candidate, state)
   metrics = {
     'loss': loss,
