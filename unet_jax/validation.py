@@ -211,8 +211,8 @@ def validate_model_config(model_config: ml_collections.ConfigDict, *, task: str)
 
 
 def _validate_whole_photo_grades(model_config: ml_collections.ConfigDict) -> None:
-  """The tone curves and the local grid read the whole photo: in training too."""
-  for key in ('curves', 'local_grid'):
+  """The exposure, the tone curves and the local grid read the whole photo: in training too."""
+  for key in ('exposure', 'curves', 'local_grid'):
     if model_config.get(key, 0) and model_config.thumbnail != 'photo':
       raise ConfigError(
         f'config.model.{key}={model_config[key]} reads the whole photo, in training too: it '
@@ -262,16 +262,10 @@ def _validate_color_head(model_config: ml_collections.ConfigDict, head: str) -> 
     raise ConfigError(
       f'config.model.frame_gain must be 0 (off) or >= 2 lattice points a side; got {frame_gain}.'
     )
-  if model_config.get('exposure', False):
-    if model_config.thumbnail != 'photo':
-      raise ConfigError(
-        "config.model.exposure=True meters the whole photo's thumbnail: it needs "
-        "config.model.thumbnail='photo'."
-      )
-    if not model_config.get('exposure_range_ev', 2.0) > 0:
-      raise ConfigError(
-        f'config.model.exposure_range_ev must be > 0; got {model_config.exposure_range_ev}.'
-      )
+  if model_config.get('exposure', False) and not model_config.get('exposure_range_ev', 2.0) > 0:
+    raise ConfigError(
+      f'config.model.exposure_range_ev must be > 0; got {model_config.exposure_range_ev}.'
+    )
   if not has_global_grade(model_config):
     if model_config.unet_input != 'input':
       raise ConfigError(
