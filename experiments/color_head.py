@@ -152,6 +152,19 @@ ROWS = {
     'recipe plus tone curves and the local affine grid',
     {'model.curves': 16, 'model.local_grid': 32, 'model.thumbnail_size': 128},
   ),
+  'recipe_levels': (
+    "recipe plus per-photo auto levels read off each photo's histogram (model.auto_levels)",
+    {'model.auto_levels': True},
+  ),
+  'recipe_levels_curves_local': (
+    'recipe plus auto levels, tone curves and the local affine grid',
+    {
+      'model.auto_levels': True,
+      'model.curves': 16,
+      'model.local_grid': 32,
+      'model.thumbnail_size': 128,
+    },
+  ),
   'recipe_curves_local_no_exposure': (
     'recipe plus tone curves and the local affine grid, without the exposure stage',
     {
@@ -479,16 +492,20 @@ def _editor_looks_header(command: str, seeds: list[int]) -> list[str]:
   return lines + ['']
 
 
+# The rows issue 31's bars are checked for beside the recipe: what might replace it.
+CANDIDATES = ('recipe_curves_local', 'recipe_levels_curves_local')
+
+
 def _editor_looks_acceptance(summary: dict, base: dict) -> list[str]:
-  """Issue 31's bars, for the recipe and for the recipe with the tone curves and the local grid
-  (`recipe_curves_local`, the candidate): over the training-pairs LUT and the U-Net alone on
-  every look, the gap to the per-photo LUT bound, and the candidate's gain over the recipe."""
+  """Issue 31's bars, for the recipe and the candidates (`CANDIDATES`): over the training-pairs
+  LUT and the U-Net alone on every look, the gap to the per-photo LUT bound, and each
+  candidate's gain over the recipe."""
   lines = ['## Acceptance (issue 31)', '']
   for look in FLAGS.looks:
     runs = summary.get(look, {})
-    rows = [row for row in ('recipe', 'recipe_curves_local') if row in runs]
+    rows = [row for row in ('recipe', *CANDIDATES) if row in runs]
     if not rows or look not in base:
-      lines.append(f'- {look}: neither the recipe nor recipe_curves_local was run')
+      lines.append(f'- {look}: neither the recipe nor a candidate was run')
       continue
     fits = ('train_fit_lut', 'train_fit_lut_33', 'train_fit_lut_33_curvature')
     lut = max(base[look][n]['psnr'] for n in fits if n in base[look])

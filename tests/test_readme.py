@@ -28,6 +28,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / 'README.md').read_text()
 DOCS = [
   ROOT / 'README.md',
+  ROOT / 'DEVELOPERS.md',
   *sorted((ROOT / 'docs').glob('*.md')),
   ROOT / 'experiments' / 'results' / 'README.md',
 ]

@@ -196,6 +196,12 @@ def test_divergence_monitor_warns_after_patience_and_on_a_bad_eval():
   assert monitor.check_eval(8, {'model': {'psnr': 19.0}, 'identity': {'psnr': 20.0}}) is None
   nan_eval = {'model': {'psnr': math.nan}, 'identity': {'psnr': 20.0}}
   assert 'worse than doing nothing' in monitor.check_eval(9, nan_eval)
+  # A photo the edit leaves as it is gives the identity an infinite mean PSNR: no comparison.
+  already_graded = {'model': {'psnr': 37.0}, 'identity': {'psnr': math.inf}}
+  assert monitor.check_eval(10, already_graded) is None
+  assert 'worse' in monitor.check_eval(
+    11, {'model': {'psnr': math.nan}, 'identity': already_graded['identity']}
+  )
   assert not monitor.stops
 
 

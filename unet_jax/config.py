@@ -70,6 +70,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Needs thumbnail='photo'.
   model.exposure = False
   model.exposure_range_ev = 2.0
+  # Per-photo levels (models/auto_levels.py): a black and white point, gamma and gain per channel
+  # chosen from each whole photo's histogram, as an editor's auto levels or grey-world white
+  # balance chooses them. First in the grade. Needs thumbnail='photo'.
+  model.auto_levels = False
   # Per-photo tone curves (models/tone_curves.py), `curves` knots per channel (0: off), read off
   # each whole photo's histogram: what an editor's auto levels or white balance set per photo.
   model.curves = 0

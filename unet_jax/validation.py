@@ -101,8 +101,8 @@ def _validate_predict(config: ml_collections.ConfigDict) -> None:
     )
   if config.predict.get('lut_only') and not has_global_grade(config.model):
     raise ConfigError(
-      'config.predict.lut_only=True grades with the grade under the U-Net alone (exposure, '
-      'tone curves, colour head, local grid, frame gain), and this model has none: set '
+      'config.predict.lut_only=True grades with the grade under the U-Net alone (auto levels, '
+      'exposure, tone curves, colour head, local grid, frame gain), and this model has none: set '
       "config.model.color_head to 'lut' or 'adaptive_lut'."
     )
 
@@ -211,8 +211,9 @@ def validate_model_config(model_config: ml_collections.ConfigDict, *, task: str)
 
 
 def _validate_whole_photo_grades(model_config: ml_collections.ConfigDict) -> None:
-  """The exposure, the tone curves and the local grid read the whole photo: in training too."""
-  for key in ('exposure', 'curves', 'local_grid'):
+  """The auto levels, the exposure, the tone curves and the local grid read the whole photo: in
+  training too."""
+  for key in ('auto_levels', 'exposure', 'curves', 'local_grid'):
     if model_config.get(key, 0) and model_config.thumbnail != 'photo':
       raise ConfigError(
         f'config.model.{key}={model_config[key]} reads the whole photo, in training too: it '
@@ -234,13 +235,15 @@ def _validate_color_head(model_config: ml_collections.ConfigDict, head: str) -> 
     model_config.color_head == 'adaptive_lut'
     or model_config.global_context == 'thumbnail'
     or model_config.get('exposure', False)
+    or model_config.get('auto_levels', False)
     or model_config.get('curves', 0)
     or model_config.get('local_grid', 0)
   ):
     raise ConfigError(
       "config.model.thumbnail='photo' feeds the global branch, and this model has none: "
       "set config.model.color_head='adaptive_lut', config.model.global_context='thumbnail', "
-      'config.model.exposure=True, config.model.curves or config.model.local_grid.'
+      'config.model.exposure=True, config.model.auto_levels=True, config.model.curves or '
+      'config.model.local_grid.'
     )
   _validate_whole_photo_grades(model_config)
   stages = len(thumbnail.ENCODER_CHANNELS)

@@ -6,8 +6,9 @@ photo they were cut from, so that every part of a photo is graded alike:
 
 - a thumbnail: `[T, T, 3]`, the whole frame squeezed to a square (`make_thumbnail`);
 - metering statistics: `[8]` figures of the photo's light and colour cast (`photo_statistics`),
-  followed, for models with tone curves, by `[3 * len(TONE_QUANTILES)]` quantiles of each
-  channel (`tone_quantiles`);
+  followed, for models with tone curves or auto levels, by `[3 * len(TONE_QUANTILES)]`
+  quantiles of each channel (`tone_quantiles`) and the 3 channel means (`tone_parts` splits
+  them);
 - coordinates: `[H, W, 2]`, each pixel's place in the photo (`photo_coords`).
 
 `WholePhotoInputs.from_model_config(config.model)` decides which of them a model reads and makes
@@ -37,6 +38,8 @@ _PERCENTILES = (10.0, 50.0, 90.0)
 _DARKEST = 1e-12
 # Where `photo_statistics` puts the key (the mean log luminance) among its figures.
 KEY_FIGURE = 0
+# How many figures `photo_statistics` gives (the tone figures follow them).
+METERING_FIGURES = 8
 # The quantiles (%) of each channel's encoded values that the tone curves read: the ends and
 # the tails closely (levels, clipping, black and white points set per photo), the middle coarsely.
 TONE_QUANTILES = (
@@ -140,13 +143,30 @@ def _counted_quantiles(values: np.ndarray) -> np.ndarray:
   return out
 
 
+def channel_means(images: Any, xp: Any = jnp) -> Any:
+  """`[..., H, W, 3]` photos -> `[..., 3]`: the mean of each channel's encoded values (clipped
+  to [0, 1]; numpy sums in float64, so the figure does not drift with the photo's size)."""
+  values = xp.clip(xp.asarray(images, xp.float32), 0.0, 1.0)
+  sums_dtype = np.float64 if xp is np else None
+  return xp.mean(values, axis=(-3, -2), dtype=sums_dtype).astype(xp.float32)
+
+
 def photo_figures(images: Any, tones: bool, xp: Any = jnp) -> Any:
-  """The whole-photo figures a model reads: `photo_statistics`, then `tone_quantiles` with
-  `tones`."""
+  """The whole-photo figures a model reads: `photo_statistics`, then with `tones` the
+  `tone_quantiles` and the `channel_means`."""
   figures = photo_statistics(images, xp)
   if tones:
-    figures = xp.concatenate([figures, tone_quantiles(images, xp)], axis=-1)
+    tone = [tone_quantiles(images, xp), channel_means(images, xp)]
+    figures = xp.concatenate([figures, *tone], axis=-1)
   return figures
+
+
+def tone_parts(figures: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """`[B, F]` figures with tones -> each channel's quantiles `[B, 3, Q]` and means `[B, 3]`."""
+  start = METERING_FIGURES
+  count = 3 * len(TONE_QUANTILES)
+  quantiles = figures[:, start : start + count].reshape(-1, 3, len(TONE_QUANTILES))
+  return quantiles, figures[:, start + count : start + count + 3]
 
 
 def photo_coords(rows: Any, cols: Any, height: int, width: int) -> np.ndarray:
@@ -216,7 +236,7 @@ class WholePhotoInputs:
     if not isinstance(context, str):  # a UNet's fields: two booleans
       context = ('thumbnail' if model.thumbnail_context else 'pooled') if context else 'none'
     exposure = bool(model.exposure)
-    tones = int(model.curves) > 0
+    tones = int(model.curves) > 0 or bool(model.auto_levels)
     local = int(model.local_grid) > 0
     reads_thumbnail = (
       model.color_head == 'adaptive_lut' or exposure or context == 'thumbnail' or local
@@ -237,7 +257,7 @@ class WholePhotoInputs:
 
   def of_photo(self, image: np.ndarray, *, coords: bool = True) -> dict[str, np.ndarray]:
     """The inputs of one `[H, W, 3]` photo, unbatched: `'thumbnail'` `[T, T, 3]`,
-    `'statistics'` `[8]` (and the tone quantiles) and `'coords'` `[H, W, 2]`, those this model
+    `'statistics'` `[8]` (and the tone figures) and `'coords'` `[H, W, 2]`, those this model
     reads. `coords=False`
     leaves the coordinates out (predict makes each tile's own)."""
     out = {}

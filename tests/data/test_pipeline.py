@@ -182,6 +182,7 @@ def test_cached_photos_give_the_same_stream_and_resume_exactly(uniform_root):
     'model.exposure': True,
     'model.thumbnail': 'photo',
     'model.curves': 4,
+    'model.auto_levels': True,
     'model.thumbnail_size': 16,
   }
   cache = {'data.photo_cache_mb': 64}

@@ -247,7 +247,14 @@ def test_training_crop_coordinates_are_its_place_in_the_photo():
       dict(color_head='adaptive_lut', thumbnail='photo', exposure=True), marks=pytest.mark.slow
     ),
     pytest.param(
-      dict(color_head='lut', thumbnail='photo', curves=8, local_grid=8, thumbnail_size=32),
+      dict(
+        color_head='lut',
+        thumbnail='photo',
+        auto_levels=True,
+        curves=8,
+        local_grid=8,
+        thumbnail_size=32,
+      ),
       marks=pytest.mark.slow,
     ),
   ],
@@ -271,7 +278,9 @@ def test_tiled_predict_with_colour_head_and_coords_is_seam_free(overrides):
     pytest.param(
       dict(color_head='adaptive_lut', exposure=True, frame_gain=5), marks=pytest.mark.slow
     ),
-    pytest.param(dict(curves=8, local_grid=8, thumbnail_size=32), marks=pytest.mark.slow),
+    pytest.param(
+      dict(auto_levels=True, curves=8, local_grid=8, thumbnail_size=32), marks=pytest.mark.slow
+    ),
   ],
 )
 def test_lut_only_predict_is_the_global_grade_of_the_full_model(overrides):

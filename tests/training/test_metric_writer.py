@@ -52,3 +52,16 @@ def test_no_tensorflow_at_run_time():
   )
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
   assert out.stdout.split() == ['False', 'False']
+
+
+@pytest.mark.slow
+def test_starting_the_cli_does_not_import_torch_and_torch_still_imports_after():
+  """tensorboardX imports torch when it is installed (seconds of every start); the CLI keeps it
+  out, and a user's own `import torch` afterwards still works."""
+  pytest.importorskip('torch')
+  code = (
+    'import sys, unet_jax.main; from unet_jax.training import metric_writer; '
+    "print('torch' in sys.modules); import torch; print(torch.zeros(2).sum().item())"
+  )
+  done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+  assert done.stdout.split() == ['False', '0.0']

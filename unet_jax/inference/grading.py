@@ -170,7 +170,7 @@ def grade_lut_only(
   if not has_global_grade(model):
     raise ValueError(
       'config.predict.lut_only=True needs a grade under the U-Net (config.model.color_head, '
-      'frame_gain, exposure, curves or local_grid); this model has none.'
+      'frame_gain, auto_levels, exposure, curves or local_grid); this model has none.'
     )
   image = _check_image(model, image)
   height, width = image.shape[:2]

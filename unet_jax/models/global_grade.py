@@ -29,8 +29,8 @@ _WHITE_INIT = 1e-3
 
 
 def has_global_grade(model: Any) -> bool:
-  """Whether `model` (a `UNet` or its `config.model`) puts a grade under the U-Net: an
-  exposure, tone curves, a colour head, a local affine grid or a frame gain."""
+  """Whether `model` (a `UNet` or its `config.model`) puts a grade under the U-Net: auto
+  levels, an exposure, tone curves, a colour head, a local affine grid or a frame gain."""
 
   def option(name: str, default: Any) -> Any:
     if isinstance(model, ml_collections.ConfigDict):
@@ -41,6 +41,7 @@ def has_global_grade(model: Any) -> bool:
     option('color_head', 'none') != 'none'
     or bool(option('frame_gain', 0))
     or bool(option('exposure', False))
+    or bool(option('auto_levels', False))
     or bool(option('curves', 0))
     or bool(option('local_grid', 0))
   )

@@ -14,7 +14,7 @@ import ml_collections
 
 from unet_jax import options
 from unet_jax import whole_photo as whole_photo_lib
-from unet_jax.models import global_grade, layers, local_affine, tone_curves
+from unet_jax.models import auto_levels, global_grade, layers, local_affine, tone_curves
 from unet_jax.models import thumbnail as thumbnail_lib
 
 
@@ -61,6 +61,7 @@ class UNet(nn.Module):
   frame_gain: int = 0
   exposure: bool = False
   exposure_range_ev: float = 2.0
+  auto_levels: bool = False
   curves: int = 0
   local_grid: int = 0
 
@@ -116,15 +117,16 @@ class UNet(nn.Module):
       train: BatchNorm uses batch statistics (and updates `batch_stats`) when True.
       thumbnail: `[B, T, T, 3]` thumbnails of the whole photos `x` was cut from
         (`thumbnail_size` T), read by the global branch; None: a thumbnail of `x` itself.
-      statistics: `[B, 8]` metering figures of those whole photos (`whole_photo`), read
-        by nets with `thumbnail_stats` or `exposure`; None: the figures of `x` itself.
+      statistics: `[B, F]` figures of those whole photos (`whole_photo.photo_figures`), read
+        by nets with `thumbnail_stats`, `exposure`, `auto_levels` or `curves`; None: the
+        figures of `x` itself.
       coords: `[B, H, W, 2]` (y, x) of every pixel in [-1, 1] over its whole photo (nets whose
         `whole_photo.coords` is set); None: the coordinates of `x` as a whole photo.
       pooled_context: `[B, C]` pooled bottleneck features to use instead of this input's own
         (bottleneck global context only); tiled inference passes the whole image's here.
       return_pooled_context: stop after the bottleneck and return its pooled features `[B, C]`.
-      lut_only: return the grade under the U-Net alone (exposure, tone curves, colour head,
-        local affine grid, frame gain: those set), without running the U-Net.
+      lut_only: return the grade under the U-Net alone (auto levels, exposure, tone curves,
+        colour head, local affine grid, frame gain: those set), without running the U-Net.
 
     The global grade is computed first: the U-Net's edit goes on top of it, and with
     `unet_input='lut'` the U-Net reads it. Then encoder, bottleneck (with the global context),
@@ -175,10 +177,12 @@ class UNet(nn.Module):
     statistics: jax.Array | None,
     coords: jax.Array | None,
   ) -> jax.Array:
-    """The grade under the U-Net's edit, in float32: exposure, tone curves, colour head, local
-    affine grid, frame gain (those set); `x` itself without any. Sown as
+    """The grade under the U-Net's edit, in float32: auto levels, exposure, tone curves, colour
+    head, local affine grid, frame gain (those set); `x` itself without any. Sown as
     `intermediates/global_grade` for the train step's loss on it."""
     base = x.astype(jnp.float32)
+    if self.auto_levels:
+      base = auto_levels.AutoLevels(name='auto_levels')(base, statistics)
     if self.exposure:
       base = global_grade.Exposure(self.exposure_range_ev, name='exposure')(base, statistics)
     if self.curves:

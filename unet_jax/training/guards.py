@@ -238,12 +238,16 @@ class DivergenceMonitor:
     )
 
   def check_eval(self, step: int, results: dict[str, Any]) -> str | None:
-    """Feeds one eval (`{'model': {...}, 'identity': {...}}`); returns a warning if any."""
+    """Feeds one eval (`{'model': {...}, 'identity': {...}}`); returns a warning if any.
+
+    An infinite identity PSNR (an eval photo that already equals its target, as an auto-levels
+    edit leaves a full-range photo) says nothing of how the model compares: only a non-finite
+    model score is flagged then."""
     model = results.get('model', {}).get('psnr')
     identity = results.get('identity', {}).get('psnr')
     if model is None or identity is None:
       return None
-    if math.isfinite(model) and model >= identity - self._margin:
+    if math.isfinite(model) and (not math.isfinite(identity) or model >= identity - self._margin):
       return None
     return self._act(
       f'The model at step {step} grades the eval photos worse than doing nothing: PSNR '

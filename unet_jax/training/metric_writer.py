@@ -7,9 +7,11 @@ TensorFlow, so they are never imported here: tensorboardX writes the event files
 """
 
 import functools
+import importlib
 import json
 import logging
 import os
+import sys
 import time
 from typing import Any
 
@@ -17,7 +19,26 @@ import jax
 import numpy as np
 from clu import metrics as clu_metrics
 from clu import parameter_overview
-from tensorboardX import SummaryWriter
+
+
+def _import_tensorboardx() -> Any:
+  """tensorboardX, imported without PyTorch.
+
+  Its writer imports torch whenever it is installed, only to accept torch tensors: 2-3 s of
+  every training start on a 2-core CPU where torch is installed (the reference benchmarks bring
+  it). A `None` entry in `sys.modules` makes that import fail as if torch were absent; it is
+  removed again, so a later `import torch` works. Where torch is already imported nothing is
+  blocked."""
+  if 'tensorboardX' in sys.modules or 'torch' in sys.modules:
+    return importlib.import_module('tensorboardX')
+  sys.modules['torch'] = None
+  try:
+    return importlib.import_module('tensorboardX')
+  finally:
+    del sys.modules['torch']
+
+
+tensorboardx = _import_tensorboardx()
 
 # Step outputs that are flags for the host, not numbers to average.
 _NOT_AVERAGED = ('finite', 'finite_parts')
@@ -31,7 +52,7 @@ class MetricWriter:
     if not self._enabled:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    self._tensorboard = tensorboardx.SummaryWriter(os.path.join(workdir, 'tensorboard'))
     self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')  # noqa: SIM115
 
   def write_scalars(self, step: int, scalars: dict[str, Any], *, prefix: str = '') -> None:

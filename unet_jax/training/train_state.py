@@ -42,7 +42,7 @@ def _decay_mask(params: Any) -> Any:
 
 
 # The modules whose parameters make the global grade (models/global_grade.py).
-GLOBAL_GRADE_MODULES = ('exposure', 'color_head', 'frame_gain')
+GLOBAL_GRADE_MODULES = ('auto_levels', 'exposure', 'color_head', 'frame_gain')
 # ... and with the thumbnail encoder that mixes the LUT bases, the tone curves and the local
 # grid (networks of their own, at the U-Net's step size), the global branch.
 GLOBAL_BRANCH_MODULES = (*GLOBAL_GRADE_MODULES, 'thumbnail_encoder', 'tone_curves', 'local_affine')

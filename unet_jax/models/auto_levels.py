@@ -1,0 +1,95 @@
+"""Image-adaptive levels: a black point, a white point, a gamma and a gain per channel, each
+chosen per photo from its own histogram, as an editor's auto tools choose them.
+
+ImageMagick's `-auto-level -auto-gamma`, Photoshop's auto tone or a grey-world white balance
+set a handful of numbers per photo by a simple rule of its histogram: the darkest and brightest
+values become black and white, the gamma brings the mean to a target, each channel's gain
+brings the channel means together. The rule is fixed, the numbers are the photo's. A network
+that predicts curve knots from the histogram must learn ratios and logarithms to match such a
+rule; here the rules are linear in what the stage reads, so a least-squares-like fit of a few
+weights recovers them to 8-bit precision:
+
+- black and white points: linear in each channel's quantiles and in their minimum and maximum
+  over the channels (auto levels: the minimum of the darkest values, weight 1);
+- the gain: its log is linear in the log channel means and their minimum, mean and maximum
+  (grey world: the minimum minus the channel's own);
+- the gamma: its log is linear in `log(-log u)` of each channel's levelled mean `u` and of
+  the three's mean (auto gamma, which brings that mean to 0.5: weight -1, bias log log 2).
+
+The weights are shared by the three channels (each reads its own figures) with a bias per
+channel. All start at zero: an untrained stage is the identity.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from unet_jax import whole_photo
+
+# The narrowest black-to-white range a photo is stretched from (a flat photo is not blown up).
+_MIN_RANGE = 1e-2
+# How many quantiles at each end of `whole_photo.TONE_QUANTILES` the points read (0-5 %,
+# 95-100 %).
+_TAIL = 6
+# Levelled means are kept this far inside (0, 1), where log(-log u) is finite.
+_MEAN_MARGIN = 1e-4
+# The smallest levelled value raised to the gamma (0 ** gamma has no finite gradient).
+_TINY = 1e-12
+
+
+class AutoLevels(nn.Module):
+  """Levels `[B, H, W, 3]` colours in [0, 1] by each photo's `figures [B, F]` (with tones,
+  `whole_photo.photo_figures`): `clip(gain * clip((x - black) / (white - black)) ** gamma)`
+  per channel. The points, gammas and gains applied are sown as `intermediates/auto_levels`."""
+
+  @nn.compact
+  def __call__(self, images: jax.Array, figures: jax.Array) -> jax.Array:
+    quantiles, means = whole_photo.tone_parts(figures.astype(jnp.float32))  # [B, 3, Q], [B, 3]
+    # Black from the dark end of the histogram, white from the bright end: each channel's own
+    # quantiles beside the darkest (for black) or brightest (for white) of the three. The white
+    # point reads `q - 1`, so both are the identity at zero weights without a bias to learn.
+    dark, bright = quantiles[..., :_TAIL], quantiles[..., -_TAIL:] - 1.0
+    dark = jnp.concatenate([dark, _broadcast_channels(dark.min(1))], -1)
+    bright = jnp.concatenate([bright, _broadcast_channels(bright.max(1))], -1)
+    black = _Shared(1, name='black')(dark)[..., 0]
+    white = 1.0 + _Shared(1, name='white')(bright)[..., 0]
+    span = jnp.maximum(white - black, _MIN_RANGE)
+
+    log_means = jnp.log(jnp.maximum(means, _TINY))
+    gain = jnp.exp(_Shared(1, name='gain')(_with_pooled(log_means))[..., 0])
+
+    levelled = (means - black) / span
+    both = jnp.stack([levelled, jnp.broadcast_to(levelled.mean(1, keepdims=True), means.shape)], -1)
+    both = jnp.clip(both, _MEAN_MARGIN, 1.0 - _MEAN_MARGIN)
+    gamma = jnp.exp(_Shared(1, name='gamma')(jnp.log(-jnp.log(both)))[..., 0])
+
+    self.sow('intermediates', 'auto_levels', jnp.stack([black, white, gamma, gain], -1))
+    per_pixel = [v[:, None, None, :] for v in (black, span, gamma, gain)]
+    black, span, gamma, gain = per_pixel
+    values = jnp.clip((images.astype(jnp.float32) - black) / span, _TINY, 1.0)
+    return jnp.clip(gain * jnp.exp(gamma * jnp.log(values)), 0.0, 1.0)
+
+
+def _broadcast_channels(pooled: jax.Array) -> jax.Array:
+  """`[B, F]` -> `[B, 3, F]`: the same figures for each channel."""
+  return jnp.broadcast_to(pooled[:, None, :], (pooled.shape[0], 3, pooled.shape[1]))
+
+
+def _with_pooled(figure: jax.Array) -> jax.Array:
+  """`[B, 3]` -> `[B, 3, 4]`: each channel's figure beside the mean, minimum and maximum of the
+  three."""
+  pooled = jnp.stack([figure.mean(1), figure.min(1), figure.max(1)], -1)[:, None, :]
+  return jnp.concatenate([figure[..., None], jnp.broadcast_to(pooled, (*figure.shape, 3))], -1)
+
+
+class _Shared(nn.Module):
+  """A zero-initialised linear map of each channel's `[B, 3, F]` figures to `[B, 3, outputs]`,
+  its weights shared by the channels and a bias per channel."""
+
+  outputs: int
+
+  @nn.compact
+  def __call__(self, figures: jax.Array) -> jax.Array:
+    zeros = nn.initializers.zeros
+    mapped = nn.Dense(self.outputs, use_bias=False, kernel_init=zeros, name='linear')(figures)
+    return mapped + self.param('channel_bias', zeros, (3, self.outputs))
