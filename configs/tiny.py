@@ -18,4 +18,7 @@ def get_config():
   config.predict.tile_overlap = 8
   config.loss.perceptual = 0.0
   config.data.eval_size = 64
+  # LPIPS (a VGG16 pass over every eval photo and its input) is most of a tiny run's eval:
+  # `--config.eval_lpips=true` adds it.
+  config.eval_lpips = False
   return config

@@ -156,6 +156,10 @@ ROWS = {
     "recipe plus per-photo auto levels read off each photo's histogram (model.auto_levels)",
     {'model.auto_levels': True},
   ),
+  'recipe_levels_no_exposure': (
+    'recipe with auto levels in place of the exposure stage',
+    {'model.auto_levels': True, 'model.exposure': False},
+  ),
   'recipe_levels_curves_local': (
     'recipe plus auto levels, tone curves and the local affine grid',
     {

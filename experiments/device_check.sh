@@ -83,7 +83,7 @@ if [[ "$DRY_RUN" == 1 ]]; then
   BENCH256=(--config=configs/tiny.py --resolution=32 --batch=4 --steps=1 --warmup=0)
   BENCH512=(--config=configs/tiny.py --resolution=64 --batch=2 --steps=1 --warmup=0)
   TRAIN=(--config=configs/tiny.py --config.num_train_steps=2 --config.log_every_steps=1
-    --config.eval_every_steps=2 --config.checkpoint_every_steps=2)
+    --config.eval_every_steps=2 --config.checkpoint_every_steps=2 --config.eval_lpips=true)
   PREDICT=(--config=configs/tiny.py --width=96 --height=64)
   LIMIT_INSTALL=300 LIMIT_TESTS=600 LIMIT_BENCH=600 LIMIT_TRAIN=600 LIMIT_PREDICT=600
 else

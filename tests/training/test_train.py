@@ -24,7 +24,7 @@ def read_json(*parts):
 @pytest.fixture(scope='module')
 def trained_workdir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('run'))
-  results = loop.train_and_evaluate(tiny_config(steps=6), workdir)
+  results = loop.train_and_evaluate(tiny_config(steps=6, eval_lpips=True), workdir)
   return workdir, results
 
 
