@@ -118,7 +118,7 @@ def main(argv):
     photos = result['photos']
     print(
       f'{look}: {result["pairs"]} training pairs, {FLAGS.steps} steps in '
-      f'{result["fit_seconds"]:.0f} s; held-out PSNR dB (mean of the finite ones): identity '
+      f'{result["fit_seconds"]:.0f} s; held-out PSNR dB (mean of the finite ones): '
       + ', '.join(
         f'{kind} {_mean([p[kind] for p in photos.values()]):.2f}'
         for kind in ('identity', 'float', '8bit')

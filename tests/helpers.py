@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 from PIL import Image
 
@@ -194,3 +195,23 @@ def uniform_pairs(root: pathlib.Path, split: str, count: int, size: int = 40) ->
 def record_ids(batch: np.ndarray) -> list[int]:
   """Inverse of `uniform_pairs`: the record number of each row of a batch."""
   return [round(float(row.mean()) * 255 / 10) - 1 for row in batch]
+
+
+def fit_photo_part(
+  model, params, inputs, figures, targets, optimizer, steps: int, error: Callable = jnp.abs
+):
+  """`params` of a part that grades `[B, H, W, 3]` `inputs` by their whole-photo `figures`,
+  after `steps` full-batch steps of `optimizer` on the mean `error` to `targets`."""
+
+  def loss(params):
+    return jnp.mean(error(model.apply({'params': params}, inputs, figures) - targets))
+
+  @jax.jit
+  def step(params, state):
+    updates, state = optimizer.update(jax.grad(loss)(params), state)
+    return optax.apply_updates(params, updates), state
+
+  state = optimizer.init(params)
+  for _ in range(steps):
+    params, state = step(params, state)
+  return params

@@ -1,6 +1,7 @@
 """experiments/levels_fit.py: the auto-levels stage fitted alone on a look's pairs."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from experiments import levels_fit
@@ -10,6 +11,7 @@ def _auto_levelled(image: np.ndarray) -> np.ndarray:
   return (image - image.min()) / (image.max() - image.min())
 
 
+@pytest.mark.slow
 def test_a_per_photo_stretch_is_learned_from_the_pairs_and_holds_on_unseen_photos(tmp_path):
   rng = np.random.default_rng(0)
   for split, count in (('train', 6), ('test', 2)):

@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from tests.helpers import fit_photo_part
 from unet_jax import whole_photo
 from unet_jax.models import tone_curves
 
@@ -79,22 +80,10 @@ def test_curves_learn_a_grade_that_each_photo_sets_from_its_own_histogram():
   model = tone_curves.ToneCurves(knots=16)
   figures = whole_photo.photo_figures(inputs, tones=True)
   params = model.init(jax.random.PRNGKey(1), inputs, figures)['params']
-  optimizer = optax.adam(3e-3)
-  state = optimizer.init(params)
-
-  def loss(params, images, figures, targets):
-    return jnp.mean(jnp.abs(model.apply({'params': params}, images, figures) - targets))
-
-  @jax.jit
-  def step(params, state):
-    grads = jax.grad(loss)(params, inputs, figures, targets)
-    updates, state = optimizer.update(grads, state)
-    return optax.apply_updates(params, updates), state
-
-  for _ in range(400):
-    params, state = step(params, state)
+  params = fit_photo_part(model, params, inputs, figures, targets, optax.adam(3e-3), 400)
   held_out, expected = photos(2, 16)
   held_out_figures = whole_photo.photo_figures(held_out, tones=True)
   before = float(jnp.mean(jnp.abs(held_out - expected)))
-  after = float(loss(params, held_out, held_out_figures, expected))
+  graded = model.apply({'params': params}, held_out, held_out_figures)
+  after = float(jnp.mean(jnp.abs(graded - expected)))
   assert after < 0.2 * before, (before, after)
