@@ -6,13 +6,14 @@ set a handful of numbers per photo by a simple rule of its histogram: the darkes
 values become black and white, the gamma brings the mean to a target, each channel's gain
 brings the channel means together. The rule is fixed, the numbers are the photo's. A network
 that predicts curve knots from the histogram must learn ratios and logarithms to match such a
-rule; here the rules are linear in what the stage reads, so a least-squares-like fit of a few
-weights recovers them to 8-bit precision:
+rule; here the rules are linear in what the stage reads, so fitting a few weights recovers them
+(`experiments/levels_fit.py` fits the stage alone on a look's pairs):
 
 - black and white points: linear in each channel's quantiles and in their minimum and maximum
   over the channels (auto levels: the minimum of the darkest values, weight 1);
 - the gain: its log is linear in the log channel means and their minimum, mean and maximum
-  (grey world: the minimum minus the channel's own);
+  (grey world: the minimum minus the channel's own; OpenCV's also leaves saturated pixels out
+  of its means, which this only approximates);
 - the gamma: its log is linear in `log(-log u)` of each channel's levelled mean `u` and of
   the three's mean (auto gamma, which brings that mean to 0.5: weight -1, bias log log 2).
 
