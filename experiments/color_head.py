@@ -169,6 +169,17 @@ ROWS = {
       'model.thumbnail_size': 128,
     },
   ),
+  'recipe_levels_fitted': (
+    'recipe_levels_curves_local with the auto levels also fitted alone to the target '
+    '(loss.auto_levels=1)',
+    {
+      'model.auto_levels': True,
+      'model.curves': 16,
+      'model.local_grid': 32,
+      'model.thumbnail_size': 128,
+      'loss.auto_levels': 1.0,
+    },
+  ),
   'recipe_curves_local_no_exposure': (
     'recipe plus tone curves and the local affine grid, without the exposure stage',
     {
@@ -497,7 +508,7 @@ def _editor_looks_header(command: str, seeds: list[int]) -> list[str]:
 
 
 # The rows issue 31's bars are checked for beside the recipe: what might replace it.
-CANDIDATES = ('recipe_curves_local', 'recipe_levels_curves_local')
+CANDIDATES = ('recipe_curves_local', 'recipe_levels_curves_local', 'recipe_levels_fitted')
 
 
 def _editor_looks_acceptance(summary: dict, base: dict) -> list[str]:

@@ -106,6 +106,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # L1 of the global grade alone (colour head, frame gain; before the U-Net's edit) against
   # the target: the grade then takes every global part of the edit, the U-Net the local rest.
   loss.global_grade = 0.0
+  # L1 of the auto levels' output alone (model.auto_levels, the grade's first stage) against the
+  # target: the stage is fitted as the editor's auto tools set levels, the rest grades on top.
+  loss.auto_levels = 0.0
   # Segmentation.
   loss.cross_entropy = 1.0
   loss.dice = 0.0

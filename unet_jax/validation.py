@@ -81,9 +81,14 @@ def _validate_loss(config: ml_collections.ConfigDict) -> None:
     losses.active_weights(config.loss, terms)
   except ValueError as error:
     raise ConfigError(f'{error} (task {config.task!r})') from None
-  for term in (*losses.SOWN_REGULARISERS, 'global_grade'):
+  for term in (*losses.SOWN_REGULARISERS, 'global_grade', 'auto_levels'):
     if config.loss.get(term, 0.0) < 0:
       raise ConfigError(f'config.loss.{term} must be >= 0; got {config.loss[term]}.')
+  if config.loss.get('auto_levels', 0.0) > 0 and not config.model.get('auto_levels', False):
+    raise ConfigError(
+      f'config.loss.auto_levels={config.loss.auto_levels} fits the auto levels to the target, '
+      'and this model has none: set config.model.auto_levels=True, or the loss to 0.'
+    )
   path = config.loss.vgg_weights_path
   if config.task != 'segment' and config.loss.perceptual > 0 and path and not os.path.isfile(path):
     raise ConfigError(f'config.loss.vgg_weights_path={path!r} is not a file.')

@@ -7,8 +7,8 @@ photo they were cut from, so that every part of a photo is graded alike:
 - a thumbnail: `[T, T, 3]`, the whole frame squeezed to a square (`make_thumbnail`);
 - metering statistics: `[8]` figures of the photo's light and colour cast (`photo_statistics`),
   followed, for models with tone curves or auto levels, by `[3 * len(TONE_QUANTILES)]`
-  quantiles of each channel (`tone_quantiles`) and the 3 channel means (`tone_parts` splits
-  them);
+  quantiles of each channel (`tone_quantiles`), the 3 channel means (`channel_means`) and the 3
+  channel means of the photo's neutral pixels (`neutral_means`); `tone_parts` splits them;
 - coordinates: `[H, W, 2]`, each pixel's place in the photo (`photo_coords`).
 
 `WholePhotoInputs.from_model_config(config.model)` decides which of them a model reads and makes
@@ -151,22 +151,66 @@ def channel_means(images: Any, xp: Any = jnp) -> Any:
   return xp.mean(values, axis=(-3, -2), dtype=sums_dtype).astype(xp.float32)
 
 
+# A pixel is neutral enough for a grey-world estimate when its saturation, (max - min) / max of
+# its channels, is at most this (OpenCV's `xphoto.GrayworldWB` default).
+NEUTRAL_SATURATION = 0.9
+
+
+def neutral_means(images: Any, xp: Any = jnp) -> Any:
+  """`[..., H, W, 3]` photos -> `[..., 3]`: each channel's mean over the pixels whose saturation
+  is at most `NEUTRAL_SATURATION` (all pixels' means where none is).
+
+  A grey-world white balance that counts every pixel reads a red wall as a cyan cast; the
+  balances editors ship (OpenCV's grey world among them) average only the pixels that are not
+  strongly coloured. Encoded values, clipped to [0, 1]. numpy works through a large photo in
+  chunks, summing in float64."""
+  if xp is np:
+    values = np.asarray(images, np.float32)
+    flat = values.reshape(-1, values.shape[-3] * values.shape[-2], values.shape[-1])
+    means = np.stack([_neutral_means_of(photo) for photo in flat])
+    return means.reshape(*values.shape[:-3], values.shape[-1]).astype(np.float32)
+  values = jnp.clip(jnp.asarray(images, jnp.float32), 0.0, 1.0)
+  weights = _neutral(values)[..., None].astype(jnp.float32)
+  sums, counts = (values * weights).sum(axis=(-3, -2)), weights.sum(axis=(-3, -2))
+  return jnp.where(counts > 0, sums / jnp.maximum(counts, 1.0), values.mean(axis=(-3, -2)))
+
+
+def _neutral(values: Any) -> Any:
+  """`[..., 3]` -> `[...]`: which pixels are neutral enough for a grey-world estimate."""
+  high, low = values.max(axis=-1), values.min(axis=-1)
+  return high - low <= NEUTRAL_SATURATION * high
+
+
+def _neutral_means_of(photo: np.ndarray) -> np.ndarray:
+  """`[N, 3]` -> `[3]`: `neutral_means` of one photo's pixels."""
+  sums, all_sums, count = np.zeros(photo.shape[-1]), np.zeros(photo.shape[-1]), 0
+  for start in range(0, len(photo), _CHUNK):
+    chunk = np.clip(photo[start : start + _CHUNK], 0.0, 1.0)
+    neutral = _neutral(chunk)
+    sums += chunk[neutral].sum(axis=0, dtype=np.float64)
+    all_sums += chunk.sum(axis=0, dtype=np.float64)
+    count += int(neutral.sum())
+  return sums / count if count else all_sums / len(photo)
+
+
 def photo_figures(images: Any, tones: bool, xp: Any = jnp) -> Any:
   """The whole-photo figures a model reads: `photo_statistics`, then with `tones` the
-  `tone_quantiles` and the `channel_means`."""
+  `tone_quantiles`, the `channel_means` and the `neutral_means`."""
   figures = photo_statistics(images, xp)
   if tones:
-    tone = [tone_quantiles(images, xp), channel_means(images, xp)]
+    tone = [tone_quantiles(images, xp), channel_means(images, xp), neutral_means(images, xp)]
     figures = xp.concatenate([figures, *tone], axis=-1)
   return figures
 
 
-def tone_parts(figures: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """`[B, F]` figures with tones -> each channel's quantiles `[B, 3, Q]` and means `[B, 3]`."""
+def tone_parts(figures: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """`[B, F]` figures with tones -> each channel's quantiles `[B, 3, Q]`, means `[B, 3]` and
+  neutral pixels' means `[B, 3]`."""
   start = METERING_FIGURES
   count = 3 * len(TONE_QUANTILES)
   quantiles = figures[:, start : start + count].reshape(-1, 3, len(TONE_QUANTILES))
-  return quantiles, figures[:, start + count : start + count + 3]
+  means = figures[:, start + count : start + count + 3]
+  return quantiles, means, figures[:, start + count + 3 : start + count + 6]
 
 
 def photo_coords(rows: Any, cols: Any, height: int, width: int) -> np.ndarray:

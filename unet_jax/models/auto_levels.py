@@ -11,9 +11,9 @@ rule; here the rules are linear in what the stage reads, so fitting a few weight
 
 - black and white points: linear in each channel's quantiles and in their minimum and maximum
   over the channels (auto levels: the minimum of the darkest values, weight 1);
-- the gain: its log is linear in the log channel means and their minimum, mean and maximum
-  (grey world: the minimum minus the channel's own; OpenCV's also leaves saturated pixels out
-  of its means, which this only approximates);
+- the gain: its log is linear in the log channel means and their minimum, mean and maximum,
+  over all pixels and over the neutral ones (`whole_photo.neutral_means`; OpenCV's grey world:
+  the smallest neutral mean minus the channel's own);
 - the gamma: its log is linear in `log(-log u)` of each channel's levelled mean `u` and of
   the three's mean (auto gamma, which brings that mean to 0.5: weight -1, bias log log 2).
 
@@ -45,7 +45,8 @@ class AutoLevels(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array, figures: jax.Array) -> jax.Array:
-    quantiles, means = whole_photo.tone_parts(figures.astype(jnp.float32))  # [B, 3, Q], [B, 3]
+    # [B, 3, Q], [B, 3], [B, 3]
+    quantiles, means, neutral_means = whole_photo.tone_parts(figures.astype(jnp.float32))
     # Black from the dark end of the histogram, white from the bright end: each channel's own
     # quantiles beside the darkest (for black) or brightest (for white) of the three. The white
     # point reads `q - 1`, so both are the identity at zero weights without a bias to learn.
@@ -56,8 +57,12 @@ class AutoLevels(nn.Module):
     white = 1.0 + _Shared(1, name='white')(bright)[..., 0]
     span = jnp.maximum(white - black, _MIN_RANGE)
 
-    log_means = jnp.log(jnp.maximum(means, _TINY))
-    gain = jnp.exp(_Shared(1, name='gain')(_with_pooled(log_means))[..., 0])
+    log_neutral, log_all = (jnp.log(jnp.maximum(m, _TINY)) for m in (neutral_means, means))
+    # The two sets of means differ on photos with large strongly coloured parts only: read as
+    # the neutral ones and the difference, a fit starts from the neutral ones and the two do not
+    # compete for the same weight.
+    neutral, every = _with_pooled(log_neutral), _with_pooled(log_all)
+    gain = jnp.exp(_Shared(1, name='gain')(jnp.concatenate([neutral, every - neutral], -1))[..., 0])
 
     levelled = (means - black) / span
     both = jnp.stack([levelled, jnp.broadcast_to(levelled.mean(1, keepdims=True), means.shape)], -1)

@@ -179,10 +179,12 @@ class UNet(nn.Module):
   ) -> jax.Array:
     """The grade under the U-Net's edit, in float32: auto levels, exposure, tone curves, colour
     head, local affine grid, frame gain (those set); `x` itself without any. Sown as
-    `intermediates/global_grade` for the train step's loss on it."""
+    `intermediates/global_grade` (and the auto levels' output as `intermediates/levelled`) for
+    the train step's losses on them."""
     base = x.astype(jnp.float32)
     if self.auto_levels:
       base = auto_levels.AutoLevels(name='auto_levels')(base, statistics)
+      self.sow('intermediates', 'levelled', base)
     if self.exposure:
       base = global_grade.Exposure(self.exposure_range_ev, name='exposure')(base, statistics)
     if self.curves:

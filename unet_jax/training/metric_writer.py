@@ -170,7 +170,8 @@ def log_parameter_overview(params: Any, workdir: str) -> str:
   """Writes clu's parameter table (shapes, sizes, mean and std at init) to
   `workdir/parameters.txt` from process 0, logs the total; returns the table."""
   table = parameter_overview.get_parameter_overview(jax.device_get(params))
-  total = parameter_overview.count_parameters(params)
+  # clu counts in floats when the model holds a scalar parameter (847,125.0): logged as an int.
+  total = int(parameter_overview.count_parameters(params))
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, 'parameters.txt')

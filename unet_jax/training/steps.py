@@ -39,7 +39,7 @@ def model_inputs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
 def _sown(intermediates: Any, name: str) -> list[jax.Array]:
   """The arrays the model sowed as `name`: `lut` (each table the colour head applied),
   `frame_gain` (the frame gain's lattice), `global_grade` (the colour head and frame gain's
-  output, under the U-Net's edit)."""
+  output, under the U-Net's edit), `levelled` (the auto levels' output)."""
   found = []
   for path, value in jax.tree_util.tree_flatten_with_path(intermediates)[0]:
     if name in [getattr(k, 'key', None) for k in path]:
@@ -91,13 +91,15 @@ def train_step(
     regularisation, regulariser_terms = losses.sown_regularisers(regularised, config.loss)
     loss = loss + regularisation
     terms = {**terms, **regulariser_terms}
-    grade_weight = float(config.loss.get('global_grade', 0.0) or 0.0)
-    grades = _sown(sown, 'global_grade')
-    if grades and grade_weight > 0:
-      # The global grade on its own is fitted to the target too, so it takes all of the edit
-      # that a global grade can do and the U-Net is left the local rest.
-      terms = {**terms, 'global_grade': losses.l1(grades[0], batch['target'])}
-      loss = loss + grade_weight * terms['global_grade']
+    # The global grade on its own is fitted to the target too, so it takes all of the edit
+    # that a global grade can do and the U-Net is left the local rest; the auto levels (its
+    # first stage) likewise, so they set each photo's levels as an editor's auto tools do.
+    for term, sown_name in (('global_grade', 'global_grade'), ('auto_levels', 'levelled')):
+      weight = float(config.loss.get(term, 0.0) or 0.0)
+      graded = _sown(sown, sown_name)
+      if graded and weight > 0:
+        terms = {**terms, term: losses.l1(graded[0], batch['target'])}
+        loss = loss + weight * terms[term]
     return loss, (terms, updates.get('batch_stats', state.batch_stats))
 
   (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
