@@ -182,15 +182,15 @@ def _neutral(values: Any) -> Any:
 
 
 def _neutral_means_of(photo: np.ndarray) -> np.ndarray:
-  """`[N, 3]` -> `[3]`: `neutral_means` of one photo's pixels."""
-  sums, all_sums, count = np.zeros(photo.shape[-1]), np.zeros(photo.shape[-1]), 0
+  """`[N, 3]` -> `[3]`: `neutral_means` of one photo's pixels (every pixel's means, a second
+  pass, only for a photo with no neutral pixel)."""
+  sums, count = np.zeros(photo.shape[-1]), 0
   for start in range(0, len(photo), _CHUNK):
     chunk = np.clip(photo[start : start + _CHUNK], 0.0, 1.0)
     neutral = _neutral(chunk)
     sums += chunk[neutral].sum(axis=0, dtype=np.float64)
-    all_sums += chunk.sum(axis=0, dtype=np.float64)
     count += int(neutral.sum())
-  return sums / count if count else all_sums / len(photo)
+  return sums / count if count else channel_means(photo[None], np)
 
 
 def photo_figures(images: Any, tones: bool, xp: Any = jnp) -> Any:
