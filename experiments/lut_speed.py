@@ -4,7 +4,7 @@
   python -m experiments.lut_speed --megapixels=24 --methods=gather
 
 Prints one JSON line. The method ratio comes from one run on one machine (both timed in
-alternation, best of `--repeats`); the 24 MP figure is `grading.grade_lut_only` on a random
+alternation, best of `--repeats`); the 24 MP figure is `preview.grade_lut_only` on a random
 6000 x 4000 photo with an `adaptive_lut` model (random weights: the time does not depend on
 them), the thumbnail included, after one warm-up call that compiles.
 """
@@ -20,7 +20,7 @@ from absl import app, flags
 
 import configs.photo
 from unet_jax import options
-from unet_jax.inference import grading
+from unet_jax.inference import preview
 from unet_jax.models import create_model
 from unet_jax.models import lut as lut_lib
 
@@ -74,10 +74,10 @@ def lut_only_predict(megapixels: float) -> dict:
   )
   height, width = 4000, int(round(megapixels * 1e6 / 4000))
   photo = rng.random((height, width, 3), dtype=np.float32)
-  warm = grading.grade_lut_only(model, variables, photo[:512])  # compiles this width
+  warm = preview.grade_lut_only(model, variables, photo[:512])  # compiles this width
   del warm
   start, cpu_start = time.perf_counter(), time.process_time()
-  grading.grade_lut_only(model, variables, photo)
+  preview.grade_lut_only(model, variables, photo)
   # On a shared machine the wall clock counts other jobs' time too; the CPU seconds this
   # process used (all its threads) bound what an idle machine of the same cores would take.
   return {

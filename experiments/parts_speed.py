@@ -6,7 +6,7 @@ seconds per train step, and seconds of the preview of a large photo with that gr
 
 Train step: the library's jitted step (`experiments.step_timing.JaxStep`) on a fixed batch of
 `config.batch_size` crops with the whole-photo inputs each row reads. Preview:
-`grading.grade_lut_only` on a decoded synthetic photo (the metering of the whole photo and the
+`preview.grade_lut_only` on a decoded synthetic photo (the metering of the whole photo and the
 grade, in bands). Each is timed once to compile, then the median of `--repeats` calls; rows
 alternate call by call, so other load on the machine hits them alike, and the ratio to the
 config is the figure. Random-init weights: they do not change the cost.
@@ -22,7 +22,7 @@ from ml_collections import config_flags
 
 from experiments.step_timing import JaxStep, time_alternating
 from experiments.synthetic_photo import synthetic_photo
-from unet_jax.inference import grading
+from unet_jax.inference import preview
 from unet_jax.models import create_model
 from unet_jax.whole_photo import WholePhotoInputs
 
@@ -38,6 +38,12 @@ ROWS = {
   'tone_curves': {'curves': 16},
   'local_grid': {'local_grid': 32, 'thumbnail_size': 128},
   'tone_curves_and_local_grid': {'curves': 16, 'local_grid': 32, 'thumbnail_size': 128},
+  'auto_levels_curves_grid': {
+    'auto_levels': True,
+    'curves': 16,
+    'local_grid': 32,
+    'thumbnail_size': 128,
+  },
 }
 
 
@@ -65,7 +71,7 @@ def train_step(config) -> JaxStep:
 def previewer(config):
   model = create_model(config.model, task=config.task)
   variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
-  return lambda image: grading.grade_lut_only(model, variables, image)
+  return lambda image: preview.grade_lut_only(model, variables, image)
 
 
 def timed(call, *args) -> float:
@@ -80,11 +86,11 @@ def main(argv: list[str]) -> None:
   steps = time_alternating({n: train_step(c) for n, c in configs.items()}, 3, _STEPS.value)
   photo = np.asarray(synthetic_photo(_HEIGHT.value, _WIDTH.value), np.float32) / 255.0
   previews = {name: previewer(config) for name, config in configs.items()}
-  first = {name: timed(preview, photo) for name, preview in previews.items()}
+  first = {name: timed(grade, photo) for name, grade in previews.items()}
   seconds = {name: [] for name in ROWS}
   for _ in range(_REPEATS.value):
-    for name, preview in previews.items():
-      seconds[name].append(timed(preview, photo))
+    for name, grade in previews.items():
+      seconds[name].append(timed(grade, photo))
   megapixels = _WIDTH.value * _HEIGHT.value / 1e6
   step_base = float(np.median(steps['config']))
   preview_base = float(np.median(seconds['config']))
@@ -93,10 +99,10 @@ def main(argv: list[str]) -> None:
     f'{_CONFIG.value.data.crop_size} px crops) and lut_only preview of a {megapixels:.0f} MP photo'
   )
   for name in ROWS:
-    step, preview = float(np.median(steps[name])), float(np.median(seconds[name]))
+    step, shown = float(np.median(steps[name])), float(np.median(seconds[name]))
     print(
-      f'  {name:28s} step {step:.3f} s ({step / step_base:.2f}x)   preview {preview:.2f} s '
-      f'({preview / preview_base:.2f}x; first call {first[name]:.2f} s)'
+      f'  {name:28s} step {step:.3f} s ({step / step_base:.2f}x)   preview {shown:.2f} s '
+      f'({shown / preview_base:.2f}x; first call {first[name]:.2f} s)'
     )
 
 

@@ -1,11 +1,14 @@
 """Helpers shared by the tests (no tests here): the tiny config, a saved checkpoint's weights,
 photo-like arrays and random model variables, tiny image files and pair folders."""
 
+import atexit
+import json
 import os
 import pathlib
 import struct
 import subprocess
 import sys
+import tempfile
 import zlib
 from collections.abc import Callable
 
@@ -24,9 +27,12 @@ from unet_jax.models import UNet
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def run_main(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-  """`python -m unet_jax.main ARGS` from the repository root, as a user runs it (text output)."""
-  return _run_python(['-m', 'unet_jax.main', *args], timeout)
+def run_main(
+  *args: str, timeout: float = 300, cwd: str | os.PathLike = ROOT
+) -> subprocess.CompletedProcess:
+  """`python -m unet_jax.main ARGS` in `cwd` (the repository root), in a process of its own as a
+  user runs it (text output), forked from one with the modules imported (`tests/forked_cli.py`)."""
+  return _run_python(None, list(args), timeout, cwd)
 
 
 def run_main_patched(patch: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -34,18 +40,61 @@ def run_main_patched(patch: str, *args: str, timeout: float = 300) -> subprocess
   injected where no flag can put it (a full disk, a bug)."""
   script = f'{patch}\nfrom absl import app\nfrom unet_jax import cli_errors, main\n'
   script += 'app.run(main.main, flags_parser=cli_errors.parse_flags)\n'
-  return _run_python(['-c', script, *args], timeout)
+  return _run_python(script, list(args), timeout, ROOT)
 
 
-def _run_python(args: list[str], timeout: float) -> subprocess.CompletedProcess:
-  return subprocess.run(
-    [sys.executable, *args],
-    capture_output=True,
-    text=True,
-    timeout=timeout,
-    cwd=ROOT,
-    env={**os.environ, 'PYTHONPATH': str(ROOT)},
-  )
+class _ForkServer:
+  """This test process's `tests/forked_cli.py` server, started at the first command."""
+
+  def __init__(self):
+    self.env = {**os.environ, 'PYTHONPATH': str(ROOT)}
+    self.process = subprocess.Popen(
+      [sys.executable, str(ROOT / 'tests' / 'forked_cli.py')],
+      stdin=subprocess.PIPE,
+      stdout=subprocess.PIPE,
+      text=True,
+      cwd=ROOT,
+      env=self.env,
+    )
+    atexit.register(self.process.kill)
+
+  def serves(self, env: dict[str, str]) -> bool:
+    """Whether a command in `env` can run forked: jax read the server's JAX_* at import."""
+    jax_variables = lambda env: {k: v for k, v in env.items() if k.startswith('JAX_')}
+    return self.process.poll() is None and jax_variables(env) == jax_variables(self.env)
+
+  def run(self, script: str | None, args: list[str], env: dict, timeout: float, cwd) -> tuple:
+    """(exit status, stdout, stderr) of the command; TimeoutExpired past `timeout` s."""
+    with tempfile.TemporaryDirectory(prefix='unet_jax_cli_') as folder:
+      out, err = os.path.join(folder, 'stdout'), os.path.join(folder, 'stderr')
+      request = {'argv': args, 'script': script, 'cwd': str(cwd), 'env': env}
+      request.update(stdout=out, stderr=err, timeout=timeout)
+      self.process.stdin.write(json.dumps(request) + '\n')
+      self.process.stdin.flush()
+      reply = json.loads(self.process.stdout.readline())
+      texts = [pathlib.Path(path).read_text(errors='replace') for path in (out, err)]
+    if reply.get('timeout'):
+      raise subprocess.TimeoutExpired(args, timeout, *texts)
+    return reply['status'], *texts
+
+
+_fork_server: _ForkServer | None = None
+
+
+def _run_python(
+  script: str | None, args: list[str], timeout: float, cwd
+) -> subprocess.CompletedProcess:
+  global _fork_server
+  env = {**os.environ, 'PYTHONPATH': str(ROOT)}
+  command = [sys.executable, *(['-m', 'unet_jax.main'] if script is None else ['-c', script])]
+  if _fork_server is None or _fork_server.process.poll() is not None:
+    _fork_server = _ForkServer()
+  if not _fork_server.serves(env):
+    return subprocess.run(
+      [*command, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
+    )
+  status, stdout, stderr = _fork_server.run(script, args, env, timeout, cwd)
+  return subprocess.CompletedProcess([*command, *args], status, stdout, stderr)
 
 
 PHOTO_SIZE = (97, 131)  # odd on purpose: neither is a multiple of 2**levels or of any stride

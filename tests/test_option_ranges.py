@@ -2,14 +2,12 @@
 (issue 32): a value outside it is refused naming the key (status 3), never trained on."""
 
 import math
-import subprocess
-import sys
 
 import ml_collections
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, tiny_config
+from tests.helpers import ROOT, run_main, tiny_config
 from unet_jax import option_ranges
 from unet_jax.config import get_base_config
 from unet_jax.inference import export, lut_export
@@ -107,18 +105,10 @@ def test_lut_size_is_bounded_before_the_model_is_loaded(tmp_path, size):
 
 @pytest.mark.slow
 def test_a_bad_value_on_the_command_line_exits_3_naming_the_key(tmp_path):
-  run = subprocess.run(
-    [
-      sys.executable,
-      '-m',
-      'unet_jax.main',
-      '--config=configs/tiny.py',
-      f'--workdir={tmp_path / "run"}',
-      '--config.optimizer.grad_clip_norm=-1',
-    ],
-    capture_output=True,
-    text=True,
-    timeout=300,
+  run = run_main(
+    '--config=configs/tiny.py',
+    f'--workdir={tmp_path / "run"}',
+    '--config.optimizer.grad_clip_norm=-1',
   )
   assert run.returncode == 3, run.stderr[-2000:]
   assert 'Error: config.optimizer.grad_clip_norm=-1.0 is out of range' in run.stderr

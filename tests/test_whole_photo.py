@@ -4,6 +4,8 @@ whole photo; the model, the data pipeline and predict all take it from there."""
 import numpy as np
 import pytest
 
+from tests.helpers import photo
+from unet_jax import whole_photo
 from unet_jax.config import get_base_config
 from unet_jax.models import create_model
 from unet_jax.whole_photo import WholePhotoInputs
@@ -63,3 +65,18 @@ def test_of_photo_makes_what_the_model_reads():
   assert made['coords'][0, 0].tolist() == pytest.approx([-1 + 1 / 30, -1 + 1 / 50])
   assert set(inputs.of_photo(photo, coords=False)) == {'thumbnail', 'statistics'}
   assert WholePhotoInputs().of_photo(photo) == {}
+
+
+def test_a_photo_past_the_metering_limit_is_read_through_a_stride():
+  """Its thumbnail and figures come off every 2nd row and column, close to all its pixels'."""
+  image = photo(2000, 1400, seed=3)  # 2.8 MP
+  view = whole_photo.metering_view(image)
+  assert view.shape == (1000, 700, 3) and np.shares_memory(view, image)
+  small = image[:1500, :1400]  # 2.1 MP: read whole
+  assert whole_photo.metering_view(small) is small
+  inputs = WholePhotoInputs(thumbnail_size=32, statistics=True, tones=True).of_photo(image)
+  np.testing.assert_array_equal(inputs['statistics'], whole_photo.photo_figures(view, True, np))
+  every_pixel = whole_photo.photo_figures(image, True, np)
+  np.testing.assert_allclose(inputs['statistics'], every_pixel, atol=0.01)
+  full_thumbnail = whole_photo.make_thumbnail(image, 32)
+  np.testing.assert_allclose(inputs['thumbnail'], full_thumbnail, atol=0.02)

@@ -186,7 +186,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   predict.tile_size = 512
   predict.tile_overlap = 64
   predict.batch_tiles = 0  # tiles per device call; 0: from the device's free memory (CPU: 1)
-  predict.lut_only = False  # the colour head alone, no U-Net pass (color_head != none)
+  predict.lut_only = False  # the grade under the U-Net alone, no U-Net pass (inference/preview.py)
   # The graded file: by default the input's container, bit depth and ICC profile, with its EXIF.
   predict.output_format = 'same'  # same | jpeg | png | tiff
   predict.output_bits = 'same'  # same | 8 | 16 (jpeg is 8-bit only)

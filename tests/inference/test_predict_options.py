@@ -2,14 +2,11 @@
 any other `--config.*` key is refused there (issue 32, bug 6: both were silently ignored)."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_main
 from unet_jax.data import colour_spaces, load_photo
 from unet_jax.inference import predict_options, restore
 from unet_jax.validation import ConfigError
@@ -54,19 +51,14 @@ def test_predict_options_are_checked_against_the_model_and_others_refused(workdi
 @pytest.mark.slow
 def test_a_model_option_on_a_predict_command_exits_2(workdir, tmp_path):
   photos = str(FIXTURE / 'pairs' / 'test' / 'input')
-  command = [
-    sys.executable,
-    '-m',
-    'unet_jax.main',
+  run = run_main(
     '--mode=predict',
     f'--workdir={workdir}',
     f'--input={photos}',
     f'--output={tmp_path / "out"}',
     '--config=configs/tiny.py',
     '--config.model.levels=3',
-  ]
-  env = {**os.environ, 'PYTHONPATH': str(ROOT)}
-  run = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+  )
   assert run.returncode == 2, run.stderr[-2000:]
   assert 'Error: --config.model.levels: --mode=predict uses the model and config' in run.stderr
   assert not (tmp_path / 'out').exists()

@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from unet_jax import data
-from unet_jax.inference import export_files, files, grading, restore
+from unet_jax.inference import export_files, files, grading, preview, restore
 from unet_jax.models import create_model
 from unet_jax.training import run_record
 from unet_jax.validation import validate_config
@@ -52,7 +52,7 @@ class Model:
     if self.module.head == 'segmentation':
       return grading.segment_image(self.module, self.variables, image, **tiles)
     if self.config.predict.lut_only:
-      graded = grading.grade_lut_only(self.module, self.variables, image)
+      graded = preview.grade_lut_only(self.module, self.variables, image)
     else:
       graded = grading.grade_image(self.module, self.variables, image, **tiles)
     return np.clip(graded, 0.0, 1.0)

@@ -35,7 +35,7 @@ from PIL import Image
 
 from unet_jax import data
 from unet_jax.data.images import is_image_file
-from unet_jax.inference import grading, photo_writer, tiling
+from unet_jax.inference import grading, photo_writer, preview, tiling
 from unet_jax.inference.output_files import claim_output, remove_stale_partials, write_new_file
 from unet_jax.inference.predict_summary import summary_path, write_summary
 
@@ -311,7 +311,7 @@ def predict_paths(
       labels = grading.segment_image(model, variables, photo.pixels, **tile_settings)
       return _label_png(labels, model.num_classes), {'height': height, 'width': width}
     if options.get('lut_only', False):
-      graded = grading.grade_lut_only(model, variables, photo.pixels)
+      graded = preview.grade_lut_only(model, variables, photo.pixels)
     else:
       graded = grading.grade_image(model, variables, photo.pixels, **tile_settings)
     if not np.all(np.isfinite(graded)):

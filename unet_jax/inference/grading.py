@@ -34,11 +34,10 @@ import ml_collections
 import numpy as np
 
 from unet_jax.inference import tile_programs, tiling
-from unet_jax.models import has_global_grade
 from unet_jax.whole_photo import WholePhotoInputs, photo_coords
 
 
-def _check_image(model: nn.Module, image: np.ndarray) -> np.ndarray:
+def check_image(model: nn.Module, image: np.ndarray) -> np.ndarray:
   image = np.asarray(image)
   if image.ndim != 3 or image.shape[-1] != model.in_channels:
     raise ValueError(
@@ -99,7 +98,7 @@ def grade_image(
   multiple = tiling.check_tiling(model.levels, tile_size, tile_overlap)
   if batch_tiles < 0:
     raise ValueError(f'config.predict.batch_tiles={batch_tiles} must be >= 0 (0: automatic).')
-  image = _check_image(model, image)
+  image = check_image(model, image)
   _warn_if_tile_dependent(model)
   height, width = image.shape[:2]
   tile = tile_size
@@ -156,46 +155,6 @@ def photo_inputs(model: nn.Module, image: np.ndarray) -> dict[str, jax.Array]:
   pipeline makes them). Coordinates are left out: each tile or band gets its own."""
   inputs = WholePhotoInputs.from_model_config(model).of_photo(image, coords=False)
   return {key: jnp.asarray(value[None]) for key, value in inputs.items()}
-
-
-def grade_lut_only(
-  model: nn.Module, variables: Any, image: np.ndarray, *, rows_per_call: int = 256
-) -> np.ndarray:
-  """`[H, W, 3]` float32: the global grade alone (`config.predict.lut_only`: the exposure,
-  colour head and frame gain, those the model has), no U-Net.
-
-  The head is per pixel, so the photo goes through in bands of `rows_per_call` rows (the last
-  one padded: one compile per photo width) and the result equals the full model's colour head.
-  """
-  if not has_global_grade(model):
-    raise ValueError(
-      'config.predict.lut_only=True needs a grade under the U-Net (config.model.color_head, '
-      'frame_gain, auto_levels, exposure, curves or local_grid); this model has none.'
-    )
-  image = _check_image(model, image)
-  height, width = image.shape[:2]
-  photo = photo_inputs(model, image)
-  reads_coords = WholePhotoInputs.from_model_config(model).coords
-  band = min(rows_per_call, height)
-  output = np.empty((height, width, 3), np.float32)
-  pending = None
-  for top in range(0, height, band):
-    rows = np.zeros((1, band, width, 3), np.float32)
-    stop = min(top + band, height)
-    rows[0, : stop - top] = image[top:stop]
-    coords = None
-    if reads_coords:
-      # The band's pixels at their place in the whole photo (padding rows repeat the last).
-      ys = np.minimum(np.arange(top, top + band), height - 1)
-      coords = jnp.asarray(photo_coords(ys, np.arange(width), height, width)[None])
-    result = tile_programs.grade_rows(
-      model, variables, jnp.asarray(rows), photo.get('thumbnail'), coords, photo.get('statistics')
-    )
-    if pending is not None:
-      output[pending[0] : pending[1]] = np.asarray(pending[2])[0, : pending[1] - pending[0]]
-    pending = (top, stop, result)
-  output[pending[0] : pending[1]] = np.asarray(pending[2])[0, : pending[1] - pending[0]]
-  return output
 
 
 def _global_context(

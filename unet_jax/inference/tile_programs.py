@@ -42,27 +42,6 @@ def grade_tiles(
   )
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def grade_rows(
-  model: nn.Module,
-  variables: Any,
-  rows: jax.Array,
-  thumbnail: jax.Array | None,
-  coords: jax.Array | None = None,
-  statistics: jax.Array | None = None,
-) -> jax.Array:
-  """`[1, R, W, 3]` rows of a photo -> their global grade alone (`lut_only`): no U-Net."""
-  return model.apply(
-    variables,
-    rows,
-    train=False,
-    thumbnail=thumbnail,
-    statistics=statistics,
-    coords=coords,
-    lut_only=True,
-  )
-
-
 def _is_bottleneck(module: nn.Module, method_name: str) -> bool:
   return module.name == _BOTTLENECK and method_name == '__call__'
 

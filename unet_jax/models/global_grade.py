@@ -112,19 +112,42 @@ def sample_frame_field(field: jax.Array, coords: jax.Array) -> jax.Array:
   """`field [S, S, C]` over the frame, `coords [..., 2]` (y, x) in [-1, 1] -> `[..., C]`,
   bilinear between the 4 lattice points around each position."""
   size = field.shape[0]
-  position = (jnp.clip(coords.astype(jnp.float32), -1.0, 1.0) + 1.0) * (0.5 * (size - 1))
-  lower = jnp.clip(jnp.floor(position), 0, size - 2)
-  frac = position - lower
-  index = lower.astype(jnp.int32)
+  lower_y, frac_y = _lattice_cell(coords[..., 0], size)
+  lower_x, frac_x = _lattice_cell(coords[..., 1], size)
   flat = field.reshape(size * size, field.shape[-1]).astype(jnp.float32)
   out = 0.0
   for dy in (0, 1):
-    wy = frac[..., 0] if dy else 1.0 - frac[..., 0]
+    wy = frac_y if dy else 1.0 - frac_y
     for dx in (0, 1):
-      wx = frac[..., 1] if dx else 1.0 - frac[..., 1]
-      corner = (index[..., 0] + dy) * size + index[..., 1] + dx
+      wx = frac_x if dx else 1.0 - frac_x
+      corner = (lower_y + dy) * size + lower_x + dx
       out = out + (wy * wx)[..., None] * jnp.take(flat, corner, axis=0)
   return out
+
+
+def frame_field_planes(field: jax.Array, ys: jax.Array, xs: jax.Array) -> jax.Array:
+  """`sample_frame_field` at every pixel of a block of whole rows, channels first: `field [S, S,
+  C]`, the rows' `ys [R]` and the columns' `xs [W]` in [-1, 1] -> `[C, R, W]`.
+
+  Bilinear is separable: the lattice is first blended down each column at the R rows (a small
+  `[C, R, S]`), then along each row at the W columns. Written elementwise in channel planes, so
+  XLA fuses each plane into whatever reads it without materialising the field: the preview
+  slices whole-frame fields this way (`inference/preview.py`)."""
+  size = field.shape[0]
+  lower_y, frac_y = _lattice_cell(ys, size)
+  lower_x, frac_x = _lattice_cell(xs, size)
+  planes = jnp.moveaxis(field.astype(jnp.float32), -1, 0)
+  rows = (1.0 - frac_y)[None, :, None] * planes[:, lower_y]
+  rows = rows + frac_y[None, :, None] * planes[:, lower_y + 1]
+  return (1.0 - frac_x) * rows[:, :, lower_x] + frac_x * rows[:, :, lower_x + 1]
+
+
+def _lattice_cell(coords: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
+  """`[N]` coordinates in [-1, 1] -> the lower lattice index in [0, size - 2] and the fraction
+  past it, as `sample_frame_field` takes them."""
+  position = (jnp.clip(coords.astype(jnp.float32), -1.0, 1.0) + 1.0) * (0.5 * (size - 1))
+  lower = jnp.clip(jnp.floor(position), 0, size - 2)
+  return lower.astype(jnp.int32), position - lower
 
 
 class Exposure(nn.Module):

@@ -62,12 +62,21 @@ def slice_affine(grid: jax.Array, images: jax.Array, coords: jax.Array) -> jax.A
   `(i + 0.5) / G` of the frame. Between centres the coefficients are bilinear; beyond the outer
   centres they hold their edge value.
   """
-  cells = grid.shape[1]
-  # Frame coordinates in [-1, 1] -> the lattice coordinates that put cell centres at lattice
-  # points (global_grade.sample_frame_field reads a lattice whose ends are the frame's edges).
+  field = jax.vmap(global_grade.sample_frame_field)(grid, cell_lattice(coords, grid.shape[1]))
+  return apply_affine(field, images)
+
+
+def cell_lattice(coords: jax.Array, cells: int) -> jax.Array:
+  """Frame coordinates in [-1, 1] -> the lattice coordinates (in [-1, 1]) that put the centres
+  of `cells` cells at lattice points (`global_grade.sample_frame_field` reads a lattice whose
+  ends are the frame's edges). Elementwise: rows and columns may be mapped apart."""
   position = ((coords.astype(jnp.float32) + 1.0) * (0.5 * cells) - 0.5) / (cells - 1)
-  lattice = jnp.clip(position * 2.0 - 1.0, -1.0, 1.0)
-  field = jax.vmap(global_grade.sample_frame_field)(grid, lattice)
+  return jnp.clip(position * 2.0 - 1.0, -1.0, 1.0)
+
+
+def apply_affine(field: jax.Array, images: jax.Array) -> jax.Array:
+  """`[..., 12]` coefficients (3 x 3 matrix, then offset, as offsets from the identity) applied
+  to `[..., 3]` colours."""
   matrix = field[..., :9].reshape(*field.shape[:-1], 3, 3)
   colours = images.astype(jnp.float32)
   return colours + jnp.einsum('...ij,...j->...i', matrix, colours) + field[..., 9:]

@@ -34,7 +34,7 @@ def resolve_method(method: str) -> str:
   return method
 
 
-def _cell(colour: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
+def lattice_cell(colour: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
   """Lower lattice index (int32, in [0, size - 2]) and the fraction in [0, 1] for each value."""
   scaled = jnp.clip(colour, 0.0, 1.0) * (size - 1)
   lower = jnp.clip(jnp.floor(scaled), 0, size - 2)
@@ -44,7 +44,7 @@ def _cell(colour: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
 def _apply_gather(lut: jax.Array, pixels: jax.Array) -> jax.Array:
   """`lut [S, S, S, 3]`, `pixels [N, 3]` -> `[N, 3]`."""
   size = lut.shape[0]
-  index, frac = _cell(pixels, size)
+  index, frac = lattice_cell(pixels, size)
   flat = lut.reshape(size**3, 3)
   out = jnp.zeros_like(pixels)
   for dr in (0, 1):

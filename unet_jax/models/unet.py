@@ -180,7 +180,11 @@ class UNet(nn.Module):
     """The grade under the U-Net's edit, in float32: auto levels, exposure, tone curves, colour
     head, local affine grid, frame gain (those set); `x` itself without any. Sown as
     `intermediates/global_grade` (and the auto levels' output as `intermediates/levelled`) for
-    the train step's losses on them."""
+    the train step's losses on them.
+
+    The colour parts come first and the frame parts (grid, gain) last: the colour parts map each
+    colour alike wherever it sits, so their output (sown as `intermediates/colour_grade`) is one
+    colour table per photo, which the preview bakes (`inference/preview.py`)."""
     base = x.astype(jnp.float32)
     if self.auto_levels:
       base = auto_levels.AutoLevels(name='auto_levels')(base, statistics)
@@ -194,6 +198,8 @@ class UNet(nn.Module):
         self.color_head, self.lut_size, self.lut_bases, self.lut_method, name='color_head'
       )
       base = head(base, context)
+    if self.has_global_grade:
+      self.sow('intermediates', 'colour_grade', base)
     if self.local_grid:
       grid = local_affine.LocalAffine(self.local_grid, name='local_affine')
       base = grid(base, thumbnail, coords)
