@@ -16,7 +16,6 @@ output on each photo of `--input`, read into the run's working space as predict 
 """
 
 import functools
-import time
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +23,7 @@ import numpy as np
 from absl import app, flags
 
 import unet_jax
-from experiments.parts_speed import ROWS, row_config
+from experiments.parts_speed import ROWS, row_config, timed
 from experiments.synthetic_photo import synthetic_photo
 from unet_jax import data, whole_photo
 from unet_jax.inference import files, grading, preview
@@ -67,12 +66,6 @@ def _parts(model, variables, rows, coords, photo):
     coords=coords,
     lut_only=True,
   )
-
-
-def timed(call, *args) -> float:
-  start = time.perf_counter()
-  call(*args)
-  return time.perf_counter() - start
 
 
 def speed_rows() -> None:

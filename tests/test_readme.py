@@ -12,8 +12,6 @@ import importlib.util
 import pathlib
 import re
 import shlex
-import subprocess
-import sys
 import tomllib
 
 import jax
@@ -21,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import pytest
 
+from tests.helpers import run_main
 from unet_jax.config import get_base_config
 from unet_jax.models import count_params, create_model
 
@@ -227,14 +226,7 @@ def test_the_command_check_catches_a_wrong_flag_key_and_file():
 
 @pytest.mark.slow
 def test_help_says_the_modes_and_an_example_per_mode():
-  result = subprocess.run(
-    [sys.executable, '-m', 'unet_jax.main', '--help'],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  text = result.stdout
+  text = run_main('--help').stdout
   head = text.split('flags:')[0]
   for mode in _main_flags()['mode']:
     assert re.search(rf'^  {mode} ', head, flags=re.MULTILINE), f'--help does not explain {mode}'

@@ -136,16 +136,8 @@ def _look_up_planes(table: jax.Array, rows: jax.Array) -> jax.Array:
   """`[R, W, 3]` colours -> `[3, R, W]`: `lut.apply_lut`'s trilinear look-up, one channel plane
   at a time (a scalar read per corner and channel)."""
   size = table.shape[0]
-  index, frac = lut_lib.lattice_cell(rows.reshape(-1, 3), size)
   channels = [table[..., c].reshape(-1) for c in range(3)]
   out = [0.0, 0.0, 0.0]
-  for dr in (0, 1):
-    wr = frac[:, 0] if dr else 1.0 - frac[:, 0]
-    for dg in (0, 1):
-      wg = frac[:, 1] if dg else 1.0 - frac[:, 1]
-      for db in (0, 1):
-        wb = frac[:, 2] if db else 1.0 - frac[:, 2]
-        corner = ((index[:, 0] + dr) * size + index[:, 1] + dg) * size + index[:, 2] + db
-        weight = wr * wg * wb
-        out = [out[c] + weight * channels[c][corner] for c in range(3)]
+  for corner, weight in lut_lib.trilinear_corners(rows.reshape(-1, 3), size):
+    out = [out[c] + weight * channels[c][corner] for c in range(3)]
   return jnp.stack(out).reshape(3, *rows.shape[:2])

@@ -13,6 +13,8 @@ Two ways to read the table, with the same result and gradients:
 `method='auto'` picks matmul on TPU and gather elsewhere (see `experiments/lut_speed.py`).
 """
 
+from collections.abc import Iterator
+
 import jax
 import jax.numpy as jnp
 
@@ -41,12 +43,10 @@ def lattice_cell(colour: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
   return lower.astype(jnp.int32), scaled - lower
 
 
-def _apply_gather(lut: jax.Array, pixels: jax.Array) -> jax.Array:
-  """`lut [S, S, S, 3]`, `pixels [N, 3]` -> `[N, 3]`."""
-  size = lut.shape[0]
+def trilinear_corners(pixels: jax.Array, size: int) -> Iterator[tuple[jax.Array, jax.Array]]:
+  """`[N, 3]` colours -> the 8 corners of each one's cell in a `size`^3 table: (index `[N]`
+  into the table flattened to `[size**3, ...]`, trilinear weight `[N]`) per corner."""
   index, frac = lattice_cell(pixels, size)
-  flat = lut.reshape(size**3, 3)
-  out = jnp.zeros_like(pixels)
   for dr in (0, 1):
     wr = frac[:, 0] if dr else 1.0 - frac[:, 0]
     for dg in (0, 1):
@@ -54,7 +54,16 @@ def _apply_gather(lut: jax.Array, pixels: jax.Array) -> jax.Array:
       for db in (0, 1):
         wb = frac[:, 2] if db else 1.0 - frac[:, 2]
         corner = ((index[:, 0] + dr) * size + index[:, 1] + dg) * size + index[:, 2] + db
-        out = out + (wr * wg * wb)[:, None] * jnp.take(flat, corner, axis=0)
+        yield corner, wr * wg * wb
+
+
+def _apply_gather(lut: jax.Array, pixels: jax.Array) -> jax.Array:
+  """`lut [S, S, S, 3]`, `pixels [N, 3]` -> `[N, 3]`."""
+  size = lut.shape[0]
+  flat = lut.reshape(size**3, 3)
+  out = jnp.zeros_like(pixels)
+  for corner, weight in trilinear_corners(pixels, size):
+    out = out + weight[:, None] * jnp.take(flat, corner, axis=0)
   return out
 
 
