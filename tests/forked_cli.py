@@ -1,10 +1,11 @@
-"""Runs CLI commands for the tests in processes forked from one that has the CLI's modules loaded.
+"""Runs the tests' Python commands in processes forked from one that has the CLI's modules loaded.
 
-The suite starts `python -m unet_jax.main` some fifty times, and each start first imports jax,
-flax, optax, orbax, grain and tensorflow-datasets: about 5 CPU-seconds here before the command
-does anything. This server pays for those imports once per test worker; each command then runs
-in a child forked from it, which is still a process of its own, as a user's is: `unet_jax.main`
-runs afresh as `__main__` (as `-m` runs it: new flags, new config), with its own JAX backend,
+The suite starts `python -m unet_jax.main` some fifty times, and experiment scripts a few more;
+each start first imports jax, flax, optax, orbax, grain and tensorflow-datasets: about 5
+CPU-seconds here before the command does anything. This server pays for those imports once per
+test worker; each command then runs in a child forked from it, which is still a process of its
+own, as a user's is: the module or script runs afresh as `__main__` (as `-m` runs
+`unet_jax.main`: new flags, new config), with its own JAX backend,
 working folder, environment, stdin (empty), stdout and stderr, and its exit status comes back
 as the process's. An exception nothing catches ends the child as it ends Python: a traceback on
 stderr and status 1.
@@ -14,8 +15,8 @@ backend, its thread pools and `XLA_FLAGS` come in the child). jax reads its `JAX
 when imported, so `tests/helpers.py` sends a command whose `JAX_*` variables differ from the
 server's to a plain subprocess instead.
 
-Protocol, one JSON object per line: the test sends `{argv, script, cwd, env, stdout, stderr,
-timeout}` (`script`: Python source run as `python -c` runs it; none: `-m unet_jax.main`), the
+Protocol, one JSON object per line: the test sends `{argv, cwd, env, stdout, stderr, timeout}`
+(`argv`: the interpreter's arguments, `-m MODULE ...`, `-c SOURCE ...` or `SCRIPT ...`), the
 server answers `{"status": N}` or `{"timeout": true}` once the child has ended.
 """
 
@@ -49,14 +50,18 @@ def _child(request: dict) -> None:
   os.chdir(request['cwd'])
   os.environ.clear()
   os.environ.update(request['env'])
-  if request['script'] is None:
-    sys.argv = [str(_MAIN), *request['argv']]
-    sys.path[0] = os.getcwd()  # as `-m` puts it
-    runpy.run_module('unet_jax.main', run_name='__main__', alter_sys=True)
-  else:
-    sys.argv = ['-c', *request['argv']]
-    sys.path[0] = ''  # as `-c` puts it
-    exec(compile(request['script'], '<string>', 'exec'), {'__name__': '__main__'})
+  first, *rest = request['argv']
+  if first == '-m':  # python -m MODULE ARGS
+    module, *args = rest
+    sys.argv, sys.path[0] = ['-m', *args], os.getcwd()
+    runpy.run_module(module, run_name='__main__', alter_sys=True)
+  elif first == '-c':  # python -c SOURCE ARGS
+    source, *args = rest
+    sys.argv, sys.path[0] = ['-c', *args], ''
+    exec(compile(source, '<string>', 'exec'), {'__name__': '__main__'})
+  else:  # python SCRIPT ARGS
+    sys.argv, sys.path[0] = [first, *rest], os.path.dirname(os.path.abspath(first))
+    runpy.run_path(first, run_name='__main__')
   sys.exit(0)
 
 

@@ -30,9 +30,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def run_main(
   *args: str, timeout: float = 300, cwd: str | os.PathLike = ROOT
 ) -> subprocess.CompletedProcess:
-  """`python -m unet_jax.main ARGS` in `cwd` (the repository root), in a process of its own as a
-  user runs it (text output), forked from one with the modules imported (`tests/forked_cli.py`)."""
-  return _run_python(None, list(args), timeout, cwd)
+  """`python -m unet_jax.main ARGS` in `cwd` (the repository root), as a user runs it."""
+  return run_python('-m', 'unet_jax.main', *args, timeout=timeout, cwd=cwd)
 
 
 def run_main_patched(patch: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -40,7 +39,30 @@ def run_main_patched(patch: str, *args: str, timeout: float = 300) -> subprocess
   injected where no flag can put it (a full disk, a bug)."""
   script = f'{patch}\nfrom absl import app\nfrom unet_jax import cli_errors, main\n'
   script += 'app.run(main.main, flags_parser=cli_errors.parse_flags)\n'
-  return _run_python(script, list(args), timeout, ROOT)
+  return run_python('-c', script, *args, timeout=timeout)
+
+
+def run_python(
+  *args: str,
+  timeout: float = 300,
+  cwd: str | os.PathLike = ROOT,
+  env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+  """`python ARGS` (`-m MODULE ...`, `-c SOURCE ...` or `SCRIPT ...`) in `cwd`, with `env` (this
+  process's by default) and the repository on the path; text output. A process of its own,
+  forked from one with the modules imported (`tests/forked_cli.py`) when `env`'s `JAX_*`
+  variables are the server's, else started afresh."""
+  global _fork_server
+  env = {**(os.environ if env is None else env), 'PYTHONPATH': str(ROOT)}
+  command = [sys.executable, *args]
+  if _fork_server is None or _fork_server.process.poll() is not None:
+    _fork_server = _ForkServer()
+  if not _fork_server.serves(env):
+    return subprocess.run(
+      command, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
+    )
+  status, stdout, stderr = _fork_server.run(list(args), env, timeout, cwd)
+  return subprocess.CompletedProcess(command, status, stdout, stderr)
 
 
 class _ForkServer:
@@ -63,12 +85,12 @@ class _ForkServer:
     jax_variables = lambda env: {k: v for k, v in env.items() if k.startswith('JAX_')}
     return self.process.poll() is None and jax_variables(env) == jax_variables(self.env)
 
-  def run(self, script: str | None, args: list[str], env: dict, timeout: float, cwd) -> tuple:
-    """(exit status, stdout, stderr) of the command; TimeoutExpired past `timeout` s."""
+  def run(self, args: list[str], env: dict, timeout: float, cwd) -> tuple:
+    """(exit status, stdout, stderr) of `python ARGS`; TimeoutExpired past `timeout` s."""
     with tempfile.TemporaryDirectory(prefix='unet_jax_cli_') as folder:
       out, err = os.path.join(folder, 'stdout'), os.path.join(folder, 'stderr')
-      request = {'argv': args, 'script': script, 'cwd': str(cwd), 'env': env}
-      request.update(stdout=out, stderr=err, timeout=timeout)
+      request = {'argv': args, 'cwd': str(cwd), 'env': env, 'timeout': timeout}
+      request.update(stdout=out, stderr=err)
       self.process.stdin.write(json.dumps(request) + '\n')
       self.process.stdin.flush()
       reply = json.loads(self.process.stdout.readline())
@@ -79,22 +101,6 @@ class _ForkServer:
 
 
 _fork_server: _ForkServer | None = None
-
-
-def _run_python(
-  script: str | None, args: list[str], timeout: float, cwd
-) -> subprocess.CompletedProcess:
-  global _fork_server
-  env = {**os.environ, 'PYTHONPATH': str(ROOT)}
-  command = [sys.executable, *(['-m', 'unet_jax.main'] if script is None else ['-c', script])]
-  if _fork_server is None or _fork_server.process.poll() is not None:
-    _fork_server = _ForkServer()
-  if not _fork_server.serves(env):
-    return subprocess.run(
-      [*command, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
-    )
-  status, stdout, stderr = _fork_server.run(script, args, env, timeout, cwd)
-  return subprocess.CompletedProcess([*command, *args], status, stdout, stderr)
 
 
 PHOTO_SIZE = (97, 131)  # odd on purpose: neither is a multiple of 2**levels or of any stride

@@ -2,13 +2,11 @@
 
 import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, random_pixels, tiny_config
+from tests.helpers import random_pixels, run_python, tiny_config
 from unet_jax.data import (
   LOOKS,
   DataError,
@@ -24,15 +22,8 @@ ONE_LINER = 'from unet_jax.data import build_default_dataset; build_default_data
 @pytest.mark.slow
 def test_readme_one_liner_builds_and_prints_the_summary(tmp_path):
   env = dict(os.environ, UNET_JAX_CACHE=str(tmp_path))
-  result = subprocess.run(
-    [sys.executable, '-c', ONE_LINER],
-    cwd=tmp_path,
-    env={**env, 'PYTHONPATH': str(ROOT)},
-    capture_output=True,
-    text=True,
-    timeout=300,
-    check=True,
-  )
+  result = run_python('-c', ONE_LINER, cwd=tmp_path, env=env)
+  assert result.returncode == 0, result.stderr[-2000:]
   assert "look 'local_contrast'" in result.stdout
   assert 'train: 9 photos' in result.stdout and 'test: 3 photos' in result.stdout
   assert 'chelsea (451x300)' in result.stdout

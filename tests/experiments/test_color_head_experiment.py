@@ -7,10 +7,10 @@ tests.
 
 import json
 import pathlib
-import subprocess
-import sys
 
 import pytest
+
+from tests.helpers import run_python
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -60,9 +60,7 @@ print('RESULT' + json.dumps(report))
 
 
 def _probe() -> dict:
-  done = subprocess.run(
-    [sys.executable, '-c', _PROBE], cwd=ROOT, capture_output=True, text=True, timeout=300
-  )
+  done = run_python('-c', _PROBE)
   assert done.returncode == 0, done.stderr[-3000:]
   line = next(x for x in done.stdout.splitlines() if x.startswith('RESULT'))
   return json.loads(line.removeprefix('RESULT'))

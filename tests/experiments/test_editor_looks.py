@@ -4,12 +4,13 @@ ImageMagick needed), and the errors a user meets when a tool or photo is missing
 import importlib.util
 import json
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.helpers import run_python
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 _SPEC = importlib.util.spec_from_file_location(
@@ -120,10 +121,6 @@ def test_looks_cover_the_three_families_twice_with_real_tools():
 
 @pytest.mark.slow
 def test_unknown_look_exits_2_with_an_error_line():
-  done = subprocess.run(
-    [sys.executable, str(ROOT / 'experiments' / 'editor_looks.py'), '--looks=nope'],
-    capture_output=True,
-    text=True,
-  )
+  done = run_python(str(ROOT / 'experiments' / 'editor_looks.py'), '--looks=nope')
   assert done.returncode == 2
   assert done.stderr.startswith("Error: --looks: unknown ['nope']")

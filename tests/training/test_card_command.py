@@ -11,13 +11,11 @@ of 5 here.)
 import importlib
 import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, run_main
+from tests.helpers import ROOT, run_main, run_python
 from unet_jax import cli_errors
 from unet_jax.config import get_base_config
 from unet_jax.data import LOOKS, builtin, load_image, validate_data_config
@@ -36,14 +34,15 @@ SHRUNK = (
 @pytest.mark.slow
 def test_res512_trains_with_no_other_flag(tmp_path):
   config_path = pathlib.Path(ROOT, 'configs', 'res512.py')
-  result = subprocess.run(
-    [sys.executable, '-m', 'unet_jax.main', f'--config={config_path}', *SHRUNK],
+  result = run_python(
+    '-m',
+    'unet_jax.main',
+    f'--config={config_path}',
+    *SHRUNK,
     cwd=tmp_path,
     # One CPU device, as on a fresh machine (the suite's 8 fake ones would refuse a batch of 1);
     # the suite's unoptimised XLA backend stays (a 1.7x shorter compile).
-    env={**os.environ, 'PYTHONPATH': str(ROOT), 'XLA_FLAGS': '--xla_backend_optimization_level=0'},
-    capture_output=True,
-    text=True,
+    env={**os.environ, 'XLA_FLAGS': '--xla_backend_optimization_level=0'},
     timeout=1800,
   )
   assert result.returncode == 0, result.stderr[-3000:]
