@@ -29,8 +29,9 @@ from unet_jax.models import global_grade, has_global_grade, local_affine
 from unet_jax.models import lut as lut_lib
 from unet_jax.whole_photo import photo_coords
 
-# Lattice points per axis of the per-photo table: the largest size Resolve and most .cube
-# readers take, at the cost of one 65^3 pass through the colour parts per photo (milliseconds).
+# Lattice points per axis of the per-photo table: 65 holds the colour head's 9-, 17- and 33-point
+# LUTs exactly (64 cells split each of theirs), and one pass of its 65^3 colours through the
+# colour parts costs milliseconds a photo.
 TABLE_SIZE = 65
 
 
