@@ -12,6 +12,7 @@ alternate call by call, so other load on the machine hits them alike, and the ra
 config is the figure. Random-init weights: they do not change the cost.
 """
 
+import functools
 import time
 
 import jax
@@ -80,17 +81,21 @@ def timed(call, *args) -> float:
   return time.perf_counter() - start
 
 
+def time_on(calls: dict, photo: np.ndarray, repeats: int) -> tuple[dict, dict]:
+  """Seconds of each `call(photo)`: its first call (the compile) and `repeats` more, the calls
+  alternating round by round (`step_timing.time_alternating`), so other load hits them alike."""
+  rounds = {key: functools.partial(timed, call, photo) for key, call in calls.items()}
+  times = time_alternating(rounds, 0, repeats + 1)
+  return {key: t[0] for key, t in times.items()}, {key: t[1:] for key, t in times.items()}
+
+
 def main(argv: list[str]) -> None:
   del argv
   configs = {name: row_config(_CONFIG.value, options) for name, options in ROWS.items()}
   steps = time_alternating({n: train_step(c) for n, c in configs.items()}, 3, _STEPS.value)
   photo = np.asarray(synthetic_photo(_HEIGHT.value, _WIDTH.value), np.float32) / 255.0
   previews = {name: previewer(config) for name, config in configs.items()}
-  first = {name: timed(grade, photo) for name, grade in previews.items()}
-  seconds = {name: [] for name in ROWS}
-  for _ in range(_REPEATS.value):
-    for name, grade in previews.items():
-      seconds[name].append(timed(grade, photo))
+  first, seconds = time_on(previews, photo, _REPEATS.value)
   megapixels = _WIDTH.value * _HEIGHT.value / 1e6
   step_base = float(np.median(steps['config']))
   preview_base = float(np.median(seconds['config']))

@@ -23,10 +23,10 @@ import numpy as np
 from absl import app, flags
 
 import unet_jax
-from experiments.parts_speed import ROWS, row_config, timed
+from experiments.parts_speed import ROWS, row_config, time_on
 from experiments.synthetic_photo import synthetic_photo
 from unet_jax import data, whole_photo
-from unet_jax.inference import files, grading, preview
+from unet_jax.inference import files, grading, lut, preview
 from unet_jax.models import create_model
 from unet_jax.whole_photo import WholePhotoInputs, photo_coords
 
@@ -75,16 +75,10 @@ def speed_rows() -> None:
     config = row_config(FLAGS.config, options)
     model = create_model(config.model, task=config.task)
     variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
-    ways[name, 'preview'] = lambda image, m=model, v=variables: preview.grade_lut_only(m, v, image)
-    ways[name, 'parts'] = lambda image, m=model, v=variables: grade_by_parts(m, v, image)
-    ways[name, 'before'] = lambda image, m=model, v=variables: metered_whole(
-      grade_by_parts, m, v, image
-    )
-  first = {key: timed(way, photo) for key, way in ways.items()}
-  seconds = {key: [] for key in ways}
-  for _ in range(FLAGS.repeats):
-    for key, way in ways.items():
-      seconds[key].append(timed(way, photo))
+    ways[name, 'preview'] = functools.partial(preview.grade_lut_only, model, variables)
+    ways[name, 'parts'] = functools.partial(grade_by_parts, model, variables)
+    ways[name, 'before'] = functools.partial(metered_whole, grade_by_parts, model, variables)
+  first, seconds = time_on(ways, photo, FLAGS.repeats)
   megapixels = FLAGS.width * FLAGS.height / 1e6
   print(
     f'{jax.devices()[0].platform}: grade under the U-Net of a {megapixels:.0f} MP photo: the '
@@ -122,10 +116,8 @@ def fidelity_rows() -> None:
     fast = preview.grade_lut_only(model.module, model.variables, image)
     exact = grade_by_parts(model.module, model.variables, image)
     fast, exact = np.clip(fast, 0, 1), np.clip(exact, 0, 1)
-    error = np.mean((fast - exact) ** 2)
-    psnr = 10 * np.log10(1.0 / error) if error > 0 else float('inf')
     difference = np.abs(fast - exact).max() * 255
-    print(f'  {path}: {psnr:.1f} dB, largest difference {difference:.2f} / 255')
+    print(f'  {path}: {lut.psnr(fast, exact):.1f} dB, largest difference {difference:.2f} / 255')
 
 
 def main(argv: list[str]) -> None:
