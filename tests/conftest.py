@@ -6,17 +6,13 @@ import os
 import shutil
 import tempfile
 
-# Must happen before jax is imported anywhere in the test session. The suite compiles hundreds
-# of small programs and runs each a few times, so XLA's backend (LLVM) optimisation, ~45 % of
-# each compile here, is switched off: the same HLO passes and results within float rounding, at
-# about 1.7x less compile time. It also found a real bug (a max-pool gradient that became NaN
-# when XLA computed the pooled tensor twice; models/layers.py). The processes the tests start
-# inherit it (the device-check dry run and the 2-process test set it again with their device
-# counts). Users' runs compile fully optimised; only the suite trades that for compile time.
-os.environ['XLA_FLAGS'] = (
-  os.environ.get('XLA_FLAGS', '')
-  + ' --xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0'
-).strip()
+# Must happen before jax is imported anywhere in the test session: 8 fake CPU devices and the
+# suite's compile-time flags (tests/xla_flags.py), which the processes the tests start inherit
+# (the device-check dry run, the card command and the 2-process test set their own device
+# counts with the same flags).
+from tests import xla_flags  # imports nothing but itself
+
+os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} {xla_flags.with_devices(8)}'.strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 # The CLI tests start many processes that compile the same tiny programs (the tiny config's

@@ -14,6 +14,8 @@ import zipfile
 
 import pytest
 
+from tests import xla_flags
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / 'experiments' / 'device_check.sh'
 GPU_ENV = ROOT / 'experiments' / 'gpu_env.py'
@@ -35,7 +37,7 @@ def test_dry_run_writes_every_steps_figures(tmp_path):
   done = _script(
     tmp_path,
     '--dry-run',
-    XLA_FLAGS='--xla_backend_optimization_level=0',
+    XLA_FLAGS=xla_flags.COMPILE,
     CARRY=str(tmp_path / 'no_carry'),
   )
   log = (tmp_path / 'out' / 'device_check.log').read_text()

@@ -9,11 +9,11 @@ Usage:
 import os
 import sys
 
+from tests import xla_flags
+
 workdir, num_processes, process_id, port, local_devices = sys.argv[1:6]
-# Unoptimised backend code as in the rest of the suite (tests/conftest.py), own device count.
-os.environ['XLA_FLAGS'] = (
-  f'--xla_force_host_platform_device_count={local_devices} --xla_backend_optimization_level=0'
-)
+# The suite's compile flags (tests/xla_flags.py), its own device count.
+os.environ['XLA_FLAGS'] = xla_flags.with_devices(int(local_devices))
 os.environ['JAX_PLATFORMS'] = 'cpu'
 
 from configs import tiny  # noqa: E402

@@ -15,6 +15,7 @@ import pathlib
 import numpy as np
 import pytest
 
+from tests import xla_flags
 from tests.helpers import ROOT, run_main, run_python
 from unet_jax import cli_errors
 from unet_jax.config import get_base_config
@@ -41,8 +42,8 @@ def test_res512_trains_with_no_other_flag(tmp_path):
     *SHRUNK,
     cwd=tmp_path,
     # One CPU device, as on a fresh machine (the suite's 8 fake ones would refuse a batch of 1);
-    # the suite's unoptimised XLA backend stays (a 1.7x shorter compile).
-    env={**os.environ, 'XLA_FLAGS': '--xla_backend_optimization_level=0'},
+    # the suite's compile flags stay (tests/xla_flags.py).
+    env={**os.environ, 'XLA_FLAGS': xla_flags.COMPILE},
     timeout=1800,
   )
   assert result.returncode == 0, result.stderr[-3000:]

@@ -27,6 +27,7 @@ from unet_jax.training.metric_writer import (
 from unet_jax.training.steps import make_train_step
 from unet_jax.training.train_state import (
   TrainState,
+  abstract_train_state,
   create_optimizer,
   inference_variables,
   init_train_state,
@@ -130,15 +131,17 @@ def _setup(config, workdir, checkpointer, *, init_from) -> _Session:
     config, process_index=jax.process_index(), process_count=jax.process_count(), data_dir=data_dir
   )
   replicated = parallel.replicated(mesh)
-  state = init_train_state(config, model, optimizer, jax.random.key(config.seed), replicated)
-  state_sharding = jax.tree.map(lambda _: replicated, state)
   # A fine-tune that has no latest checkpoint yet (none, or only best/) starts from its source.
   source = init_from or run.started_from
   if checkpointer.latest_step() is not None:
-    state = checkpointer.restore_latest(state, data_iterator)
-  elif source:
-    state, origin = finetune.load_weights(source, state)
-    run.set_origin(origin)
+    target = abstract_train_state(config, model, optimizer, replicated)
+    state = checkpointer.restore_latest(target, data_iterator)
+  else:
+    state = init_train_state(config, model, optimizer, jax.random.key(config.seed), replicated)
+    if source:
+      state, origin = finetune.load_weights(source, state)
+      run.set_origin(origin)
+  state_sharding = jax.tree.map(lambda _: replicated, state)
   log_parameter_overview(state.params, workdir)
   _log_schedule_change(config, run, int(state.step))
   return _Session(

@@ -133,6 +133,22 @@ def init_train_state(
   return lowered.compile(options)(rng)
 
 
+def abstract_train_state(
+  config: ml_collections.ConfigDict,
+  model: UNet,
+  optimizer: optax.GradientTransformation,
+  sharding: jax.sharding.Sharding,
+) -> TrainState:
+  """The shapes, dtypes and `sharding` of `create_train_state`'s result, computing nothing.
+
+  What a resume restores into: compiling and running the initialiser only to overwrite its
+  weights with the checkpoint's cost a tiny U-Net 4 s of a 20 s resume on CPU.
+  """
+  init = functools.partial(create_train_state, config, model, optimizer)
+  shapes = jax.eval_shape(init, jax.random.key(config.seed))
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+
 def inference_variables(state: TrainState, *, use_ema: bool = True) -> dict[str, Any]:
   """The variables `model.apply` needs at inference: EMA weights unless told otherwise."""
   params = state.ema_params if use_ema else state.params
