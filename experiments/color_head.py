@@ -56,7 +56,7 @@ from absl import app, flags
 
 import configs.default
 import configs.photo
-from experiments import sweep
+from experiments import local_grid_fit, sweep
 from unet_jax import data, metrics, paths
 from unet_jax.inference import lut as inference_lut
 from unet_jax.models import lut as lut_lib
@@ -178,6 +178,54 @@ ROWS = {
       'model.local_grid': 32,
       'model.thumbnail_size': 128,
       'loss.auto_levels': 1.0,
+    },
+  ),
+  'recipe_curves_local_mixed': (
+    'recipe_curves_local, half the training examples whole photos squeezed into the crop '
+    "(data.sampling='mixed')",
+    {
+      'model.curves': 16,
+      'model.local_grid': 32,
+      'model.thumbnail_size': 128,
+      'data.sampling': 'mixed',
+    },
+  ),
+  'recipe_curves_local_whole': (
+    'recipe_curves_local, the grade also fitted to each whole photo at thumbnail size '
+    '(loss.whole_photo_grade=1)',
+    {
+      'model.curves': 16,
+      'model.local_grid': 32,
+      'model.thumbnail_size': 128,
+      'loss.whole_photo_grade': 1.0,
+    },
+  ),
+  'recipe_curves_local_whole_10': (
+    'recipe_curves_local_whole with the whole-photo term at weight 10',
+    {
+      'model.curves': 16,
+      'model.local_grid': 32,
+      'model.thumbnail_size': 128,
+      'loss.whole_photo_grade': 10.0,
+    },
+  ),
+  'local_grade_only': (
+    'recipe_curves_local with the U-Net held still: the global grade, curves and local grid alone',
+    {
+      'model.curves': 16,
+      'model.local_grid': 32,
+      'model.thumbnail_size': 128,
+      'optimizer.grade_first_steps': 10**9,
+    },
+  ),
+  'local_grade_only_mixed': (
+    "local_grade_only with data.sampling='mixed'",
+    {
+      'model.curves': 16,
+      'model.local_grid': 32,
+      'model.thumbnail_size': 128,
+      'optimizer.grade_first_steps': 10**9,
+      'data.sampling': 'mixed',
     },
   ),
   'recipe_curves_local_no_exposure': (
@@ -363,7 +411,11 @@ FITS = {
   'train_fit_lut_33': ('train', 33, 0.0),
   'train_fit_lut_33_curvature': ('train', 33, TRAIN_FIT_CURVATURE),
 }
-BASELINES = ('identity', 'best_fit_lut', *FITS)
+# The local grid of the rows that have one (`model.local_grid`), fitted to each held-out photo's
+# own target (experiments/local_grid_fit.py): the bound of that representation.
+GRID_BOUND = 'best_fit_local_grid'
+GRID_BOUND_CELLS = 32
+BASELINES = ('identity', 'best_fit_lut', GRID_BOUND, *FITS)
 
 
 def _pixel_sample(
@@ -377,11 +429,11 @@ def _pixel_sample(
   return pixels[keep], wanted[keep]
 
 
-def baselines(look: str) -> dict:
-  """Scores of the rows that need no training (`BASELINES`) on the held-out photos."""
+def _photos(look: str, splits: tuple[str, ...]) -> dict[str, tuple[list, list]]:
+  """split -> (inputs, targets) of the look's photos as eval reads them (whole, float)."""
   config = make_config(look, 'recipe', 0, FLAGS.steps, FLAGS.crop_size, FLAGS.pairs_root)
   photos = {}
-  for split in ('test', 'train'):
+  for split in splits:
     config.data.eval_split = split
     inputs, targets = [], []
     for index, example in enumerate(data.create_eval_iterator(config)):
@@ -391,6 +443,31 @@ def baselines(look: str) -> dict:
       inputs.append(image)
       targets.append(target)
     photos[split] = (inputs, targets)
+  return photos
+
+
+def _score(output: np.ndarray, target: np.ndarray, lpips_params) -> dict[str, float]:
+  values = metrics.image_metrics(np.asarray(output)[None], target[None], lpips_params)
+  return {k: float(np.asarray(v).reshape(())) for k, v in values.items()}
+
+
+def _means(rows: list[dict[str, float]]) -> dict[str, float]:
+  return {m: float(np.mean([s[m] for s in rows])) for m in METRIC_NAMES if m in rows[0]}
+
+
+def grid_bound(look: str) -> dict[str, float]:
+  """Mean scores of `GRID_BOUND` on the look's held-out photos."""
+  lpips_params = metrics.load_lpips_params() if FLAGS.baseline_lpips else None
+  scores = []
+  for image, target in zip(*_photos(look, ('test',))['test'], strict=True):
+    grid = local_grid_fit.fit_local_grid(image, target, GRID_BOUND_CELLS)
+    scores.append(_score(local_grid_fit.grade_with_grid(image, grid), target, lpips_params))
+  return _means(scores)
+
+
+def baselines(look: str) -> dict:
+  """Scores of the rows that need no training (`BASELINES`) on the held-out photos."""
+  photos = _photos(look, ('test', 'train'))
   lpips_params = metrics.load_lpips_params() if FLAGS.baseline_lpips else None
   chosen = FLAGS.fits or list(FITS)
   tables = {
@@ -404,12 +481,8 @@ def baselines(look: str) -> dict:
     graded.update(tables)
     for name, table in graded.items():
       output = table if name == 'identity' else lut_lib.apply_lut(table, image[None], 'gather')[0]
-      values = metrics.image_metrics(np.asarray(output)[None], target[None], lpips_params)
-      scores[name].append({k: float(np.asarray(v).reshape(())) for k, v in values.items()})
-  return {
-    name: {m: float(np.mean([s[m] for s in rows])) for m in METRIC_NAMES if m in rows[0]}
-    for name, rows in scores.items()
-  }
+      scores[name].append(_score(output, target, lpips_params))
+  return {name: _means(rows) for name, rows in scores.items()} | {GRID_BOUND: grid_bound(look)}
 
 
 def _steps_note(runs: list[dict]) -> str:
@@ -467,7 +540,10 @@ def _editor_looks_header(command: str, seeds: list[int]) -> list[str]:
     'least-squares fitted on the training pairs; `_33`: 33^3 points; `_33_curvature`: under the '
     "curvature prior), `best_fit_lut` (a 17^3 LUT fitted to each held-out photo's own target: "
     'the bound for any global method), `best_fit_lut_joint` (one 17^3 LUT fitted to the 6 '
-    'held-out targets together: the best single global grade). Solver: '
+    'held-out targets together: the best single global grade), `best_fit_local_grid` (the '
+    f'{GRID_BOUND_CELLS}^2 grid of affine colour transforms of `model.local_grid` fitted to '
+    "each held-out photo's own target, experiments/local_grid_fit.py: the bound of that "
+    'representation). LUT solver: '
     '`unet_jax.inference.lut.fit_lut` (conjugate gradients). The training fits use '
     f'{FLAGS.fit_pixels_per_photo or "all"} pixels of each training pair (a fixed random draw). '
     + (
@@ -508,13 +584,18 @@ def _editor_looks_header(command: str, seeds: list[int]) -> list[str]:
 
 
 # The rows issue 31's bars are checked for beside the recipe: what might replace it.
-CANDIDATES = ('recipe_curves_local', 'recipe_levels_curves_local', 'recipe_levels_fitted')
+CANDIDATES = (
+  'recipe_curves_local',
+  'recipe_curves_local_whole',
+  'recipe_levels_curves_local',
+  'recipe_levels_fitted',
+)
 
 
 def _editor_looks_acceptance(summary: dict, base: dict) -> list[str]:
   """Issue 31's bars, for the recipe and the candidates (`CANDIDATES`): over the training-pairs
   LUT and the U-Net alone on every look, the gap to the per-photo LUT bound, and each
-  candidate's gain over the recipe."""
+  candidate's gain over the recipe; and the gap to the per-photo local grid bound."""
   lines = ['## Acceptance (issue 31)', '']
   for look in FLAGS.looks:
     runs = summary.get(look, {})
@@ -540,6 +621,10 @@ def _editor_looks_acceptance(summary: dict, base: dict) -> list[str]:
       parts.append(
         f'vs the per-photo LUT bound {score - base[look]["best_fit_lut"]["psnr"]:+.2f} dB'
       )
+      # Not where the grid makes every held-out photo exactly (infinite PSNR, a global look).
+      if np.isfinite(base[look].get(GRID_BOUND, {}).get('psnr', np.inf)):
+        grid_gap = score - base[look][GRID_BOUND]['psnr']
+        parts.append(f'vs the per-photo local grid bound {grid_gap:+.2f} dB')
       if row != 'recipe' and 'recipe' in runs:
         parts.append(f'vs the recipe {score - runs["recipe"]:+.2f} dB')
       lines.append(f'- {look}: ' + '; '.join(parts))
@@ -660,9 +745,13 @@ def main(argv):
     for look in FLAGS.looks:
       if look not in base:
         base[look] = baselines(look)
-        os.makedirs(runs_dir, exist_ok=True)
-        with open(base_path, 'w') as f:
-          json.dump(base, f, indent=1)
+      elif GRID_BOUND not in base[look]:  # a cache from before the grid bound
+        base[look][GRID_BOUND] = grid_bound(look)
+      else:
+        continue
+      os.makedirs(runs_dir, exist_ok=True)
+      with open(base_path, 'w') as f:
+        json.dump(base, f, indent=1)
   # The shared runner validates every row's config first, trains, and keeps each result.json.
   results, _ = sweep.run_sweep(
     planned_runs(),

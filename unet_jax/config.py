@@ -109,6 +109,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # L1 of the auto levels' output alone (model.auto_levels, the grade's first stage) against the
   # target: the stage is fitted as the editor's auto tools set levels, the rest grades on top.
   loss.auto_levels = 0.0
+  # L1 of the grade under the U-Net applied to the whole photo at thumbnail size (the input's
+  # thumbnail graded, against the target's): large-radius parts (the local grid, the frame
+  # gain) see the whole frame in every step instead of the few cells a crop covers. Needs
+  # model.thumbnail='photo' and a grade that reads the thumbnail's size.
+  loss.whole_photo_grade = 0.0
   # Segmentation.
   loss.cross_entropy = 1.0
   loss.dice = 0.0

@@ -107,6 +107,7 @@ RANGES: dict[str, Range] = {
   'loss.frame_gain_curvature': _WEIGHT,
   'loss.global_grade': _WEIGHT,
   'loss.auto_levels': _WEIGHT,
+  'loss.whole_photo_grade': _WEIGHT,
   'loss.charbonnier_epsilon': Range(0, 1, low_open=True, training_only=True),
   'loss.ignore_label': Range(0, 65535, training_only=True),
   # data

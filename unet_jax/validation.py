@@ -11,6 +11,7 @@ from unet_jax.inference import photo_writer, tiling
 from unet_jax.models import thumbnail
 from unet_jax.models.global_grade import has_global_grade
 from unet_jax.training.train_state import LR_FACTOR_MODULES
+from unet_jax.whole_photo import WholePhotoInputs
 
 EVAL_METRICS = {
   'segment': ('miou', 'pixel_accuracy'),
@@ -81,13 +82,24 @@ def _validate_loss(config: ml_collections.ConfigDict) -> None:
     losses.active_weights(config.loss, terms)
   except ValueError as error:
     raise ConfigError(f'{error} (task {config.task!r})') from None
-  for term in (*losses.SOWN_REGULARISERS, 'global_grade', 'auto_levels'):
+  for term in (*losses.SOWN_REGULARISERS, 'global_grade', 'auto_levels', 'whole_photo_grade'):
     if config.loss.get(term, 0.0) < 0:
       raise ConfigError(f'config.loss.{term} must be >= 0; got {config.loss[term]}.')
   if config.loss.get('auto_levels', 0.0) > 0 and not config.model.get('auto_levels', False):
     raise ConfigError(
       f'config.loss.auto_levels={config.loss.auto_levels} fits the auto levels to the target, '
       'and this model has none: set config.model.auto_levels=True, or the loss to 0.'
+    )
+  whole = config.loss.get('whole_photo_grade', 0.0)
+  inputs = WholePhotoInputs.from_model_config(config.model)
+  if whole > 0 and not (
+    has_global_grade(config.model) and inputs.of_whole_photo and inputs.thumbnail_size
+  ):
+    raise ConfigError(
+      f'config.loss.whole_photo_grade={whole} fits the grade under the U-Net to the whole photo '
+      'at thumbnail size, and this model has no grade that reads a whole-photo thumbnail: set '
+      "config.model.thumbnail='photo' and a grade that reads it (config.model.local_grid, "
+      'exposure, ...), or the loss to 0.'
     )
   path = config.loss.vgg_weights_path
   if config.task != 'segment' and config.loss.perceptual > 0 and path and not os.path.isfile(path):

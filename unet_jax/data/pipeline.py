@@ -87,7 +87,12 @@ def train_dataset(
   photos = (
     grain.MapDataset.source(split.source)
     .map(_decoder(config))
-    .map(AddWholePhoto(WholePhotoInputs.from_model_config(config.model).in_training_batches()))
+    .map(
+      AddWholePhoto(
+        WholePhotoInputs.from_model_config(config.model).in_training_batches(),
+        target_thumbnail=config.task != 'segment' and config.loss.get('whole_photo_grade', 0.0) > 0,
+      )
+    )
   )
   if data.photo_cache_mb > 0:
     photos = CachedPhotos(photos, data.photo_cache_mb)

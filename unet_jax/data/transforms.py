@@ -15,11 +15,17 @@ import numpy as np
 from PIL import Image
 
 from unet_jax.data.images import DEFAULT_WORKING_SPACE, decode_image
-from unet_jax.whole_photo import WholePhotoInputs, resize_image
+from unet_jax.whole_photo import (
+  WholePhotoInputs,
+  make_thumbnail,
+  metering_view,
+  photo_coords,
+  resize_image,
+)
 
 _IMAGE_KEYS = ('input', 'target', 'coords')
 # Arrays of the whole photo that are flipped with the crop but never cropped or resized.
-_WHOLE_PHOTO_KEYS = ('thumbnail',)
+_WHOLE_PHOTO_KEYS = ('thumbnail', 'target_thumbnail', 'thumbnail_coords')
 # Figures of the whole photo that no geometry changes.
 _PHOTO_FIGURE_KEYS = ('statistics',)
 EVAL_NOISE_SEED = 20_240_601
@@ -58,13 +64,23 @@ class AddWholePhoto(grain.transforms.Map):
   `'thumbnail'` `[T, T, 3]` is flipped and turned with the crop later, never cropped;
   `'statistics'` `[8]` no geometry changes; `'coords'` `[H, W, 2]`, each pixel's position in the
   photo, the crop, rotation and flips carry along like the image.
+
+  With `target_thumbnail` (`loss.whole_photo_grade`), the whole target too: `'target_thumbnail'`
+  `[T, T, 3]`, made as the input's thumbnail is, and `'thumbnail_coords'` `[T, T, 2]`, the
+  position in the photo of each thumbnail pixel; both flipped and turned with the thumbnail.
   """
 
   inputs: WholePhotoInputs = WholePhotoInputs()
+  target_thumbnail: bool = False
 
   def map(self, example: dict[str, Any]) -> dict[str, Any]:
     source = example['input'] if 'input' in example else example['target']
-    return {**example, **self.inputs.of_photo(source)}
+    example = {**example, **self.inputs.of_photo(source)}
+    if self.target_thumbnail:
+      size = self.inputs.thumbnail_size
+      example['target_thumbnail'] = make_thumbnail(metering_view(example['target']), size)
+      example['thumbnail_coords'] = photo_coords(np.arange(size), np.arange(size), size, size)
+    return example
 
 
 def fit_longer_side(example: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:

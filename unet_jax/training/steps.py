@@ -47,6 +47,16 @@ def _sown(intermediates: Any, name: str) -> list[jax.Array]:
   return found
 
 
+def _whole_photo_grade_l1(model: UNet, variables: Any, batch: dict[str, jax.Array]) -> jax.Array:
+  """L1 of the grade under the U-Net applied to each whole photo at thumbnail size: the input's
+  thumbnail, graded with its photo's own figures at `thumbnail_coords`, against the target's
+  thumbnail (`loss.whole_photo_grade`; the data pipeline adds both). A crop covers a few cells
+  of a local grid and little of the frame; the thumbnail covers all of them."""
+  inputs = {**model_inputs(batch), 'coords': batch['thumbnail_coords']}
+  graded = model.apply(variables, batch['thumbnail'], **inputs, lut_only=True)
+  return losses.l1(graded, batch['target_thumbnail'])
+
+
 def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
   """The decay that makes the stored EMA the bias-corrected average of the steps so far.
 
@@ -100,6 +110,10 @@ def train_step(
       if graded and weight > 0:
         terms = {**terms, term: losses.l1(graded[0], batch['target'])}
         loss = loss + weight * terms[term]
+    weight = float(config.loss.get('whole_photo_grade', 0.0) or 0.0)
+    if weight > 0 and 'target_thumbnail' in batch:
+      terms = {**terms, 'whole_photo_grade': _whole_photo_grade_l1(model, variables, batch)}
+      loss = loss + weight * terms['whole_photo_grade']
     return loss, (terms, updates.get('batch_stats', state.batch_stats))
 
   (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
