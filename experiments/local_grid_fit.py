@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse
 
 from unet_jax import whole_photo
-from unet_jax.models import local_affine, lut
+from unet_jax.models import global_grade, local_affine
 
 # Ridge on the coefficients, relative to the normal matrix's mean diagonal: only there to keep
 # the solve well posed where a cell's pixels are all one colour.
@@ -27,8 +27,8 @@ _RIDGE = 1e-6
 def _design(image: np.ndarray, coords: np.ndarray, grid: int) -> scipy.sparse.csr_matrix:
   """`[H*W, grid*grid*4]`: each pixel's bilinear weight of each of its 4 cells times the
   pixel's (r, g, b, 1), in the column of that cell's matrix row entry or offset."""
-  lattice = np.asarray(local_affine.cell_lattice(jnp.asarray(coords), grid)).reshape(-1, 2)
-  lower, frac = (np.asarray(a) for a in lut.lattice_cell(jnp.asarray((lattice + 1.0) / 2.0), grid))
+  lattice = local_affine.cell_lattice(jnp.asarray(coords), grid).reshape(-1, 2)
+  lower, frac = (np.asarray(a) for a in global_grade.frame_lattice_cell(lattice, grid))
   pixels = image.reshape(-1, 3).astype(np.float64)
   features = np.concatenate([pixels, np.ones((len(pixels), 1))], axis=1)
   rows = np.arange(len(pixels))

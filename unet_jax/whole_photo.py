@@ -333,12 +333,17 @@ class WholePhotoInputs:
     height, width = image.shape[:2]
     metered = metering_view(image)
     if self.thumbnail_size:
-      out['thumbnail'] = make_thumbnail(metered, self.thumbnail_size)
+      out['thumbnail'] = self.thumbnail_of(image)
     if self.statistics:
       out['statistics'] = photo_figures(metered, self.tones, np)
     if self.coords and coords:
       out['coords'] = photo_coords(np.arange(height), np.arange(width), height, width)
     return out
+
+  def thumbnail_of(self, image: np.ndarray) -> np.ndarray:
+    """`[T, T, 3]`: the thumbnail this model reads of a `[H, W, 3]` photo (through
+    `metering_view`); also the target's, for `loss.whole_photo_grade`."""
+    return make_thumbnail(metering_view(image), self.thumbnail_size)
 
   def fill_in(
     self,

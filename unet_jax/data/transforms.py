@@ -15,13 +15,7 @@ import numpy as np
 from PIL import Image
 
 from unet_jax.data.images import DEFAULT_WORKING_SPACE, decode_image
-from unet_jax.whole_photo import (
-  WholePhotoInputs,
-  make_thumbnail,
-  metering_view,
-  photo_coords,
-  resize_image,
-)
+from unet_jax.whole_photo import WholePhotoInputs, photo_coords, resize_image
 
 _IMAGE_KEYS = ('input', 'target', 'coords')
 # Arrays of the whole photo that are flipped with the crop but never cropped or resized.
@@ -78,7 +72,7 @@ class AddWholePhoto(grain.transforms.Map):
     example = {**example, **self.inputs.of_photo(source)}
     if self.target_thumbnail:
       size = self.inputs.thumbnail_size
-      example['target_thumbnail'] = make_thumbnail(metering_view(example['target']), size)
+      example['target_thumbnail'] = self.inputs.thumbnail_of(example['target'])
       example['thumbnail_coords'] = photo_coords(np.arange(size), np.arange(size), size, size)
     return example
 

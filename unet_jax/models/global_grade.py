@@ -112,8 +112,8 @@ def sample_frame_field(field: jax.Array, coords: jax.Array) -> jax.Array:
   """`field [S, S, C]` over the frame, `coords [..., 2]` (y, x) in [-1, 1] -> `[..., C]`,
   bilinear between the 4 lattice points around each position."""
   size = field.shape[0]
-  lower_y, frac_y = _lattice_cell(coords[..., 0], size)
-  lower_x, frac_x = _lattice_cell(coords[..., 1], size)
+  lower_y, frac_y = frame_lattice_cell(coords[..., 0], size)
+  lower_x, frac_x = frame_lattice_cell(coords[..., 1], size)
   flat = field.reshape(size * size, field.shape[-1]).astype(jnp.float32)
   out = 0.0
   for dy in (0, 1):
@@ -134,17 +134,18 @@ def frame_field_planes(field: jax.Array, ys: jax.Array, xs: jax.Array) -> jax.Ar
   XLA fuses each plane into whatever reads it without materialising the field: the preview
   slices whole-frame fields this way (`inference/preview.py`)."""
   size = field.shape[0]
-  lower_y, frac_y = _lattice_cell(ys, size)
-  lower_x, frac_x = _lattice_cell(xs, size)
+  lower_y, frac_y = frame_lattice_cell(ys, size)
+  lower_x, frac_x = frame_lattice_cell(xs, size)
   planes = jnp.moveaxis(field.astype(jnp.float32), -1, 0)
   rows = (1.0 - frac_y)[None, :, None] * planes[:, lower_y]
   rows = rows + frac_y[None, :, None] * planes[:, lower_y + 1]
   return (1.0 - frac_x) * rows[:, :, lower_x] + frac_x * rows[:, :, lower_x + 1]
 
 
-def _lattice_cell(coords: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
+def frame_lattice_cell(coords: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
   """`[N]` coordinates in [-1, 1] -> the lower lattice index in [0, size - 2] and the fraction
-  past it, as `sample_frame_field` takes them."""
+  past it, as `sample_frame_field` and `frame_field_planes` take them (and
+  `experiments/local_grid_fit.py` builds its design matrix from)."""
   position = (jnp.clip(coords.astype(jnp.float32), -1.0, 1.0) + 1.0) * (0.5 * (size - 1))
   lower = jnp.clip(jnp.floor(position), 0, size - 2)
   return lower.astype(jnp.int32), position - lower
