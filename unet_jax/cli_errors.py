@@ -80,8 +80,24 @@ def _print_error(message: str) -> None:
   print(f'Error: {message}', file=sys.stderr, flush=True)
 
 
+def _drop_closed_event_loop_noise(unraisable) -> None:
+  """`sys.unraisablehook` that drops one library's noise and passes on everything else.
+
+  When Orbax fails to read one array of a damaged checkpoint, TensorStore's reads of the others
+  finish later on its own threads and hand their results to an asyncio loop Orbax has already
+  closed: each prints "RuntimeError: Event loop is closed" as an unraisable exception, a
+  screenful of tracebacks around the one `Error:` line of a refused resume. Nothing is lost by
+  dropping them: the failed read itself is the error reported."""
+  error = unraisable.exc_value
+  if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
+    return
+  sys.__unraisablehook__(unraisable)
+
+
 def run(body: Callable[[], int | None], *, verbose: bool) -> int:
   """Calls `body` and turns expected errors into one message and their exit status."""
+  if not verbose:
+    sys.unraisablehook = _drop_closed_event_loop_noise
   try:
     return body() or EXIT_OK
   except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001 - re-raised when unexpected
