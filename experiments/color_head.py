@@ -209,6 +209,26 @@ ROWS = {
       'loss.whole_photo_grade': 10.0,
     },
   ),
+  'recipe_curves_local_stats': (
+    "recipe_curves_local, the grid's network also reading the thumbnail's local means and "
+    'spreads (model.local_grid_statistics)',
+    {
+      'model.curves': 16,
+      'model.local_grid': 32,
+      'model.thumbnail_size': 128,
+      'model.local_grid_statistics': True,
+    },
+  ),
+  'recipe_curves_local_stats_whole': (
+    'recipe_curves_local_stats with the whole-photo term (loss.whole_photo_grade=1)',
+    {
+      'model.curves': 16,
+      'model.local_grid': 32,
+      'model.thumbnail_size': 128,
+      'model.local_grid_statistics': True,
+      'loss.whole_photo_grade': 1.0,
+    },
+  ),
   'local_grade_only': (
     'recipe_curves_local with the U-Net held still: the global grade, curves and local grid alone',
     {

@@ -81,6 +81,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # (models/local_affine.py; 0: off): large-radius local looks (local contrast, glows).
   # Needs thumbnail='photo' and thumbnail_size / local_grid a power of two.
   model.local_grid = 0
+  # Whether the local grid's network also reads the thumbnail's local means and spreads over
+  # two windows (1/32 and 1/16 of the frame): for local normalisations, which divide by a
+  # neighbourhood's spread. Needs local_grid.
+  model.local_grid_statistics = False
 
   config.loss = loss = ml_collections.ConfigDict()
   # Weights of the combined loss; 0 switches a term off. The seed's best practice:

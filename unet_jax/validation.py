@@ -237,6 +237,11 @@ def _validate_whole_photo_grades(model_config: ml_collections.ConfigDict) -> Non
         "needs config.model.thumbnail='photo'."
       )
   grid = int(model_config.get('local_grid', 0))
+  if model_config.get('local_grid_statistics', False) and not grid:
+    raise ConfigError(
+      'config.model.local_grid_statistics=True feeds the local grid, and this model has none: '
+      'set config.model.local_grid (e.g. 32) or leave the statistics off.'
+    )
   if grid:
     ratio = model_config.thumbnail_size / grid
     if ratio < 1 or ratio != int(ratio) or int(ratio) & (int(ratio) - 1):

@@ -45,7 +45,8 @@ def test_a_tile_is_graded_as_its_part_of_the_whole_photo():
   height, width = 40, 56
   photo = jax.random.uniform(jax.random.PRNGKey(1), (1, height, width, 3))
   thumbnail = whole_photo.resize_thumbnail(photo, 32)
-  model = local_affine.LocalAffine(grid=8, features=8)
+  # With the thumbnail's local statistics: they too are the whole photo's, not the tile's.
+  model = local_affine.LocalAffine(grid=8, features=8, statistics=True)
   variables = model.init(jax.random.PRNGKey(2), photo, thumbnail, _coords(height, width))
   # Random coefficients in place of the zero-initialised last layer, so the grid is not flat.
   last = variables['params']['coefficients']
@@ -67,6 +68,34 @@ def test_untrained_grid_leaves_photos_as_they_are():
   coords = _coords(24, 24, batch=2)
   variables = model.init(jax.random.PRNGKey(5), photo, thumbnail, coords)
   np.testing.assert_allclose(model.apply(variables, photo, thumbnail, coords), photo, atol=1e-6)
+
+
+def test_local_statistics_are_each_windows_mean_and_spread_inside_the_frame():
+  thumbnail = jax.random.uniform(jax.random.PRNGKey(6), (1, 64, 64, 3))
+  statistics = np.asarray(local_affine.local_statistics(thumbnail))
+  assert statistics.shape == (1, 64, 64, 18)
+  pixels = np.asarray(thumbnail, np.float64)[0]
+  for window, radius in enumerate((2, 4)):  # 1/32 and 1/16 of 64 px
+    mean, spread, inverse = np.split(statistics[0, ..., 9 * window : 9 * (window + 1)], 3, -1)
+    for y, x in ((0, 0), (10, 63), (31, 32), (63, 5)):  # corners, edges and the middle
+      inside = pixels[max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1]
+      np.testing.assert_allclose(mean[y, x], inside.mean(axis=(0, 1)), atol=1e-5)
+      np.testing.assert_allclose(spread[y, x], inside.std(axis=(0, 1)), atol=1e-4)
+    np.testing.assert_allclose(inverse, 0.02 / (spread + 0.02), atol=1e-6)
+  # A flat photo: its own colour, no spread, and an inverse spread of 1.
+  flat = np.asarray(local_affine.local_statistics(jnp.full((1, 32, 32, 3), 0.3)))
+  np.testing.assert_allclose(flat[..., :3], 0.3, atol=1e-6)
+  np.testing.assert_allclose(flat[..., 3:6], 0.0, atol=1e-3)
+  np.testing.assert_allclose(flat[..., 6:9], 1.0, atol=0.05)
+
+
+def test_local_statistics_without_a_local_grid_are_refused_naming_both_options():
+  overrides = {'model.thumbnail': 'photo', 'model.curves': 8, 'model.thumbnail_size': 64}
+  with pytest.raises(ConfigError, match=r'local_grid_statistics=True .* config\.model\.local_grid'):
+    validate_config(tiny_config(**overrides, **{'model.local_grid_statistics': True}))
+  validate_config(
+    tiny_config(**overrides, **{'model.local_grid_statistics': True, 'model.local_grid': 16})
+  )
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,18 @@ colour transforms, sliced at full resolution: each pixel gets the transform inte
 place in the frame. Without HDRNet's intensity axis, as the looks it is built for (a blur
 subtracted or divided out) vary smoothly over the frame. It reads the whole-photo thumbnail and
 each pixel's whole-photo coordinates, so crops, tiles and the whole image are graded alike.
+
+With `statistics`, the grid network also reads the thumbnail's local means and spreads (and a
+bounded inverse of the spreads) over two windows. A local normalisation divides each pixel's
+distance from its neighbourhood's mean by that neighbourhood's spread: a division that a few
+convolutions of the colours learn poorly from a hundred pairs, and that these inputs hand the
+network directly.
 """
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from unet_jax.models import global_grade
 
@@ -21,6 +28,11 @@ COEFFICIENTS = 12
 # Dilations of the residual convolutions at grid resolution: they widen the reach to about 15
 # cells, so a cell's transform can depend on its surroundings, as a local contrast's does.
 DILATIONS = (1, 2, 4, 1)
+# The windows of the local statistics, as fractions of the thumbnail's side (half-widths of 1/32
+# and 1/16 of the frame: 32 and 64 px on a 1024 px photo, the radii of editors' local looks).
+STATISTICS_RADII = (1 / 32, 1 / 16)
+# The inverse spread is SPREAD_FLOOR / (spread + SPREAD_FLOOR): 1 on flat areas, bounded below 1.
+SPREAD_FLOOR = 0.02
 
 
 class LocalAffine(nn.Module):
@@ -31,10 +43,13 @@ class LocalAffine(nn.Module):
 
   grid: int = 32
   features: int = 32
+  statistics: bool = False
 
   @nn.compact
   def __call__(self, images: jax.Array, thumbnail: jax.Array, coords: jax.Array) -> jax.Array:
     features = thumbnail.astype(jnp.float32)
+    if self.statistics:
+      features = jnp.concatenate([features, local_statistics(features)], axis=-1)
     size, stage = thumbnail.shape[1], 0
     while size > self.grid:
       features = nn.Conv(self.features, (3, 3), strides=(2, 2), name=f'down_{stage}')(features)
@@ -53,6 +68,42 @@ class LocalAffine(nn.Module):
     )
     self.sow('intermediates', 'local_affine', grid)
     return slice_affine(grid, images, coords)
+
+
+def local_statistics(thumbnail: jax.Array) -> jax.Array:
+  """`[B, T, T, C]` -> `[B, T, T, 3 * C * len(STATISTICS_RADII)]`: per channel and window
+  (`STATISTICS_RADII`), the local mean, the local standard deviation and the bounded inverse
+  spread `SPREAD_FLOOR / (std + SPREAD_FLOOR)`. Box windows, averaged over the pixels inside the
+  frame at the edges."""
+  size, channels = thumbnail.shape[1], thumbnail.shape[-1]
+  outputs = []
+  for fraction in STATISTICS_RADII:
+    radius = max(1, round(fraction * size))
+    mean = _box_mean(thumbnail, radius)
+    spread = jnp.sqrt(jnp.maximum(_box_mean(thumbnail * thumbnail, radius) - mean * mean, 0.0))
+    outputs += [mean, spread, SPREAD_FLOOR / (spread + SPREAD_FLOOR)]
+  statistics = jnp.concatenate(outputs, axis=-1)
+  assert statistics.shape[-1] == 3 * channels * len(STATISTICS_RADII)
+  return statistics
+
+
+def _box_mean(x: jax.Array, radius: int) -> jax.Array:
+  """The mean over a `(2 radius + 1)^2` window of each channel of `x [B, H, W, C]`, over the
+  pixels inside the frame: a depthwise convolution (exported to StableHLO and ONNX as one)."""
+  height, width, channels = x.shape[1:]
+  side = 2 * radius + 1
+  kernel = jnp.ones((side, side, 1, channels), x.dtype)
+  dimensions = ('NHWC', 'HWIO', 'NHWC')
+  sums = jax.lax.conv_general_dilated(
+    x, kernel, (1, 1), 'SAME', dimension_numbers=dimensions, feature_group_count=channels
+  )
+  # Pixels inside the frame under each window: a constant of the shapes, computed once.
+  rows = np.minimum(np.arange(height) + radius, height - 1) - np.maximum(
+    np.arange(height) - radius, 0
+  )
+  cols = np.minimum(np.arange(width) + radius, width - 1) - np.maximum(np.arange(width) - radius, 0)
+  counts = np.outer(rows + 1, cols + 1).astype(np.float32)
+  return sums / counts[None, :, :, None]
 
 
 def slice_affine(grid: jax.Array, images: jax.Array, coords: jax.Array) -> jax.Array:

@@ -64,6 +64,7 @@ class UNet(nn.Module):
   auto_levels: bool = False
   curves: int = 0
   local_grid: int = 0
+  local_grid_statistics: bool = False
 
   @property
   def whole_photo(self) -> whole_photo_lib.WholePhotoInputs:
@@ -201,7 +202,9 @@ class UNet(nn.Module):
     if self.has_global_grade:
       self.sow('intermediates', 'colour_grade', base)
     if self.local_grid:
-      grid = local_affine.LocalAffine(self.local_grid, name='local_affine')
+      grid = local_affine.LocalAffine(
+        self.local_grid, statistics=self.local_grid_statistics, name='local_affine'
+      )
       base = grid(base, thumbnail, coords)
     if self.frame_gain:
       base = global_grade.FrameGain(self.frame_gain, name='frame_gain')(base, coords)
