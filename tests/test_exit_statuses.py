@@ -38,6 +38,20 @@ def test_status_2_a_bare_config_file_beside_the_workdir(tmp_path):
 
 
 @pytest.mark.slow
+def test_status_2_an_override_without_its_config_file_or_an_unknown_flag_is_named(tmp_path):
+  run = run_main('--mode=eval', f'--workdir={tmp_path}', '--config.predict.lut_only=True')
+  assert run.returncode == 2, run.stderr[-2000:]
+  assert (
+    run.stderr.strip()
+    .splitlines()[-1]
+    .startswith('Error: --config.predict.lut_only needs --config=FILE on the command line')
+  )
+  run = run_main('--mode=eval', f'--workdir={tmp_path}', '--no_such_flag=3')
+  assert run.returncode == 2, run.stderr[-2000:]
+  assert run.stderr.strip().splitlines()[-1] == "Error: Unknown command line flag 'no_such_flag'"
+
+
+@pytest.mark.slow
 def test_status_2_a_workdir_that_is_a_file(tmp_path):
   path = tmp_path / 'notes.txt'
   path.write_text('mine')

@@ -157,6 +157,29 @@ def _config_for_message(argv: list[str]):
   return None
 
 
+def _override_without_config_file(argv: list[str]) -> str | None:
+  """For `--config.KEY=...` given without `--config=FILE`: absl knows the overrides only as parts
+  of that flag, so it calls them unknown flags."""
+  if any(arg.startswith('--config=') for arg in argv[1:]):
+    return None
+  for arg in argv[1:]:
+    if arg.startswith('--config.'):
+      name = arg.split('=', 1)[0]
+      return (
+        f'{name} needs --config=FILE on the command line: overrides apply to a config file '
+        '(beside --workdir, any one, e.g. --config=configs/tiny.py; its predict.* keys apply to '
+        'that command, docs/options.md).'
+      )
+  return None
+
+
+def _unquoted(message: str) -> str:
+  """absl's message without the quotes around the whole of it (a quote it closes stays)."""
+  if len(message) > 1 and message[0] == message[-1] and message[0] in '"\'':
+    return message[1:-1]
+  return message
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with one message and EXIT_USAGE for a bad flag or config key."""
   try:
@@ -164,6 +187,10 @@ def parse_flags(argv: list[str]) -> list[str]:
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
     if '--verbose' in argv:
       raise
-    message = _unknown_key_message(argv, _config_for_message(argv)) or str(error).strip('"\'')
+    message = (
+      _unknown_key_message(argv, _config_for_message(argv))
+      or _override_without_config_file(argv)
+      or _unquoted(str(error))
+    )
     _print_error(message)
     sys.exit(EXIT_USAGE)
