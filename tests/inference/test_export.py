@@ -271,6 +271,16 @@ def test_lut_fit_recovers_a_global_colour_mapping():
   assert np.abs(table[-1, -1, -1] - look(np.ones((1, 3)))[0]).max() < 0.1
 
 
+def test_lut_fit_in_blocks_of_pixels_is_the_fit_in_one(monkeypatch):
+  # Memory stays bounded for a hundred photos' pixels: the normal equations are summed over
+  # blocks, which changes the float sums' order and nothing else.
+  colours = np.random.default_rng(2).random((10_000, 3))
+  graded = np.clip(colours**1.3 + 0.02 * np.sin(9 * colours[:, ::-1]), 0, 1)
+  whole = lut.fit_lut(colours, graded, size=9)
+  monkeypatch.setattr(lut, '_FIT_BLOCK', 999)
+  np.testing.assert_allclose(lut.fit_lut(colours, graded, size=9), whole, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_export_lut_refuses_existing_files_and_other_extensions(run, tmp_path):
   taken = tmp_path / 'look.cube'

@@ -107,27 +107,23 @@ def fit_lut(
   if size < 2:
     raise ValueError(f'LUT size must be at least 2; got {size}.')
   inputs = np.asarray(inputs).reshape(-1, 3)
-  outputs = np.asarray(outputs, np.float64).reshape(-1, 3)
+  outputs = np.asarray(outputs).reshape(-1, 3)
   if inputs.shape != outputs.shape or not len(inputs):
     raise ValueError(f'fit_lut needs matching [N, 3] colours; got {inputs.shape}, {outputs.shape}.')
   cells = size**3
-  indices, weights = _corners(inputs, size)
-  rows = np.repeat(np.arange(len(inputs)), 8)
-  design = scipy.sparse.csr_matrix(
-    (weights.ravel(), (rows, indices.ravel())), shape=(len(inputs), cells)
-  )
   # The unknown is the edit e = t - identity; the smoothness term penalises its first
   # differences, so a cell without data takes the edit of the cells around it. Normal
   # equations: (W'W / N + s D'D + p I) e = W'(y - W identity) / N, one solve per channel.
   identity = identity_table(size).reshape(-1, 3)
-  normal = (design.T @ design) / len(inputs) + identity_pull * scipy.sparse.identity(cells)
+  gram, right = _normal_equations(inputs, outputs, size, identity)
+  normal = gram / len(inputs) + identity_pull * scipy.sparse.identity(cells)
   if smoothness:
     smooth = _differences(size, 1)
     normal = normal + smoothness * (smooth.T @ smooth)
   if curvature:
     bend = _differences(size, 2)
     normal = normal + curvature * (bend.T @ bend)
-  right = design.T @ (outputs - design @ identity) / len(inputs)
+  right = right / len(inputs)
   # Conjugate gradients from the identity table: a direct factorisation of this 3-D lattice
   # fills in badly (minutes at 33^3), CG takes seconds. Jacobi preconditioning evens out cells
   # with many pixels and cells with none.
@@ -146,6 +142,31 @@ def fit_lut(
       channels.append(solution)
   table = identity + np.stack(channels, axis=-1)
   return np.clip(table, 0.0, 1.0).reshape(size, size, size, 3).astype(np.float32)
+
+
+# Pixels per block of the design matrix in `_normal_equations`: ~0.5 GB of sparse rows at once,
+# whatever the number of pixels (a hundred 1 MP photos would need ~15 GB in one block).
+_FIT_BLOCK = 2**22
+
+
+def _normal_equations(
+  inputs: np.ndarray, outputs: np.ndarray, size: int, identity: np.ndarray
+) -> tuple[scipy.sparse.csr_matrix, np.ndarray]:
+  """`W'W` and `W'(y - W identity)` of the trilinear design matrix `W` of `inputs`, summed over
+  blocks of `_FIT_BLOCK` pixels so that memory stays bounded."""
+  cells = size**3
+  gram = scipy.sparse.csr_matrix((cells, cells))
+  right = np.zeros((cells, 3))
+  for start in range(0, len(inputs), _FIT_BLOCK):
+    block = slice(start, start + _FIT_BLOCK)
+    indices, weights = _corners(inputs[block], size)
+    rows = np.repeat(np.arange(len(indices)), 8)
+    design = scipy.sparse.csr_matrix(
+      (weights.ravel(), (rows, indices.ravel())), shape=(len(indices), cells)
+    )
+    gram = gram + design.T @ design
+    right += design.T @ (np.asarray(outputs[block], np.float64) - design @ identity)
+  return gram, right
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
