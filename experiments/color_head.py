@@ -607,6 +607,7 @@ def _editor_looks_header(command: str, seeds: list[int]) -> list[str]:
 CANDIDATES = (
   'recipe_curves_local',
   'recipe_curves_local_whole',
+  'recipe_curves_local_stats_whole',
   'recipe_levels_curves_local',
   'recipe_levels_fitted',
 )
