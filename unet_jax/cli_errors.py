@@ -9,6 +9,7 @@ docs/options.md.
 import difflib
 import errno
 import importlib.util
+import logging
 import re
 import sys
 import traceback
@@ -94,10 +95,30 @@ def _drop_closed_event_loop_noise(unraisable) -> None:
   sys.__unraisablehook__(unraisable)
 
 
+class _UnretrievedTaskErrors(logging.Filter):
+  """Drops asyncio's "Task exception was never retrieved" records (with their tracebacks).
+
+  The same failed read leaves Orbax's sibling read tasks failed and never awaited; asyncio logs
+  each when it is collected. The package itself runs no asyncio code: the read that failed is
+  the error the command reports (or the checkpoint it skips, with a warning)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return 'exception was never retrieved' not in str(record.msg)
+
+
+def quiet_library_noise() -> None:
+  """Keeps Orbax's asyncio leftovers after a failed checkpoint read off stderr (not with
+  `--verbose`): see `_drop_closed_event_loop_noise` and `_UnretrievedTaskErrors`."""
+  sys.unraisablehook = _drop_closed_event_loop_noise
+  asyncio_logger = logging.getLogger('asyncio')
+  if not any(isinstance(f, _UnretrievedTaskErrors) for f in asyncio_logger.filters):
+    asyncio_logger.addFilter(_UnretrievedTaskErrors())
+
+
 def run(body: Callable[[], int | None], *, verbose: bool) -> int:
   """Calls `body` and turns expected errors into one message and their exit status."""
   if not verbose:
-    sys.unraisablehook = _drop_closed_event_loop_noise
+    quiet_library_noise()
   try:
     return body() or EXIT_OK
   except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001 - re-raised when unexpected
