@@ -38,32 +38,3 @@ def _private_cache(tmp_path_factory):
     os.environ.pop('UNET_JAX_CACHE', None)
   else:
     os.environ['UNET_JAX_CACHE'] = previous
-
-
-# The files of the longest single tests (end-to-end runs of 40-90 s on 2 cores; `--durations`
-# lists them), longest first. pytest-xdist hands out whole files (`--dist loadfile`, in the
-# order given here with `--no-loadscope-reorder`): starting these first and ending with the
-# files of short tests keeps both workers busy to the end, instead of one waiting while the
-# other runs a 90 s test it was handed last.
-LONGEST_FIRST = (
-  'tests/experiments/test_device_check.py',
-  'tests/training/test_card_command.py',
-  'tests/experiments/test_ablate.py',
-  'tests/training/test_distributed.py',
-  'tests/test_reliability.py',
-)
-
-
-def pytest_collection_modifyitems(config, items):
-  """Orders the files: LONGEST_FIRST, then the other files with slow tests, then the rest (each
-  file's tests in their own order)."""
-  root = config.rootpath
-  slow_files = {item.path for item in items if item.get_closest_marker('slow')}
-
-  def rank(item) -> tuple[int, int]:
-    name = item.path.relative_to(root).as_posix()
-    if name in LONGEST_FIRST:
-      return (0, LONGEST_FIRST.index(name))
-    return (1 if item.path in slow_files else 2, 0)
-
-  items.sort(key=rank)
