@@ -247,6 +247,14 @@ def photo_coords(rows: Any, cols: Any, height: int, width: int) -> np.ndarray:
   return np.stack(np.meshgrid(ys, xs, indexing='ij'), axis=-1).astype(np.float32)
 
 
+def _traced_photo_coords(height: Any, width: Any) -> jax.Array:
+  """`photo_coords` of a whole `height` x `width` photo whose sizes are symbolic (an exported
+  program's), in float32 arithmetic."""
+  ys = (jnp.arange(height, dtype=jnp.float32) + 0.5) / height * 2.0 - 1.0
+  xs = (jnp.arange(width, dtype=jnp.float32) + 0.5) / width * 2.0 - 1.0
+  return jnp.stack(jnp.meshgrid(ys, xs, indexing='ij'), axis=-1)
+
+
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
   """float32 `[H, W, C]` -> `[height, width, C]`, bilinear with antialiasing when shrinking.
 
@@ -360,6 +368,9 @@ class WholePhotoInputs:
       statistics = photo_figures(images, self.tones)
     if self.coords and coords is None:
       batch, height, width = images.shape[:3]
-      grid = photo_coords(range(height), range(width), height, width)
-      coords = jnp.broadcast_to(jnp.asarray(grid), (batch, height, width, 2))
+      if isinstance(height, int) and isinstance(width, int):
+        grid = jnp.asarray(photo_coords(range(height), range(width), height, width))
+      else:  # symbolic sizes (`jax.export`): the same centres, computed in the program
+        grid = _traced_photo_coords(height, width)
+      coords = jnp.broadcast_to(grid, (batch, height, width, 2))
     return thumbnail, statistics, coords

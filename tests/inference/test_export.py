@@ -237,6 +237,36 @@ def test_onnx_refuses_a_model_that_reads_a_thumbnail_naming_why(options):
 
 
 @pytest.mark.slow
+def test_stablehlo_of_a_model_that_reads_the_frame_grades_a_whole_photo_as_the_model_does():
+  # The frame gain and the local grid read each pixel's place in the photo: with the exported
+  # program's symbolic sizes, the coordinates are computed in the program (they were made by
+  # numpy from the sizes, and export stopped with a TypeError on configs/photo.py's runs).
+  model = UNet(
+    levels=2,
+    base_channels=8,
+    thumbnail='photo',
+    thumbnail_size=32,
+    frame_gain=4,
+    local_grid=8,
+    local_grid_statistics=True,
+  )
+  photo = jax.random.uniform(jax.random.key(1), (1, 32, 48, 3))
+  variables = model.init(jax.random.key(0), photo)
+
+  # Small random values in place of the zero starts, so that the grid and the gain act.
+  def small_random(tree):
+    return jax.tree.map(lambda leaf: 0.05 * jax.random.normal(jax.random.key(2), leaf.shape), tree)
+
+  params = variables['params']
+  params['frame_gain'] = small_random(params['frame_gain'])
+  params['local_affine']['coefficients'] = small_random(params['local_affine']['coefficients'])
+  graded = export.export_stablehlo(model, variables).call(photo)
+  expected = model.apply(variables, photo, train=False)
+  np.testing.assert_allclose(graded, expected, atol=1e-5)
+  assert float(jnp.abs(expected - photo).max()) > 1e-2
+
+
+@pytest.mark.slow
 def test_cube_is_read_by_colour_science_and_keeps_the_reported_fidelity(run, exported, loaded):
   cube = colour.read_LUT(str(exported['dir'] / 'look.cube'))
   assert isinstance(cube, colour.LUT3D) and cube.size == lut.DEFAULT_SIZE
