@@ -75,21 +75,18 @@ def local_statistics(thumbnail: jax.Array) -> jax.Array:
   (`STATISTICS_RADII`), the local mean, the local standard deviation and the bounded inverse
   spread `SPREAD_FLOOR / (std + SPREAD_FLOOR)`. Box windows, averaged over the pixels inside the
   frame at the edges."""
-  size, channels = thumbnail.shape[1], thumbnail.shape[-1]
-  outputs = []
+  size, outputs = thumbnail.shape[1], []
   for fraction in STATISTICS_RADII:
     radius = max(1, round(fraction * size))
     mean = _box_mean(thumbnail, radius)
     spread = jnp.sqrt(jnp.maximum(_box_mean(thumbnail * thumbnail, radius) - mean * mean, 0.0))
     outputs += [mean, spread, SPREAD_FLOOR / (spread + SPREAD_FLOOR)]
-  statistics = jnp.concatenate(outputs, axis=-1)
-  assert statistics.shape[-1] == 3 * channels * len(STATISTICS_RADII)
-  return statistics
+  return jnp.concatenate(outputs, axis=-1)
 
 
 def _box_mean(x: jax.Array, radius: int) -> jax.Array:
   """The mean over a `(2 radius + 1)^2` window of each channel of `x [B, H, W, C]`, over the
-  pixels inside the frame: a depthwise convolution (exported to StableHLO and ONNX as one)."""
+  pixels inside the frame: a depthwise convolution of ones."""
   height, width, channels = x.shape[1:]
   side = 2 * radius + 1
   kernel = jnp.ones((side, side, 1, channels), x.dtype)
@@ -97,13 +94,15 @@ def _box_mean(x: jax.Array, radius: int) -> jax.Array:
   sums = jax.lax.conv_general_dilated(
     x, kernel, (1, 1), 'SAME', dimension_numbers=dimensions, feature_group_count=channels
   )
-  # Pixels inside the frame under each window: a constant of the shapes, computed once.
-  rows = np.minimum(np.arange(height) + radius, height - 1) - np.maximum(
-    np.arange(height) - radius, 0
-  )
-  cols = np.minimum(np.arange(width) + radius, width - 1) - np.maximum(np.arange(width) - radius, 0)
-  counts = np.outer(rows + 1, cols + 1).astype(np.float32)
+  # Pixels inside the frame under each window: a constant of the shapes.
+  counts = np.outer(_inside(height, radius), _inside(width, radius)).astype(np.float32)
   return sums / counts[None, :, :, None]
+
+
+def _inside(length: int, radius: int) -> np.ndarray:
+  """How many of the `2 radius + 1` positions around each index of `range(length)` lie in it."""
+  index = np.arange(length)
+  return np.minimum(index + radius, length - 1) - np.maximum(index - radius, 0) + 1
 
 
 def slice_affine(grid: jax.Array, images: jax.Array, coords: jax.Array) -> jax.Array:
