@@ -74,6 +74,8 @@ _WITHOUT_ADDITIONS = {
   'loss.frame_gain_curvature': 0.0,
   'model.lut_size': 17,
 }
+# The tone curves and local grid of `recipe_curves_local`, which the rows after it build on.
+_CURVES_LOCAL = {'model.curves': 16, 'model.local_grid': 32, 'model.thumbnail_size': 128}
 ROWS = {
   'recipe': (
     'exposure + one 33^3 LUT + frame gain, thumbnail context and statistics (configs/photo.py)',
@@ -150,7 +152,7 @@ ROWS = {
   ),
   'recipe_curves_local': (
     'recipe plus tone curves and the local affine grid',
-    {'model.curves': 16, 'model.local_grid': 32, 'model.thumbnail_size': 128},
+    dict(_CURVES_LOCAL),
   ),
   'recipe_levels': (
     "recipe plus per-photo auto levels read off each photo's histogram (model.auto_levels)",
@@ -184,9 +186,7 @@ ROWS = {
     'recipe_curves_local, half the training examples whole photos squeezed into the crop '
     "(data.sampling='mixed')",
     {
-      'model.curves': 16,
-      'model.local_grid': 32,
-      'model.thumbnail_size': 128,
+      **_CURVES_LOCAL,
       'data.sampling': 'mixed',
     },
   ),
@@ -194,18 +194,14 @@ ROWS = {
     'recipe_curves_local, the grade also fitted to each whole photo at thumbnail size '
     '(loss.whole_photo_grade=1)',
     {
-      'model.curves': 16,
-      'model.local_grid': 32,
-      'model.thumbnail_size': 128,
+      **_CURVES_LOCAL,
       'loss.whole_photo_grade': 1.0,
     },
   ),
   'recipe_curves_local_whole_10': (
     'recipe_curves_local_whole with the whole-photo term at weight 10',
     {
-      'model.curves': 16,
-      'model.local_grid': 32,
-      'model.thumbnail_size': 128,
+      **_CURVES_LOCAL,
       'loss.whole_photo_grade': 10.0,
     },
   ),
@@ -213,18 +209,14 @@ ROWS = {
     "recipe_curves_local, the grid's network also reading the thumbnail's local means and "
     'spreads (model.local_grid_statistics)',
     {
-      'model.curves': 16,
-      'model.local_grid': 32,
-      'model.thumbnail_size': 128,
+      **_CURVES_LOCAL,
       'model.local_grid_statistics': True,
     },
   ),
   'recipe_curves_local_stats_whole': (
     'recipe_curves_local_stats with the whole-photo term (loss.whole_photo_grade=1)',
     {
-      'model.curves': 16,
-      'model.local_grid': 32,
-      'model.thumbnail_size': 128,
+      **_CURVES_LOCAL,
       'model.local_grid_statistics': True,
       'loss.whole_photo_grade': 1.0,
     },
@@ -232,18 +224,14 @@ ROWS = {
   'local_grade_only': (
     'recipe_curves_local with the U-Net held still: the global grade, curves and local grid alone',
     {
-      'model.curves': 16,
-      'model.local_grid': 32,
-      'model.thumbnail_size': 128,
+      **_CURVES_LOCAL,
       'optimizer.grade_first_steps': 10**9,
     },
   ),
   'local_grade_only_mixed': (
     "local_grade_only with data.sampling='mixed'",
     {
-      'model.curves': 16,
-      'model.local_grid': 32,
-      'model.thumbnail_size': 128,
+      **_CURVES_LOCAL,
       'optimizer.grade_first_steps': 10**9,
       'data.sampling': 'mixed',
     },
@@ -251,9 +239,7 @@ ROWS = {
   'recipe_curves_local_no_exposure': (
     'recipe plus tone curves and the local affine grid, without the exposure stage',
     {
-      'model.curves': 16,
-      'model.local_grid': 32,
-      'model.thumbnail_size': 128,
+      **_CURVES_LOCAL,
       'model.exposure': False,
     },
   ),
