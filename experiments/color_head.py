@@ -76,6 +76,21 @@ _WITHOUT_ADDITIONS = {
 }
 # The tone curves and local grid of `recipe_curves_local`, which the rows after it build on.
 _CURVES_LOCAL = {'model.curves': 16, 'model.local_grid': 32, 'model.thumbnail_size': 128}
+# The auto levels with their 8-bit offset, fitted alone before training and held.
+_LEVELS_PREFIT = {
+  'model.auto_levels': True,
+  'model.auto_levels_offset': True,
+  'optimizer.auto_levels_prefit': True,
+}
+# ... and no other part of the recipe's grade under the U-Net.
+_LEVELS_ALONE = {
+  **_LEVELS_PREFIT,
+  'model.exposure': False,
+  'model.color_head': 'none',
+  'model.frame_gain': 0,
+  'model.global_context': 'none',
+  'model.thumbnail_stats': False,
+}
 ROWS = {
   'recipe': (
     'exposure + one 33^3 LUT + frame gain, thumbnail context and statistics (configs/photo.py)',
@@ -181,6 +196,49 @@ ROWS = {
       'model.thumbnail_size': 128,
       'loss.auto_levels': 1.0,
     },
+  ),
+  'recipe_levels_prefit': (
+    'recipe_levels_curves_local with the auto levels and their 8-bit offset fitted alone to the '
+    'training pairs first, then held (optimizer.auto_levels_prefit, model.auto_levels_offset)',
+    {**_LEVELS_PREFIT, **_CURVES_LOCAL},
+  ),
+  'recipe_levels_prefit_grade_only': (
+    'recipe_levels_prefit with the U-Net held still: the grade alone',
+    {**_LEVELS_PREFIT, **_CURVES_LOCAL, 'optimizer.grade_first_steps': 10**9},
+  ),
+  'recipe_levels_prefit_no_exposure': (
+    'recipe_levels_prefit without the exposure stage',
+    {**_LEVELS_PREFIT, **_CURVES_LOCAL, 'model.exposure': False},
+  ),
+  'levels_prefit_unet': (
+    'the prefitted auto levels under the U-Net, no other part of the grade',
+    _LEVELS_ALONE,
+  ),
+  'levels_prefit_unet_lut': (
+    "levels_prefit_unet with the recipe's 33^3 LUT",
+    {**_LEVELS_ALONE, 'model.color_head': 'lut'},
+  ),
+  'levels_prefit_unet_curves': (
+    'levels_prefit_unet with tone curves',
+    {**_LEVELS_ALONE, 'model.curves': 16},
+  ),
+  'levels_prefit_unet_grid': (
+    'levels_prefit_unet with the local affine grid',
+    {**_LEVELS_ALONE, 'model.local_grid': 32, 'model.thumbnail_size': 128},
+  ),
+  'levels_prefit_unet_grid_stats_whole': (
+    'levels_prefit_unet_grid with the local statistics and the whole-photo term',
+    {
+      **_LEVELS_ALONE,
+      'model.local_grid': 32,
+      'model.thumbnail_size': 128,
+      'model.local_grid_statistics': True,
+      'loss.whole_photo_grade': 1.0,
+    },
+  ),
+  'levels_prefit_unet_frame_gain': (
+    "levels_prefit_unet with the recipe's frame gain",
+    {**_LEVELS_ALONE, 'model.frame_gain': 9},
   ),
   'recipe_curves_local_mixed': (
     'recipe_curves_local, half the training examples whole photos squeezed into the crop '

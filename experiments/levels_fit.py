@@ -2,14 +2,17 @@
 global look its family can learn from the pairs, apart from the rest of the model.
 
 `model.auto_levels` (models/auto_levels.py) holds an editor's auto rules as a few weights. This
-fits those weights alone, by Adam on the L1 loss over a fixed sample of each training pair's
-pixels (their whole-photo figures taken of the whole photo, as in training), then grades each
+fits those weights alone, by Adam on the L1 loss or by Levenberg-Marquardt on the squared error
+(`--solver`; the latter is `optimizer.auto_levels_prefit`'s fit) over a fixed sample of each
+training pair's pixels (their whole-photo figures taken of the whole photo, as in training),
+with or without the stage's 8-bit offset (`--offset`, `model.auto_levels_offset`), then grades each
 held-out photo whole and scores it against its target: as the report's trained rows are scored
 (float output) and after rounding the output to 8 bits, as a user's 8-bit file has it. It is the
 `train_fit_lut` of the levels: the most this part learns from the pairs, and the figure to
 compare the trained recipe's row with (experiments/results/editor_looks.md).
 
   python -m experiments.levels_fit --looks=im_auto_level,cv_grey_world [--steps=1000]
+  python -m experiments.levels_fit --solver=levenberg_marquardt --offset --sample_side=40
 """
 
 import glob
@@ -26,6 +29,7 @@ from absl import app, flags
 from unet_jax import whole_photo
 from unet_jax.data import load_image
 from unet_jax.models import auto_levels
+from unet_jax.training import levels_prefit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
@@ -34,6 +38,14 @@ flags.DEFINE_list('looks', ['im_auto_level', 'cv_grey_world'], 'Looks to fit.')
 flags.DEFINE_integer('steps', 1000, 'Adam steps (full batch, cosine decay).')
 flags.DEFINE_float('learning_rate', 1e-2, 'Peak step size.')
 flags.DEFINE_integer('sample_side', 96, 'Each training pair gives sample_side^2 random pixels.')
+flags.DEFINE_bool('offset', False, "Fit the stage's 8-bit offset too (model.auto_levels_offset).")
+flags.DEFINE_enum(
+  'solver',
+  'adam',
+  ['adam', 'levenberg_marquardt'],
+  'adam: --steps of full-batch Adam on the L1 loss; levenberg_marquardt: least squares to '
+  'convergence, as optimizer.auto_levels_prefit fits the stage (training/levels_prefit.py).',
+)
 flags.DEFINE_string('output', '', 'Write the figures here as JSON too.')
 
 
@@ -52,7 +64,13 @@ def _psnr(output: np.ndarray, target: np.ndarray) -> float:
 
 
 def fit_look(
-  folder: str, *, steps: int, learning_rate: float = 1e-2, sample_side: int = 96
+  folder: str,
+  *,
+  steps: int,
+  learning_rate: float = 1e-2,
+  sample_side: int = 96,
+  offset: bool = False,
+  solver: str = 'adam',
 ) -> dict:
   """Fits the stage on the training pairs of a look's `folder` (`train/`, `test/`, each with
   `input/` and `target/`); scores each held-out photo."""
@@ -67,23 +85,16 @@ def fit_look(
     inputs.append(image[rows, cols])
     targets.append(target[rows, cols])
   inputs, targets, figures = (jnp.asarray(np.stack(a)) for a in (inputs, targets, figures))
-  model = auto_levels.AutoLevels()
+  model = auto_levels.AutoLevels(offset)
   params = model.init(jax.random.key(0), inputs[:1], figures[:1])['params']
-  optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
-  state = optimizer.init(params)
-
-  def loss(params):
-    return jnp.mean(jnp.abs(model.apply({'params': params}, inputs, figures) - targets))
-
-  @jax.jit
-  def step(params, state):
-    grads = jax.grad(loss)(params)
-    updates, state = optimizer.update(grads, state)
-    return optax.apply_updates(params, updates), state
-
   start = time.perf_counter()
-  for _ in range(steps):
-    params, state = step(params, state)
+  if solver == 'levenberg_marquardt':
+    pixels = lambda a: np.asarray(a).reshape(len(train), -1, 3)
+    params = levels_prefit.fit_auto_levels(
+      params, offset, pixels(inputs), pixels(targets), np.asarray(figures)
+    )[0]
+  else:
+    params = _adam_fit(model, params, inputs, targets, figures, steps, learning_rate)
   seconds = time.perf_counter() - start
   apply = jax.jit(model.apply)
   photos = {}
@@ -96,6 +107,25 @@ def fit_look(
       '8bit': _psnr(np.round(graded * 255) / 255, target),
     }
   return {'fit_seconds': seconds, 'pairs': len(train), 'photos': photos}
+
+
+def _adam_fit(model, params, inputs, targets, figures, steps: int, learning_rate: float) -> dict:
+  """Full-batch Adam on the L1 loss, cosine decay."""
+  optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
+  state = optimizer.init(params)
+
+  def loss(params):
+    return jnp.mean(jnp.abs(model.apply({'params': params}, inputs, figures) - targets))
+
+  @jax.jit
+  def step(params, state):
+    grads = jax.grad(loss)(params)
+    updates, state = optimizer.update(grads, state)
+    return optax.apply_updates(params, updates), state
+
+  for _ in range(steps):
+    params, state = step(params, state)
+  return params
 
 
 def _mean(values: list[float]) -> float:
@@ -111,13 +141,18 @@ def main(argv):
     result = {
       'look': look,
       **fit_look(
-        folder, steps=FLAGS.steps, learning_rate=FLAGS.learning_rate, sample_side=FLAGS.sample_side
+        folder,
+        steps=FLAGS.steps,
+        learning_rate=FLAGS.learning_rate,
+        sample_side=FLAGS.sample_side,
+        offset=FLAGS.offset,
+        solver=FLAGS.solver,
       ),
     }
     results.append(result)
     photos = result['photos']
     print(
-      f'{look}: {result["pairs"]} training pairs, {FLAGS.steps} steps in '
+      f'{look}: {result["pairs"]} training pairs, {FLAGS.solver} in '
       f'{result["fit_seconds"]:.0f} s; held-out PSNR dB (mean of the finite ones): '
       + ', '.join(
         f'{kind} {_mean([p[kind] for p in photos.values()]):.2f}'
@@ -128,7 +163,8 @@ def main(argv):
       print(f'  {name}: ' + ', '.join(f'{k} {v:.2f}' for k, v in scores.items()))
   if FLAGS.output:
     with open(FLAGS.output, 'w') as f:
-      json.dump({'steps': FLAGS.steps, 'results': results}, f, indent=1)
+      settings = {'steps': FLAGS.steps, 'offset': FLAGS.offset, 'solver': FLAGS.solver}
+    json.dump({**settings, 'results': results}, f, indent=1)
 
 
 if __name__ == '__main__':

@@ -74,6 +74,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # chosen from each whole photo's histogram, as an editor's auto levels or grey-world white
   # balance chooses them. First in the grade. Needs thumbnail='photo'.
   model.auto_levels = False
+  # A learned per-channel offset after the levels, in 8-bit steps: targets an editor wrote by
+  # truncating to 8 bits sit half a step low (models/auto_levels.py). Needs auto_levels.
+  model.auto_levels_offset = False
   # Per-photo tone curves (models/tone_curves.py), `curves` knots per channel (0: off), read off
   # each whole photo's histogram: what an editor's auto levels or white balance set per photo.
   model.curves = 0
@@ -172,6 +175,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # the thumbnail encoder) learns and the U-Net holds still, so the U-Net learns only what the
   # global grade cannot do (0: all learn from the start).
   opt.grade_first_steps = 0
+  # Fit the auto levels alone to the training pairs before the first step (Levenberg-Marquardt
+  # on a sample of each whole pair's pixels, training/levels_prefit.py), then hold them still:
+  # an editor's auto rule is matched only when the stage's few weights are nearly exact, which
+  # Adam on crops does not reach. A fresh run only (a resume or fine-tune keeps its weights).
+  opt.auto_levels_prefit = False
 
   # What counts as a diverging run (guards.DivergenceMonitor): a logged loss above loss_factor
   # times its lowest so far for `patience` logs in a row, or an eval PSNR more than

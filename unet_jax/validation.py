@@ -90,6 +90,18 @@ def _validate_loss(config: ml_collections.ConfigDict) -> None:
       f'config.loss.auto_levels={config.loss.auto_levels} fits the auto levels to the target, '
       'and this model has none: set config.model.auto_levels=True, or the loss to 0.'
     )
+  if config.optimizer.get('auto_levels_prefit', False):
+    if not config.model.get('auto_levels', False):
+      raise ConfigError(
+        'config.optimizer.auto_levels_prefit=True fits the auto levels before training, and this '
+        'model has none: set config.model.auto_levels=True or leave the prefit off.'
+      )
+    if config.loss.get('auto_levels', 0.0) > 0:
+      raise ConfigError(
+        f'config.loss.auto_levels={config.loss.auto_levels} fits the auto levels during training, '
+        'and config.optimizer.auto_levels_prefit=True holds them still after fitting them first: '
+        'set one of the two.'
+      )
   whole = config.loss.get('whole_photo_grade', 0.0)
   inputs = WholePhotoInputs.from_model_config(config.model)
   if whole > 0 and not (
@@ -236,6 +248,11 @@ def _validate_whole_photo_grades(model_config: ml_collections.ConfigDict) -> Non
         f'config.model.{key}={model_config[key]} reads the whole photo, in training too: it '
         "needs config.model.thumbnail='photo'."
       )
+  if model_config.get('auto_levels_offset', False) and not model_config.get('auto_levels', False):
+    raise ConfigError(
+      'config.model.auto_levels_offset=True shifts the auto levels, and this model has none: '
+      'set config.model.auto_levels=True or leave the offset off.'
+    )
   grid = int(model_config.get('local_grid', 0))
   if model_config.get('local_grid_statistics', False) and not grid:
     raise ConfigError(

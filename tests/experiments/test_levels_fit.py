@@ -31,3 +31,29 @@ def test_a_per_photo_stretch_is_learned_from_the_pairs_and_holds_on_unseen_photo
     # means differ and six pairs pin their weights less well than the stretch's).
     assert scores['identity'] < 25 and scores['float'] > 35, scores
     assert abs(scores['8bit'] - scores['float']) < 1.0
+
+
+def _write_look(root, rule, counts=(('train', 6), ('test', 2))):
+  rng = np.random.default_rng(0)
+  for split, count in counts:
+    for folder in ('input', 'target'):
+      (root / split / folder).mkdir(parents=True)
+    for index in range(count):
+      low, span = rng.uniform(0.0, 0.3), rng.uniform(0.35, 0.65)
+      image = low + span * rng.random((24, 32, 3)) ** rng.uniform(0.7, 1.5)
+      image = np.round(image * 255) / 255
+      for folder, pixels in (('input', image), ('target', rule(image))):
+        codes = np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8)
+        Image.fromarray(codes).save(root / split / folder / f'photo{index}.png')
+
+
+def test_levenberg_marquardt_fits_the_stage_to_an_8_bit_step(tmp_path):
+  """The prefit's solver (optimizer.auto_levels_prefit) on the same kind of pairs: a few seconds,
+  and the held-out photos graded to within a code RMS (49 dB measured), where Adam's 600 steps
+  are held to 35 dB above."""
+  _write_look(tmp_path, _auto_levelled)
+  result = levels_fit.fit_look(
+    str(tmp_path), steps=0, sample_side=24, offset=True, solver='levenberg_marquardt'
+  )
+  for scores in result['photos'].values():
+    assert scores['identity'] < 25 and scores['float'] > 45, scores

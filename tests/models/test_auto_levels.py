@@ -124,6 +124,22 @@ def test_grey_world_is_weights_it_holds(neutral_only):
   np.testing.assert_allclose(graded, expected, atol=2e-5)
 
 
+def test_the_offset_shifts_each_channel_by_8_bit_steps():
+  """`offset`: zero at init (the identity), and a weight of -0.5 lowers every value half a step
+  of an 8-bit file, as an editor's truncation does (tests/training/test_levels_prefit.py fits
+  it)."""
+  images = _photos()
+  figures = whole_photo.photo_figures(images, tones=True)
+  model = auto_levels.AutoLevels(offset=True)
+  params = model.init(jax.random.PRNGKey(0), images, figures)['params']
+  np.testing.assert_allclose(model.apply({'params': params}, images, figures), images, atol=1e-6)
+  params = jax.tree.map(np.array, params)
+  params['offset'][:] = (-0.5, 0.0, 0.25)
+  graded = model.apply({'params': params}, images, figures)
+  expected = np.clip(np.asarray(images) + np.array([-0.5, 0.0, 0.25]) / 255, 0.0, 1.0)
+  np.testing.assert_allclose(graded, expected, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_levels_learn_auto_levels_from_pairs_and_grade_unseen_photos():
   """Trained from zero on photos of many ranges under one rule, the stage grades held-out photos
@@ -196,4 +212,13 @@ def test_the_auto_levels_loss_needs_the_stage():
     validate_config(config, training=True, check_data_files=False)
   config.loss.auto_levels = -1.0
   with pytest.raises(ConfigError, match='config.loss.auto_levels'):
+    validate_config(config, training=True, check_data_files=False)
+
+
+def test_the_offset_needs_the_stage():
+  config = _levels_config()
+  config.model.auto_levels_offset = True
+  validate_config(config, training=True, check_data_files=False)
+  config.model.update(auto_levels=False, thumbnail='crop')
+  with pytest.raises(ConfigError, match=r'auto_levels_offset=True .*model.auto_levels=True'):
     validate_config(config, training=True, check_data_files=False)

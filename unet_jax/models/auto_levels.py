@@ -19,6 +19,11 @@ rule; here the rules are linear in what the stage reads, so fitting a few weight
 
 The weights are shared by the three channels (each reads its own figures) with a bias per
 channel. All start at zero: an untrained stage is the identity.
+
+With `offset`, a learned per-channel shift follows, in steps of an 8-bit file: editors that
+write 8-bit results by truncating (OpenCV's fixed-point `>> 8`, ImageMagick's `-auto-level
+-auto-gamma` as measured) lower every value by half a step on average, which a stage that
+rounds its output to the file pays for as a whole step on half the pixels.
 """
 
 import flax.linen as nn
@@ -36,12 +41,17 @@ _TAIL = 6
 _MEAN_MARGIN = 1e-4
 # The smallest levelled value raised to the gamma (0 ** gamma has no finite gradient).
 _TINY = 1e-12
+# The offset's unit: one step of an 8-bit file, so the optimiser's steps are a fraction of one.
+_FILE_STEP = 1.0 / 255.0
 
 
 class AutoLevels(nn.Module):
   """Levels `[B, H, W, 3]` colours in [0, 1] by each photo's `figures [B, F]` (with tones,
-  `whole_photo.photo_figures`): `clip(gain * clip((x - black) / (white - black)) ** gamma)`
-  per channel. The points, gammas and gains applied are sown as `intermediates/auto_levels`."""
+  `whole_photo.photo_figures`): `clip(gain * clip((x - black) / (white - black)) ** gamma
+  + offset)` per channel (`offset` 0 unless set). The points, gammas and gains applied are sown
+  as `intermediates/auto_levels`."""
+
+  offset: bool = False
 
   @nn.compact
   def __call__(self, images: jax.Array, figures: jax.Array) -> jax.Array:
@@ -73,7 +83,10 @@ class AutoLevels(nn.Module):
     per_pixel = [v[:, None, None, :] for v in (black, span, gamma, gain)]
     black, span, gamma, gain = per_pixel
     values = jnp.clip((images.astype(jnp.float32) - black) / span, _TINY, 1.0)
-    return jnp.clip(gain * jnp.exp(gamma * jnp.log(values)), 0.0, 1.0)
+    levelled = gain * jnp.exp(gamma * jnp.log(values))
+    if self.offset:
+      levelled = levelled + _FILE_STEP * self.param('offset', nn.initializers.zeros, (3,))
+    return jnp.clip(levelled, 0.0, 1.0)
 
 
 def _broadcast_channels(pooled: jax.Array) -> jax.Array:

@@ -62,6 +62,7 @@ class UNet(nn.Module):
   exposure: bool = False
   exposure_range_ev: float = 2.0
   auto_levels: bool = False
+  auto_levels_offset: bool = False
   curves: int = 0
   local_grid: int = 0
   local_grid_statistics: bool = False
@@ -188,7 +189,8 @@ class UNet(nn.Module):
     colour table per photo, which the preview bakes (`inference/preview.py`)."""
     base = x.astype(jnp.float32)
     if self.auto_levels:
-      base = auto_levels.AutoLevels(name='auto_levels')(base, statistics)
+      levels = auto_levels.AutoLevels(self.auto_levels_offset, name='auto_levels')
+      base = levels(base, statistics)
       self.sow('intermediates', 'levelled', base)
     if self.exposure:
       base = global_grade.Exposure(self.exposure_range_ev, name='exposure')(base, statistics)

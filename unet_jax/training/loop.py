@@ -10,12 +10,20 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
 from unet_jax import data, losses, metrics, parallel
 from unet_jax.data import fingerprint
 from unet_jax.inference import evaluate
 from unet_jax.models import create_model
-from unet_jax.training import checkpoint, finetune, guards, run_record, workdir_lock
+from unet_jax.training import (
+  checkpoint,
+  finetune,
+  guards,
+  levels_prefit,
+  run_record,
+  workdir_lock,
+)
 from unet_jax.training.guards import Interrupted, TrainingStopped
 from unet_jax.training.metric_writer import (
   IntervalMetrics,
@@ -141,6 +149,14 @@ def _setup(config, workdir, checkpointer, *, init_from) -> _Session:
     if source:
       state, origin = finetune.load_weights(source, state)
       run.set_origin(origin)
+    elif config.optimizer.get('auto_levels_prefit', False):
+      fitted = levels_prefit.prefit(config, data_dir, state.params['auto_levels'])
+      # A copy in each tree: the train step donates both, and no buffer may be donated twice.
+      params, ema = (
+        {**tree, 'auto_levels': jax.device_put(jax.tree.map(np.copy, fitted), replicated)}
+        for tree in (state.params, state.ema_params)
+      )
+      state = state.replace(params=params, ema_params=ema)
   state_sharding = jax.tree.map(lambda _: replicated, state)
   log_parameter_overview(state.params, workdir)
   _log_schedule_change(config, run, int(state.step))

@@ -82,6 +82,10 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
     if factor != 1.0:
       mask = functools.partial(_module_mask, modules=modules)
       parts.append(optax.masked(optax.scale(factor), mask))
+  if opt.get('auto_levels_prefit', False):
+    # Fitted alone before the first step (training/levels_prefit.py), then held still.
+    levels = functools.partial(_module_mask, modules=('auto_levels',))
+    parts.append(optax.masked(optax.set_to_zero(), levels))
   grade_first = int(opt.get('grade_first_steps', 0))
   if grade_first > 0:
     # The U-Net holds still while the global branch learns the grade, then joins in.
