@@ -279,6 +279,15 @@ ROWS = {
       'loss.whole_photo_grade': 1.0,
     },
   ),
+  'recipe_levels_prefit_local_stats_whole': (
+    'recipe_curves_local_stats_whole with the prefitted auto levels and their offset under it',
+    {
+      **_LEVELS_PREFIT,
+      **_CURVES_LOCAL,
+      'model.local_grid_statistics': True,
+      'loss.whole_photo_grade': 1.0,
+    },
+  ),
   'local_grade_only': (
     'recipe_curves_local with the U-Net held still: the global grade, curves and local grid alone',
     {
@@ -654,6 +663,10 @@ CANDIDATES = (
   'recipe_curves_local_stats_whole',
   'recipe_levels_curves_local',
   'recipe_levels_fitted',
+  'recipe_levels_prefit',
+  'recipe_levels_prefit_local_stats_whole',
+  'levels_prefit_unet',
+  'levels_prefit_unet_grid_stats_whole',
 )
 
 

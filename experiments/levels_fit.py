@@ -162,9 +162,9 @@ def main(argv):
     for name, scores in photos.items():
       print(f'  {name}: ' + ', '.join(f'{k} {v:.2f}' for k, v in scores.items()))
   if FLAGS.output:
+    settings = {'steps': FLAGS.steps, 'offset': FLAGS.offset, 'solver': FLAGS.solver}
     with open(FLAGS.output, 'w') as f:
-      settings = {'steps': FLAGS.steps, 'offset': FLAGS.offset, 'solver': FLAGS.solver}
-    json.dump({**settings, 'results': results}, f, indent=1)
+      json.dump({**settings, 'results': results}, f, indent=1)
 
 
 if __name__ == '__main__':
