@@ -12,6 +12,7 @@ a fixed sample of pixels of every whole training pair (the figures taken of the 
 in training), and the train step then holds the stage still (`train_state.create_optimizer`).
 """
 
+import itertools
 import logging
 import time
 
@@ -27,6 +28,9 @@ from unet_jax.models import auto_levels
 # The pixels sampled over all training pairs: the Jacobian holds 3 residuals per pixel for each
 # of the stage's ~50 weights (float32: about 120 MB at this size).
 SAMPLE_PIXELS = 200_000
+# The pairs read (the split's first, in its fixed order): a few hundred photos pin the stage's
+# few dozen weights, and reading a large dataset's every photo would take longer than training.
+MAX_PAIRS = 512
 # Each pair gives at least this many pixels, whatever their number, and at most this many.
 MIN_PIXELS_PER_PAIR = 256
 MAX_PIXELS_PER_PAIR = 16_384
@@ -48,16 +52,17 @@ def sample_training_pairs(
   """A fixed random sample of each whole training pair's pixels: inputs and targets `[P, N, 3]`
   and the photo's figures `[P, F]` as the model reads them (`WholePhotoInputs.of_photo`).
 
-  The pairs are read one at a time, keeping `MAX_PIXELS_PER_PAIR` of each, then as many of
-  those as `SAMPLE_PIXELS` shares out (at least `MIN_PIXELS_PER_PAIR`; the same N for every
-  pair, at most the smallest photo's pixel count)."""
+  The split's first `MAX_PAIRS` pairs are read one at a time, keeping `MAX_PIXELS_PER_PAIR` of
+  each, then as many of those as `SAMPLE_PIXELS` shares out (at least `MIN_PIXELS_PER_PAIR`;
+  the same N for every pair, at most the smallest photo's pixel count)."""
   split_config = ml_collections.ConfigDict(config.to_dict())
   split_config.data.eval_split = config.data.train_split
   split_config.data.eval_size = None
   reads = whole_photo.WholePhotoInputs.from_model_config(config.model)
   rng = np.random.default_rng(config.seed)
   inputs, targets, figures = [], [], []
-  for example in data.create_eval_iterator(split_config, data_dir=data_dir):
+  examples = data.create_eval_iterator(split_config, data_dir=data_dir)
+  for example in itertools.islice(examples, MAX_PAIRS):
     image, target = example['input'], example['target']
     figures.append(reads.of_photo(image, coords=False)['statistics'])
     # A random order of the photo's pixels, no pixel twice: any prefix is a random sample.
