@@ -57,8 +57,8 @@ from absl import app, flags
 import configs.default
 import configs.photo
 from experiments import local_grid_fit, sweep
+from experiments.lut_fits import best_fit_lut, fit_lut
 from unet_jax import data, metrics, paths
-from unet_jax.inference import lut as inference_lut
 from unet_jax.models import lut as lut_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -452,30 +452,6 @@ def planned_runs() -> list[sweep.Run]:
   return runs
 
 
-def fit_lut(
-  inputs: list[np.ndarray], targets: list[np.ndarray], size: int = 17, curvature: float = 0.0
-) -> np.ndarray:
-  """Least-squares `[S, S, S, 3]` table mapping `inputs` to `targets` through trilinear lookup,
-  by `unet_jax.inference.lut.fit_lut`.
-
-  Where few pixels fall, the table is pulled weakly towards the identity (1e-3 of the mean
-  squared error's weight per pixel, spread over the S^3 cells), or with `curvature > 0` towards
-  the straight continuation of its neighbours (second differences, as `loss.lut_curvature`
-  does in training), with that weight instead and only a trace of the identity pull.
-  """
-  pixels = np.concatenate([i.reshape(-1, 3) for i in inputs])
-  wanted = np.concatenate([t.reshape(-1, 3) for t in targets])
-  cells = size**3
-  return inference_lut.fit_lut(
-    pixels,
-    wanted,
-    size=size,
-    smoothness=0.0,
-    curvature=curvature / cells,
-    identity_pull=(1e-9 if curvature > 0 else 1e-3) / cells,
-  )
-
-
 # The fits without training (`baselines`): name -> (fitted on, lattice points, curvature).
 FITS = {
   'best_fit_lut_joint': ('test', 17, 0.0),
@@ -550,7 +526,7 @@ def baselines(look: str) -> dict:
   }
   scores = {name: [] for name in ('identity', 'best_fit_lut', *tables)}
   for image, target in zip(*photos['test'], strict=True):
-    graded = {'identity': image, 'best_fit_lut': fit_lut([image], [target], 17, 0.0)}
+    graded = {'identity': image, 'best_fit_lut': best_fit_lut(image, target)}
     graded.update(tables)
     for name, table in graded.items():
       output = table if name == 'identity' else lut_lib.apply_lut(table, image[None], 'gather')[0]

@@ -28,6 +28,7 @@ from absl import app, flags
 
 from unet_jax import whole_photo
 from unet_jax.data import load_image
+from unet_jax.inference import lut as inference_lut
 from unet_jax.models import auto_levels
 from unet_jax.training import levels_prefit
 
@@ -56,11 +57,6 @@ def _pairs(folder: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
     target = load_image(os.path.join(folder, 'target', name))
     pairs.append((os.path.splitext(name)[0], load_image(path), target))
   return pairs
-
-
-def _psnr(output: np.ndarray, target: np.ndarray) -> float:
-  error = float(np.mean(np.square(output.astype(np.float64) - target)))
-  return 10 * np.log10(1 / error) if error else float('inf')
 
 
 def fit_look(
@@ -102,9 +98,9 @@ def fit_look(
     figure = whole_photo.photo_figures(image, True, np)[None]
     graded = np.clip(np.asarray(apply({'params': params}, image[None], figure))[0], 0, 1)
     photos[name] = {
-      'identity': _psnr(image, target),
-      'float': _psnr(graded, target),
-      '8bit': _psnr(np.round(graded * 255) / 255, target),
+      'identity': inference_lut.psnr(image, target),
+      'float': inference_lut.psnr(graded, target),
+      '8bit': inference_lut.psnr(np.round(graded * 255) / 255, target),
     }
   return {'fit_seconds': seconds, 'pairs': len(train), 'photos': photos}
 

@@ -18,21 +18,13 @@ import os
 import numpy as np
 from absl import app, flags
 
+from experiments import lut_fits
 from unet_jax.data import load_image
 from unet_jax.inference import lut as inference_lut
 from unet_jax.models import lut as lut_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
-
-# As experiments/color_head.py fits `best_fit_lut`: 17^3 points, a faint pull to the identity.
-_SIZE = 17
-_IDENTITY_PULL = 1e-3 / _SIZE**3
-
-
-def _psnr(output: np.ndarray, target: np.ndarray) -> float:
-  error = float(np.mean(np.square(output.astype(np.float64) - target)))
-  return 10 * np.log10(1 / error) if error else float('inf')
 
 
 def photo_bounds(folder: str) -> dict[str, float]:
@@ -41,15 +33,9 @@ def photo_bounds(folder: str) -> dict[str, float]:
   for path in sorted(glob.glob(os.path.join(folder, 'test', 'input', '*'))):
     image = load_image(path)
     target = load_image(os.path.join(folder, 'test', 'target', os.path.basename(path)))
-    table = inference_lut.fit_lut(
-      image.reshape(-1, 3),
-      target.reshape(-1, 3),
-      size=_SIZE,
-      smoothness=0.0,
-      identity_pull=_IDENTITY_PULL,
-    )
+    table = lut_fits.best_fit_lut(image, target)
     graded = np.asarray(lut_lib.apply_lut(table, image[None], 'gather')[0])
-    bounds[os.path.splitext(os.path.basename(path))[0]] = _psnr(graded, target)
+    bounds[os.path.splitext(os.path.basename(path))[0]] = inference_lut.psnr(graded, target)
   return bounds
 
 
