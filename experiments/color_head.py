@@ -279,6 +279,49 @@ ROWS = {
       'loss.whole_photo_grade': 1.0,
     },
   ),
+  'recipe_curves_local_extremes_whole': (
+    "recipe_curves_local_stats_whole, the grid's network also reading the local extremes "
+    '(model.local_grid_extremes)',
+    {
+      **_CURVES_LOCAL,
+      'model.local_grid_statistics': True,
+      'model.local_grid_extremes': True,
+      'loss.whole_photo_grade': 1.0,
+    },
+  ),
+  'recipe_curves_local_detail_whole': (
+    "recipe_curves_local_stats_whole, each pixel's local transform also weighing its detail "
+    'against the local means (model.local_grid_detail)',
+    {
+      **_CURVES_LOCAL,
+      'model.local_grid_statistics': True,
+      'model.local_grid_detail': True,
+      'loss.whole_photo_grade': 1.0,
+    },
+  ),
+  'recipe_curves_local_detail_extremes_whole': (
+    'recipe_curves_local_detail_whole with the local extremes: the detail also measured '
+    'between them (model.local_grid_extremes)',
+    {
+      **_CURVES_LOCAL,
+      'model.local_grid_statistics': True,
+      'model.local_grid_extremes': True,
+      'model.local_grid_detail': True,
+      'loss.whole_photo_grade': 1.0,
+    },
+  ),
+  'recipe_curves_local_detail_prefit': (
+    'recipe_curves_local_detail_extremes_whole with the local grid fitted as one transform '
+    'before training (optimizer.local_grid_prefit)',
+    {
+      **_CURVES_LOCAL,
+      'model.local_grid_statistics': True,
+      'model.local_grid_extremes': True,
+      'model.local_grid_detail': True,
+      'loss.whole_photo_grade': 1.0,
+      'optimizer.local_grid_prefit': True,
+    },
+  ),
   'recipe_levels_prefit_local_stats_whole': (
     'recipe_curves_local_stats_whole with the prefitted auto levels and their offset under it',
     {
@@ -637,6 +680,10 @@ CANDIDATES = (
   'recipe_curves_local',
   'recipe_curves_local_whole',
   'recipe_curves_local_stats_whole',
+  'recipe_curves_local_extremes_whole',
+  'recipe_curves_local_detail_whole',
+  'recipe_curves_local_detail_extremes_whole',
+  'recipe_curves_local_detail_prefit',
   'recipe_levels_curves_local',
   'recipe_levels_fitted',
   'recipe_levels_prefit',

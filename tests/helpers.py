@@ -23,6 +23,7 @@ from PIL import Image
 from configs import tiny
 from unet_jax.config import get_base_config
 from unet_jax.models import UNet
+from unet_jax.training import loop
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -237,6 +238,23 @@ def write_pairs(
     save(root / split / 'target' / f'{name}.{target_ext}', target, quality=100)
     pairs[name] = (pixels, target)
   return pairs
+
+
+def train_on_look(
+  tmp_path: pathlib.Path, look: Callable[[np.ndarray], np.ndarray], **overrides
+) -> tuple[dict, dict]:
+  """Trains `tiny_config` with dotted `overrides` for 4 steps on 6 training pairs of `look` (and
+  one held-out pair) under `tmp_path`; returns the params saved at step 2 and at step 4."""
+  root = tmp_path / 'pairs'
+  write_pairs(root, 'train', [f'p{i}' for i in range(6)], look=look)
+  write_pairs(root, 'test', ['t'], look=look, seed=9)
+  options = {'data.name': 'paired_folders', 'data.dir': str(root), **overrides}
+  workdir = str(tmp_path / 'run')
+  loop.train_and_evaluate(tiny_config(steps=4, **options), workdir)
+  first, _ = saved_params(workdir, 2)
+  last, step = saved_params(workdir, 4)
+  assert step == 4
+  return first, last
 
 
 def uniform_pairs(root: pathlib.Path, split: str, count: int, size: int = 40) -> None:

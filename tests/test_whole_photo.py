@@ -67,6 +67,34 @@ def test_of_photo_makes_what_the_model_reads():
   assert WholePhotoInputs().of_photo(photo) == {}
 
 
+def test_a_thumbnail_with_extremes_keeps_each_pixels_darkest_and_brightest_values():
+  config = _model_config(thumbnail='photo', local_grid=4, local_grid_extremes=True)
+  inputs = WholePhotoInputs.from_model_config(config)
+  assert inputs.extremes and create_model(config, task='enhance').whole_photo == inputs
+  # Texture finer than the thumbnail's pixels: 4 px squares of 0.2 and 0.8, under a gentle ramp.
+  rows, cols = np.mgrid[0:64, 0:128]
+  squares = (rows // 4 + cols // 4) % 2 == 0
+  image = np.where(squares, 0.2, 0.8)[..., None] + 0.0005 * cols[..., None]
+  image = np.repeat(image, 3, axis=-1).astype(np.float32)
+  thumbnail = inputs.thumbnail_of(image)
+  assert thumbnail.shape == (16, 16, 9)
+  np.testing.assert_allclose(thumbnail[..., :3], whole_photo.make_thumbnail(image, 16))
+  # The colours average the texture away; the extremes keep its range.
+  assert np.ptp(thumbnail[..., :3]) < 0.15
+  assert thumbnail[..., 3:6].max() < 0.35 and thumbnail[..., 6:9].min() > 0.65
+  fine = whole_photo.make_thumbnail(image, 64)
+  np.testing.assert_allclose(thumbnail[2, 5, 3:6], fine[8:12, 20:24].min(axis=(0, 1)))
+  np.testing.assert_allclose(thumbnail[2, 5, 6:9], fine[8:12, 20:24].max(axis=(0, 1)))
+  assert fine.shape == (64, 64, 3)
+  # In the graph (a call that passes no thumbnail) the same, to the resizes' difference.
+  in_graph = inputs.fill_in(image[None], None, None, None)[0][0]
+  np.testing.assert_allclose(in_graph, thumbnail, atol=0.02)
+  # The colours alone, for the whole-photo term's target; and models without the option.
+  assert inputs.colour_thumbnail_of(image).shape == (16, 16, 3)
+  plain = _model_config(thumbnail='photo', local_grid=4)
+  assert WholePhotoInputs.from_model_config(plain).thumbnail_of(image).shape == (16, 16, 3)
+
+
 def test_a_photo_past_the_metering_limit_is_read_through_a_stride():
   """Its thumbnail and figures come off every 2nd row and column, close to all its pixels'."""
   image = photo(2000, 1400, seed=3)  # 2.8 MP

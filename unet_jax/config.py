@@ -88,6 +88,15 @@ def get_base_config() -> ml_collections.ConfigDict:
   # two windows (1/32 and 1/16 of the frame): for local normalisations, which divide by a
   # neighbourhood's spread. Needs local_grid.
   model.local_grid_statistics = False
+  # Whether the thumbnail also carries each of its pixels' darkest and brightest values, and the
+  # local grid's network reads their extremes over the same windows and the inverse of their
+  # range: for local min-max stretches, whose range a thumbnail's averages lose. Needs local_grid.
+  model.local_grid_extremes = False
+  # Whether each pixel's local transform also weighs its detail: the photo minus the local means
+  # (and, with the extremes, its place between the local darkest and brightest values) over the
+  # same windows, sliced from the thumbnail: a local contrast is then one transform over the
+  # frame (models/local_affine.py). Needs local_grid.
+  model.local_grid_detail = False
 
   config.loss = loss = ml_collections.ConfigDict()
   # Weights of the combined loss; 0 switches a term off. The seed's best practice:
@@ -180,6 +189,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # an editor's auto rule is matched only when the stage's few weights are nearly exact, which
   # Adam on crops does not reach. A fresh run only (a resume or fine-tune keeps its weights).
   opt.auto_levels_prefit = False
+  # Fit the local grid as one transform over the frame (least squares on a sample of each whole
+  # pair's pixels, training/grid_prefit.py) before the first step: with model.local_grid_detail
+  # an editor's local filter is mostly that one transform, which Adam from zero reaches slowly.
+  # The grid then learns on from there. A fresh run only. Needs model.local_grid.
+  opt.local_grid_prefit = False
 
   # What counts as a diverging run (guards.DivergenceMonitor): a logged loss above loss_factor
   # times its lowest so far for `patience` logs in a row, or an eval PSNR more than

@@ -102,6 +102,18 @@ def _validate_loss(config: ml_collections.ConfigDict) -> None:
         'and config.optimizer.auto_levels_prefit=True holds them still after fitting them first: '
         'set one of the two.'
       )
+  if config.optimizer.get('local_grid_prefit', False):
+    if not config.model.get('local_grid', 0):
+      raise ConfigError(
+        'config.optimizer.local_grid_prefit=True fits the local grid before training, and this '
+        'model has none: set config.model.local_grid (e.g. 32) or leave the prefit off.'
+      )
+    if config.optimizer.get('auto_levels_prefit', False):
+      raise ConfigError(
+        'config.optimizer.local_grid_prefit=True fits the local grid to the input photos, and '
+        'config.optimizer.auto_levels_prefit=True changes them before the grid reads them: set '
+        'one of the two.'
+      )
   whole = config.loss.get('whole_photo_grade', 0.0)
   inputs = WholePhotoInputs.from_model_config(config.model)
   if whole > 0 and not (
@@ -254,11 +266,12 @@ def _validate_whole_photo_grades(model_config: ml_collections.ConfigDict) -> Non
       'set config.model.auto_levels=True or leave the offset off.'
     )
   grid = int(model_config.get('local_grid', 0))
-  if model_config.get('local_grid_statistics', False) and not grid:
-    raise ConfigError(
-      'config.model.local_grid_statistics=True feeds the local grid, and this model has none: '
-      'set config.model.local_grid (e.g. 32) or leave the statistics off.'
-    )
+  for key in ('local_grid_statistics', 'local_grid_extremes', 'local_grid_detail'):
+    if model_config.get(key, False) and not grid:
+      raise ConfigError(
+        f'config.model.{key}=True feeds the local grid, and this model has none: '
+        'set config.model.local_grid (e.g. 32) or leave it off.'
+      )
   if grid:
     ratio = model_config.thumbnail_size / grid
     if ratio < 1 or ratio != int(ratio) or int(ratio) & (int(ratio) - 1):

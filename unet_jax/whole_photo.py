@@ -4,7 +4,9 @@ A training crop and a predict tile are parts of a photo; the global branch of a 
 exposure, the adaptive LUT's weights, the thumbnail global context, the frame gain) reads the
 photo they were cut from, so that every part of a photo is graded alike:
 
-- a thumbnail: `[T, T, 3]`, the whole frame squeezed to a square (`make_thumbnail`);
+- a thumbnail: `[T, T, 3]`, the whole frame squeezed to a square (`make_thumbnail`); for models
+  with `model.local_grid_extremes`, `[T, T, 9]`: each thumbnail pixel's colour, then the darkest
+  and the brightest value of each channel inside it (`cell_extremes`);
 - metering statistics: `[8]` figures of the photo's light and colour cast (`photo_statistics`),
   followed, for models with tone curves or auto levels, by `[3 * len(TONE_QUANTILES)]`
   quantiles of each channel (`tone_quantiles`), the 3 channel means (`channel_means`) and the 3
@@ -35,6 +37,9 @@ _LOG_FLOOR = 1e-4
 # Metering is relative to middle grey: a photo whose key is 18 % grey reads 0.
 _MIDDLE_GREY = 0.18
 _PERCENTILES = (10.0, 50.0, 90.0)
+# `cell_extremes` reads each thumbnail pixel's extremes off a view this many times finer per side:
+# close to the pixels of a 1 MP photo at a 128 px thumbnail, and a fixed cost at 24 MP.
+EXTREMES_SUBCELLS = 4
 # The darkest value metered: its decoded light (1e-26) is 0 for every figure, and its log is finite.
 _DARKEST = 1e-12
 # Where `photo_statistics` puts the key (the mean log luminance) among its figures.
@@ -278,6 +283,16 @@ def make_thumbnail(image: np.ndarray, size: int) -> np.ndarray:
   return resize_image(np.asarray(image, np.float32), size, size)
 
 
+def cell_extremes(fine: Any, size: int, xp: Any = jnp) -> Any:
+  """`[..., k size, k size, C]` -> `[..., size, size, 2 C]`: the darkest, then the brightest,
+  value of each channel inside each of `size^2` cells of `k^2` pixels, with `xp` numpy or
+  jax.numpy. A thumbnail averages a cell's pixels, so the range of its values (what a local
+  normalisation divides by) shrinks to nothing over fine texture; the cell's extremes keep it."""
+  sub = fine.shape[-2] // size
+  cells = fine.reshape(*fine.shape[:-3], size, sub, size, sub, fine.shape[-1])
+  return xp.concatenate([cells.min(axis=(-4, -2)), cells.max(axis=(-4, -2))], axis=-1)
+
+
 def resize_thumbnail(images: jax.Array, size: int) -> jax.Array:
   """`[B, H, W, 3]` -> `[B, size, size, 3]` (antialiased): the in-graph thumbnail of the input
   itself, for calls that pass none (a model reading the crop, an exported tile program)."""
@@ -291,7 +306,8 @@ def resize_thumbnail(images: jax.Array, size: int) -> jax.Array:
 class WholePhotoInputs:
   """Which whole-photo inputs a model reads, and where they come from.
 
-  `thumbnail_size`: the side of the thumbnail it reads (0: none). `statistics`: it reads the
+  `thumbnail_size`: the side of the thumbnail it reads (0: none); `extremes`: with each
+  thumbnail pixel's darkest and brightest values after its colour. `statistics`: it reads the
   metering figures; `tones`: with each channel's quantiles after them. `coords`: it reads pixel
   coordinates. `of_whole_photo`
   (`model.thumbnail='photo'`): training gives the thumbnail and figures of the whole photo;
@@ -300,6 +316,7 @@ class WholePhotoInputs:
   """
 
   thumbnail_size: int = 0
+  extremes: bool = False
   statistics: bool = False
   tones: bool = False
   coords: bool = False
@@ -320,6 +337,7 @@ class WholePhotoInputs:
     )
     return cls(
       thumbnail_size=int(model.thumbnail_size) if reads_thumbnail else 0,
+      extremes=local and bool(getattr(model, 'local_grid_extremes', False)),
       statistics=bool(model.thumbnail_stats) or exposure or tones,
       tones=tones,
       coords=bool(model.coords) or int(model.frame_gain) > 0 or local,
@@ -349,8 +367,17 @@ class WholePhotoInputs:
     return out
 
   def thumbnail_of(self, image: np.ndarray) -> np.ndarray:
-    """`[T, T, 3]`: the thumbnail this model reads of a `[H, W, 3]` photo (through
-    `metering_view`); also the target's, for `loss.whole_photo_grade`."""
+    """`[T, T, 3]` (`[T, T, 9]` with `extremes`): the thumbnail this model reads of a
+    `[H, W, 3]` photo, through `metering_view`."""
+    view = metering_view(image)
+    thumbnail = make_thumbnail(view, self.thumbnail_size)
+    if not self.extremes:
+      return thumbnail
+    fine = make_thumbnail(view, EXTREMES_SUBCELLS * self.thumbnail_size)
+    return np.concatenate([thumbnail, cell_extremes(fine, self.thumbnail_size, np)], axis=-1)
+
+  def colour_thumbnail_of(self, image: np.ndarray) -> np.ndarray:
+    """`[T, T, 3]`: the thumbnail's colours alone (the target's, for `loss.whole_photo_grade`)."""
     return make_thumbnail(metering_view(image), self.thumbnail_size)
 
   def fill_in(
@@ -364,6 +391,9 @@ class WholePhotoInputs:
     photos; those the model does not read stay None."""
     if self.thumbnail_size and thumbnail is None:
       thumbnail = resize_thumbnail(images, self.thumbnail_size)
+      if self.extremes:
+        fine = resize_thumbnail(images, EXTREMES_SUBCELLS * self.thumbnail_size)
+        thumbnail = jnp.concatenate([thumbnail, cell_extremes(fine, self.thumbnail_size)], -1)
     if self.statistics and statistics is None:
       statistics = photo_figures(images, self.tones)
     if self.coords and coords is None:

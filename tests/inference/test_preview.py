@@ -36,10 +36,15 @@ def test_separable_slice_of_a_frame_field_is_the_pointwise_one():
   np.testing.assert_allclose(np.moveaxis(np.asarray(planes), 0, -1), pointwise, atol=1e-6)
 
 
-def test_a_lut_with_a_local_grid_and_a_frame_gain_is_graded_exactly():
+@pytest.mark.parametrize(
+  'detail',
+  [{}, dict(local_grid_detail=True, local_grid_extremes=True)],
+  ids=['grid', 'grid_weighing_detail'],
+)
+def test_a_lut_with_a_local_grid_and_a_frame_gain_is_graded_exactly(detail):
   # 65 - 1 is a multiple of 9 - 1: the baked table holds the colour head's LUT exactly, and
   # the frame parts are sliced as the model slices them. The last band is padded (97 rows).
-  model = _model(color_head='lut', frame_gain=5, local_grid=8, thumbnail_size=32)
+  model = _model(color_head='lut', frame_gain=5, local_grid=8, thumbnail_size=32, **detail)
   variables = random_variables(model)
   image = photo(*PHOTO_SIZE, seed=8)
   exact = _global_grade(model, variables, image)

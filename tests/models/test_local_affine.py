@@ -8,6 +8,7 @@ import pytest
 from tests.helpers import tiny_config
 from unet_jax import whole_photo
 from unet_jax.models import local_affine
+from unet_jax.models.global_grade import sample_frame_field
 from unet_jax.validation import ConfigError, validate_config
 
 
@@ -44,9 +45,10 @@ def test_each_cell_holds_at_its_centre_and_blends_between():
 def test_a_tile_is_graded_as_its_part_of_the_whole_photo():
   height, width = 40, 56
   photo = jax.random.uniform(jax.random.PRNGKey(1), (1, height, width, 3))
-  thumbnail = whole_photo.resize_thumbnail(photo, 32)
-  # With the thumbnail's local statistics: they too are the whole photo's, not the tile's.
-  model = local_affine.LocalAffine(grid=8, features=8, statistics=True)
+  inputs = whole_photo.WholePhotoInputs(thumbnail_size=32, extremes=True)
+  thumbnail = inputs.fill_in(photo, None, None, None)[0]
+  # With the thumbnail's local statistics, extremes and detail: they too are the whole photo's.
+  model = local_affine.LocalAffine(grid=8, features=8, statistics=True, extremes=True, detail=True)
   variables = model.init(jax.random.PRNGKey(2), photo, thumbnail, _coords(height, width))
   # Random coefficients in place of the zero-initialised last layer, so the grid is not flat.
   last = variables['params']['coefficients']
@@ -89,13 +91,62 @@ def test_local_statistics_are_each_windows_mean_and_spread_inside_the_frame():
   np.testing.assert_allclose(flat[..., 6:9], 1.0, atol=0.05)
 
 
-def test_local_statistics_without_a_local_grid_are_refused_naming_both_options():
-  overrides = {'model.thumbnail': 'photo', 'model.curves': 8, 'model.thumbnail_size': 64}
-  with pytest.raises(ConfigError, match=r'local_grid_statistics=True .* config\.model\.local_grid'):
-    validate_config(tiny_config(**overrides, **{'model.local_grid_statistics': True}))
-  validate_config(
-    tiny_config(**overrides, **{'model.local_grid_statistics': True, 'model.local_grid': 16})
+def test_local_extremes_are_each_windows_extremes_and_the_inverse_of_their_range():
+  extremes = jax.random.uniform(jax.random.PRNGKey(7), (1, 64, 64, 6))
+  extremes = extremes.at[..., 3:].add(1.0)  # the brightest above the darkest
+  features = np.asarray(local_affine.local_extremes(extremes))
+  assert features.shape == (1, 64, 64, 32)
+  darkest, brightest = np.asarray(extremes)[0, ..., :3], np.asarray(extremes)[0, ..., 3:]
+  for window, radius in enumerate((2, 4)):  # 1/32 and 1/16 of 64 px
+    low, high, inverse, scaled = np.split(features[0, ..., 16 * window : 16 * (window + 1)], 4, -1)
+    for y, x in ((0, 0), (10, 63), (31, 32), (63, 5)):  # corners, edges and the middle
+      inside = np.s_[max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1]
+      np.testing.assert_allclose(low[y, x, :3], darkest[inside].min(axis=(0, 1)))
+      np.testing.assert_allclose(high[y, x, :3], brightest[inside].max(axis=(0, 1)))
+      np.testing.assert_allclose(low[y, x, 3], darkest[inside].min())  # over all channels
+      np.testing.assert_allclose(high[y, x, 3], brightest[inside].max())
+    np.testing.assert_allclose(inverse, 0.02 / (high - low + 0.02), rtol=1e-6)
+    np.testing.assert_allclose(scaled, low * inverse, rtol=1e-6)
+  # A flat photo: no range, an inverse of 1.
+  flat = np.asarray(local_affine.local_extremes(jnp.full((1, 32, 32, 6), 0.3)))
+  np.testing.assert_allclose(flat[..., 8:12], 1.0, atol=1e-6)
+
+
+def test_the_detail_weights_make_a_local_contrast_and_a_local_stretch():
+  """A grid whose only coefficients weigh the detail by `s` adds `s` times the photo minus its
+  local mean, and `s` times its place between its local extremes: the same weights everywhere."""
+  photo = jax.random.uniform(jax.random.PRNGKey(8), (1, 40, 56, 3))
+  inputs = whole_photo.WholePhotoInputs(thumbnail_size=32, extremes=True)
+  thumbnail = inputs.fill_in(photo, None, None, None)[0]
+  coords = _coords(40, 56)
+  guides = local_affine.guide_fields(thumbnail, extremes=True)
+  assert guides.shape == (1, 32, 32, 10)
+  fields = jax.vmap(sample_frame_field)(guides, local_affine.cell_lattice(coords, 32))
+  for block, scale in ((0, 0.5), (1, -0.3), (3, 0.7)):  # mean 1/32, extremes 1/32, extremes 1/16
+    grid = np.zeros((1, 4, 4, 12 + 9 * 4), np.float32)
+    grid[..., 12 + 9 * block : 12 + 9 * (block + 1)] = scale * np.eye(3).reshape(9)
+    graded = local_affine.slice_affine(jnp.asarray(grid), photo, coords, guides, photo)
+    start = 5 * (block // 2)
+    if block % 2 == 0:
+      expected = photo + scale * (photo - fields[..., start : start + 3])
+    else:
+      low, inverse = fields[..., start + 3 : start + 4], fields[..., start + 4 : start + 5]
+      expected = photo + scale * (photo - low) * inverse
+    np.testing.assert_allclose(graded, expected, atol=1e-5)
+  # The local mean is the box mean of the thumbnail's colours, as the statistics read it.
+  np.testing.assert_allclose(
+    guides[..., :3], local_affine.local_statistics(thumbnail[..., :3])[..., :3], atol=1e-6
   )
+
+
+@pytest.mark.parametrize(
+  'option', ['local_grid_statistics', 'local_grid_extremes', 'local_grid_detail']
+)
+def test_the_local_grids_inputs_without_a_local_grid_are_refused_naming_both_options(option):
+  overrides = {'model.thumbnail': 'photo', 'model.curves': 8, 'model.thumbnail_size': 64}
+  with pytest.raises(ConfigError, match=rf'{option}=True .* config\.model\.local_grid'):
+    validate_config(tiny_config(**overrides, **{f'model.{option}': True}))
+  validate_config(tiny_config(**overrides, **{f'model.{option}': True, 'model.local_grid': 16}))
 
 
 @pytest.mark.parametrize(

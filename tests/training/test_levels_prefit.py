@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from tests import helpers
-from tests.helpers import saved_params, tiny_config
+from tests.helpers import tiny_config
 from unet_jax import whole_photo
 from unet_jax.models import auto_levels
-from unet_jax.training import levels_prefit, loop
+from unet_jax.training import levels_prefit
 from unet_jax.validation import ConfigError, validate_config
 
 
@@ -65,26 +65,17 @@ def test_the_fit_recovers_an_editors_rule_and_grades_unseen_photos_to_its_file(r
 
 @pytest.mark.slow
 def test_a_prefit_run_starts_from_the_fitted_levels_and_holds_them(tmp_path):
-  root = tmp_path / 'pairs'
   look = lambda x: _grey_world_truncated(x[None])[0] + 0.25 / 255  # rounded to the same file
-  helpers.write_pairs(root, 'train', [f'p{i}' for i in range(6)], look=look)
-  helpers.write_pairs(root, 'test', ['t'], look=look, seed=9)
-  config = tiny_config(
-    steps=4,
+  first, last = helpers.train_on_look(
+    tmp_path,
+    look,
     **{
-      'data.name': 'paired_folders',
-      'data.dir': str(root),
       'model.thumbnail': 'photo',
       'model.auto_levels': True,
       'model.auto_levels_offset': True,
       'optimizer.auto_levels_prefit': True,
     },
   )
-  workdir = str(tmp_path / 'run')
-  loop.train_and_evaluate(config, workdir)
-  first, _ = saved_params(workdir, 2)
-  last, step = saved_params(workdir, 4)
-  assert step == 4
   # Fitted before step 1: the gains moved off the identity; held still from then on.
   assert np.abs(first['auto_levels']['gain']['linear']['kernel']).max() > 0.5
   jax.tree.map(np.testing.assert_array_equal, first['auto_levels'], last['auto_levels'])

@@ -60,8 +60,8 @@ class AddWholePhoto(grain.transforms.Map):
   photo, the crop, rotation and flips carry along like the image.
 
   With `target_thumbnail` (`loss.whole_photo_grade`), the whole target too: `'target_thumbnail'`
-  `[T, T, 3]`, made as the input's thumbnail is, and `'thumbnail_coords'` `[T, T, 2]`, the
-  position in the photo of each thumbnail pixel; both flipped and turned with the thumbnail.
+  `[T, T, 3]`, made as the input thumbnail's colours are, and `'thumbnail_coords'` `[T, T, 2]`,
+  the position in the photo of each thumbnail pixel; both flipped and turned with the thumbnail.
   """
 
   inputs: WholePhotoInputs = WholePhotoInputs()
@@ -72,7 +72,7 @@ class AddWholePhoto(grain.transforms.Map):
     example = {**example, **self.inputs.of_photo(source)}
     if self.target_thumbnail:
       size = self.inputs.thumbnail_size
-      example['target_thumbnail'] = self.inputs.thumbnail_of(example['target'])
+      example['target_thumbnail'] = self.inputs.colour_thumbnail_of(example['target'])
       example['thumbnail_coords'] = photo_coords(np.arange(size), np.arange(size), size, size)
     return example
 

@@ -11,7 +11,9 @@ The grade has two kinds of part (`UNet._global_grade`):
   interpolation is the only difference from the parts themselves (BENCHMARKS.md).
 - Frame parts (the local affine grid, the frame gain) are coarse lattices over the frame,
   sliced at every pixel. A band of whole rows slices them separably
-  (`global_grade.frame_field_planes`), as exact as the pointwise slice.
+  (`global_grade.frame_field_planes`), as exact as the pointwise slice. A grid that weighs each
+  pixel's detail (`model.local_grid_detail`) also reads the photo's own pixels and its guide
+  fields: it is sliced pointwise, by the model's own `local_affine.slice_affine`.
 
 Training never takes this path: the parts' own code grades there, so their gradients are exact.
 """
@@ -56,7 +58,8 @@ def grade_lut_only(
     )
   image = grading.check_image(model, image)
   height, width = image.shape[:2]
-  table, grid, gain = photo_parts(model, variables, grading.photo_inputs(model, image), table_size)
+  inputs = grading.photo_inputs(model, image)
+  table, grid, gain, guides = photo_parts(model, variables, inputs, table_size)
   band = min(rows_per_call, height)
   # Rows past the photo's last (the last band's padding) take its coordinates.
   padded_rows = np.minimum(np.arange(height + band), height - 1)
@@ -69,7 +72,7 @@ def grade_lut_only(
     stop = min(top + band, height)
     rows[: stop - top] = image[top:stop]
     ys = jnp.asarray(row_coords[top : top + band])
-    result = _grade_band(table, grid, gain, jnp.asarray(rows), ys, col_coords)
+    result = _grade_band(table, grid, gain, guides, jnp.asarray(rows), ys, col_coords)
     if pending is not None:
       output[pending[0] : pending[1]] = np.asarray(pending[2])[: pending[1] - pending[0]]
     pending = (top, stop, result)
@@ -80,10 +83,11 @@ def grade_lut_only(
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def photo_parts(
   model: nn.Module, variables: Any, photo: dict[str, jax.Array], table_size: int
-) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+) -> tuple[jax.Array, jax.Array | None, jax.Array | None, jax.Array | None]:
   """The grade of one photo (`photo`: its `grading.photo_inputs`) as its parts: the colour
-  parts baked into a `[S, S, S, 3]` table, the local affine grid `[G, G, 12]` and the frame
-  gain's lattice `[F, F, 3]` (None for a part the model lacks)."""
+  parts baked into a `[S, S, S, 3]` table, the local affine grid `[G, G, 12 (+ 9 K)]`, the frame
+  gain's lattice `[F, F, 3]` and the grid's guide fields `[T, T, 5 K]` (None for a part the
+  model lacks)."""
   lattice = lut_lib.identity_lut(table_size).reshape(1, table_size**2, table_size, 3)
   _, state = model.apply(
     variables,
@@ -99,7 +103,9 @@ def photo_parts(
   table = sown['colour_grade'][0].reshape(table_size, table_size, table_size, 3)
   grid = sown['local_affine']['local_affine'][0][0] if model.local_grid else None
   gain = sown['frame_gain']['frame_gain'][0] if model.frame_gain else None
-  return table, grid, gain
+  detail = model.local_grid and model.local_grid_detail
+  guides = sown['local_affine']['local_guides'][0][0] if detail else None
+  return table, grid, gain, guides
 
 
 @jax.jit
@@ -107,6 +113,7 @@ def _grade_band(
   table: jax.Array,
   grid: jax.Array | None,
   gain: jax.Array | None,
+  guides: jax.Array | None,
   rows: jax.Array,
   ys: jax.Array,
   xs: jax.Array,
@@ -117,7 +124,12 @@ def _grade_band(
   three), each frame field's planes are fused into the one sum that reads them. Interleaved
   channels, or the table fused into three readers, take two to four times as long on a CPU."""
   colours = jax.lax.optimization_barrier(_look_up_planes(table, rows))
-  if grid is not None:
+  if guides is not None:
+    coords = jnp.stack(jnp.meshgrid(ys, xs, indexing='ij'), axis=-1)[None]
+    graded = jnp.moveaxis(colours, 0, -1)[None]
+    sliced = local_affine.slice_affine(grid[None], graded, coords, guides[None], rows[None])
+    colours = jnp.moveaxis(sliced[0], -1, 0)
+  elif grid is not None:
     cells = grid.shape[0]
     field = global_grade.frame_field_planes(
       grid, local_affine.cell_lattice(ys, cells), local_affine.cell_lattice(xs, cells)

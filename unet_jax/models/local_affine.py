@@ -14,6 +14,21 @@ bounded inverse of the spreads) over two windows. A local normalisation divides 
 distance from its neighbourhood's mean by that neighbourhood's spread: a division that a few
 convolutions of the colours learn poorly from a hundred pairs, and that these inputs hand the
 network directly.
+
+With `extremes`, the thumbnail carries each of its pixels' darkest and brightest values
+(`whole_photo.cell_extremes`), and the grid network also reads their extremes over the same two
+windows, the bounded inverse of the range between them, and the darkest value times that
+inverse. A local min-max stretch (G'MIC's `normalize_local`) maps each pixel to
+`(x - darkest) / range` around it: the grid's gain and offset are then those last two inputs,
+which a thumbnail's averaged pixels cannot give (its range shrinks to nothing over fine texture).
+
+With `detail`, each pixel's transform also weighs its detail against its neighbourhood
+(`guide_fields`, read off the thumbnail and sliced at the pixel): the photo's value minus the
+local mean, and with `extremes` its place between the local darkest and brightest values, over
+each window. A local contrast (`x + s (x - mean)`) or a local min-max stretch is then mostly
+one transform over the whole frame, where without it each cell's offset must follow the photo's
+blur. Adam reaches that transform slowly from the zero start; `optimizer.local_grid_prefit`
+(training/grid_prefit.py) fits it before the first step.
 """
 
 import flax.linen as nn
@@ -37,19 +52,32 @@ SPREAD_FLOOR = 0.02
 
 class LocalAffine(nn.Module):
   """`[B, H, W, 3]` colours -> the same, each pixel through the affine transform sliced from a
-  `[B, grid, grid, 12]` grid read off the `thumbnail [B, T, T, 3]` of its whole photo, at its
+  `[B, grid, grid, 12]` grid read off the `thumbnail [B, T, T, 3]` of its whole photo (`9`
+  channels with `extremes`: the colours, then each pixel's darkest and brightest values), at its
   `coords [B, H, W, 2]` (y, x in [-1, 1]). The grid's last layer starts at zero: the identity.
   `T / grid` must be a power of two (the thumbnail is halved down to the grid)."""
 
   grid: int = 32
   features: int = 32
   statistics: bool = False
+  extremes: bool = False
+  detail: bool = False
 
   @nn.compact
-  def __call__(self, images: jax.Array, thumbnail: jax.Array, coords: jax.Array) -> jax.Array:
+  def __call__(
+    self,
+    images: jax.Array,
+    thumbnail: jax.Array,
+    coords: jax.Array,
+    photo: jax.Array | None = None,
+  ) -> jax.Array:
+    """`photo`: the input the detail is measured on (`detail`; default `images`)."""
     features = thumbnail.astype(jnp.float32)
+    colours = features[..., :3]
     if self.statistics:
-      features = jnp.concatenate([features, local_statistics(features)], axis=-1)
+      features = jnp.concatenate([features, local_statistics(colours)], axis=-1)
+    if self.extremes:
+      features = jnp.concatenate([features, local_extremes(thumbnail[..., 3:9])], axis=-1)
     size, stage = thumbnail.shape[1], 0
     while size > self.grid:
       features = nn.Conv(self.features, (3, 3), strides=(2, 2), name=f'down_{stage}')(features)
@@ -63,11 +91,14 @@ class LocalAffine(nn.Module):
     whole = nn.Dense(self.features, name='whole_frame')(jnp.mean(features, axis=(1, 2)))
     features = nn.leaky_relu(features + whole[:, None, None, :], 0.2)
     zeros = nn.initializers.zeros
-    grid = nn.Conv(COEFFICIENTS, (1, 1), kernel_init=zeros, bias_init=zeros, name='coefficients')(
-      features
-    )
+    guides = guide_fields(thumbnail, self.extremes) if self.detail else None
+    count = COEFFICIENTS + (9 * detail_blocks(self.extremes) if self.detail else 0)
+    grid = nn.Conv(count, (1, 1), kernel_init=zeros, bias_init=zeros, name='coefficients')(features)
     self.sow('intermediates', 'local_affine', grid)
-    return slice_affine(grid, images, coords)
+    if guides is not None:
+      self.sow('intermediates', 'local_guides', guides)
+    photo = images if photo is None else photo
+    return slice_affine(grid, images, coords, guides, photo)
 
 
 def local_statistics(thumbnail: jax.Array) -> jax.Array:
@@ -81,6 +112,26 @@ def local_statistics(thumbnail: jax.Array) -> jax.Array:
     mean = _box_mean(thumbnail, radius)
     spread = jnp.sqrt(jnp.maximum(_box_mean(thumbnail * thumbnail, radius) - mean * mean, 0.0))
     outputs += [mean, spread, SPREAD_FLOOR / (spread + SPREAD_FLOOR)]
+  return jnp.concatenate(outputs, axis=-1)
+
+
+def local_extremes(extremes: jax.Array) -> jax.Array:
+  """`[B, T, T, 6]` each thumbnail pixel's darkest and brightest values per channel ->
+  `[B, T, T, 16 * len(STATISTICS_RADII)]`: per window (`STATISTICS_RADII`), the darkest and
+  brightest values around each pixel per channel and over all channels (8), the bounded inverse
+  `SPREAD_FLOOR / (range + SPREAD_FLOOR)` of each of the four ranges, and the darkest value
+  times it (4 + 4). Square windows, cut at the frame's edges."""
+  darkest, brightest = extremes[..., :3], extremes[..., 3:]
+  darkest = jnp.concatenate([darkest, darkest.min(axis=-1, keepdims=True)], axis=-1)
+  brightest = jnp.concatenate([brightest, brightest.max(axis=-1, keepdims=True)], axis=-1)
+  size, outputs = extremes.shape[1], []
+  for fraction in STATISTICS_RADII:
+    side = 2 * max(1, round(fraction * size)) + 1
+    window, ones = (1, side, side, 1), (1, 1, 1, 1)
+    low = jax.lax.reduce_window(darkest, jnp.inf, jax.lax.min, window, ones, 'SAME')
+    high = jax.lax.reduce_window(brightest, -jnp.inf, jax.lax.max, window, ones, 'SAME')
+    inverse = SPREAD_FLOOR / (high - low + SPREAD_FLOOR)
+    outputs += [low, high, inverse, low * inverse]
   return jnp.concatenate(outputs, axis=-1)
 
 
@@ -105,15 +156,70 @@ def _inside(length: int, radius: int) -> np.ndarray:
   return np.minimum(index + radius, length - 1) - np.maximum(index - radius, 0) + 1
 
 
-def slice_affine(grid: jax.Array, images: jax.Array, coords: jax.Array) -> jax.Array:
-  """Applies `grid [B, G, G, 12]` (cell centres over the frame) at each pixel's `coords`.
+def detail_blocks(extremes: bool) -> int:
+  """How many `[3]` detail inputs each pixel's transform weighs (`guide_fields`)."""
+  return len(STATISTICS_RADII) * (2 if extremes else 1)
+
+
+def guide_fields(thumbnail: jax.Array, extremes: bool) -> jax.Array:
+  """`[B, T, T, 3 (+ 6)]` thumbnail -> `[B, T, T, G]`, what each pixel's detail is measured
+  against, per window (`STATISTICS_RADII`): the local mean of each channel (3) and, with
+  `extremes`, the darkest value over all channels and the inverse `1 / (range + SPREAD_FLOOR)`
+  of the range up to the brightest (2), both box-averaged over the window again so the fields
+  are as smooth as an editor's blurred masks."""
+  colours, size, fields = thumbnail[..., :3].astype(jnp.float32), thumbnail.shape[1], []
+  for fraction in STATISTICS_RADII:
+    radius = max(1, round(fraction * size))
+    fields.append(_box_mean(colours, radius))
+    if extremes:
+      side = 2 * radius + 1
+      window, ones = (1, side, side, 1), (1, 1, 1, 1)
+      darkest = thumbnail[..., 3:6].min(axis=-1, keepdims=True).astype(jnp.float32)
+      brightest = thumbnail[..., 6:9].max(axis=-1, keepdims=True).astype(jnp.float32)
+      low = jax.lax.reduce_window(darkest, jnp.inf, jax.lax.min, window, ones, 'SAME')
+      high = jax.lax.reduce_window(brightest, -jnp.inf, jax.lax.max, window, ones, 'SAME')
+      low, high = _box_mean(low, radius), _box_mean(high, radius)
+      fields += [low, 1.0 / (high - low + SPREAD_FLOOR)]
+  return jnp.concatenate(fields, axis=-1)
+
+
+def pixel_detail(guides: jax.Array, photo: jax.Array, coords: jax.Array) -> jax.Array:
+  """`guides [B, T, T, G]` (`guide_fields`), the `photo [B, H, W, 3]` and its `coords` ->
+  `[B, H, W, K, 3]`: per window, the photo minus the local mean and, with extremes, its place
+  `(x - darkest) / (range + SPREAD_FLOOR)` between the local extremes."""
+  field = jax.vmap(global_grade.sample_frame_field)(guides, cell_lattice(coords, guides.shape[1]))
+  colours, blocks, start = photo.astype(jnp.float32), [], 0
+  per_window = guides.shape[-1] // len(STATISTICS_RADII)  # 3, or 5 with the extremes
+  for _ in STATISTICS_RADII:
+    blocks.append(colours - field[..., start : start + 3])
+    if per_window > 3:
+      low, inverse = field[..., start + 3 : start + 4], field[..., start + 4 : start + 5]
+      blocks.append((colours - low) * inverse)
+    start += per_window
+  return jnp.stack(blocks, axis=-2)
+
+
+def slice_affine(
+  grid: jax.Array,
+  images: jax.Array,
+  coords: jax.Array,
+  guides: jax.Array | None = None,
+  photo: jax.Array | None = None,
+) -> jax.Array:
+  """Applies `grid [B, G, G, 12 (+ 9 K)]` (cell centres over the frame) at each pixel's `coords`;
+  with `guides` (`guide_fields`), its last `9 K` coefficients weigh `photo`'s detail.
 
   The grid's cells tile the frame as a convolution's outputs do: cell `i`'s centre sits at
   `(i + 0.5) / G` of the frame. Between centres the coefficients are bilinear; beyond the outer
   centres they hold their edge value.
   """
   field = jax.vmap(global_grade.sample_frame_field)(grid, cell_lattice(coords, grid.shape[1]))
-  return apply_affine(field, images)
+  graded = apply_affine(field[..., :COEFFICIENTS], images)
+  if guides is None:
+    return graded
+  detail = pixel_detail(guides, images if photo is None else photo, coords)
+  weights = field[..., COEFFICIENTS:].reshape(*detail.shape[:-2], -1, 3, 3)
+  return graded + jnp.einsum('...kij,...kj->...i', weights, detail)
 
 
 def cell_lattice(coords: jax.Array, cells: int) -> jax.Array:

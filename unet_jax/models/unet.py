@@ -66,6 +66,8 @@ class UNet(nn.Module):
   curves: int = 0
   local_grid: int = 0
   local_grid_statistics: bool = False
+  local_grid_extremes: bool = False
+  local_grid_detail: bool = False
 
   @property
   def whole_photo(self) -> whole_photo_lib.WholePhotoInputs:
@@ -205,9 +207,13 @@ class UNet(nn.Module):
       self.sow('intermediates', 'colour_grade', base)
     if self.local_grid:
       grid = local_affine.LocalAffine(
-        self.local_grid, statistics=self.local_grid_statistics, name='local_affine'
+        self.local_grid,
+        statistics=self.local_grid_statistics,
+        extremes=self.local_grid_extremes,
+        detail=self.local_grid_detail,
+        name='local_affine',
       )
-      base = grid(base, thumbnail, coords)
+      base = grid(base, thumbnail, coords, x)
     if self.frame_gain:
       base = global_grade.FrameGain(self.frame_gain, name='frame_gain')(base, coords)
     if self.has_global_grade:

@@ -15,6 +15,7 @@ in training), and the train step then holds the stage still (`train_state.create
 import itertools
 import logging
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,11 +47,22 @@ _FIRST_DAMPING = 1e-3
 _LAST_DAMPING = 1e8
 
 
-def sample_training_pairs(
-  config: ml_collections.ConfigDict, data_dir: str | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """A fixed random sample of each whole training pair's pixels: inputs and targets `[P, N, 3]`
-  and the photo's figures `[P, F]` as the model reads them (`WholePhotoInputs.of_photo`).
+class PixelSample(NamedTuple):
+  """Pixels of `P` whole training pairs, `N` each: `inputs` and `targets` `[P, N, 3]`, their
+  places in the photo `coords` `[P, N, 2]`, and what the model reads of each whole photo
+  (`WholePhotoInputs.of_photo`): `figures` `[P, F]` and `thumbnails` `[P, T, T, C]` (None for
+  what it does not read)."""
+
+  inputs: np.ndarray
+  targets: np.ndarray
+  coords: np.ndarray
+  figures: np.ndarray | None
+  thumbnails: np.ndarray | None
+
+
+def sample_training_pairs(config: ml_collections.ConfigDict, data_dir: str | None) -> PixelSample:
+  """A fixed random sample of each whole training pair's pixels, with what the model reads of
+  the whole photo, for the fits made before the first step (this module, `grid_prefit.py`).
 
   The split's first `MAX_PAIRS` pairs are read one at a time, keeping `MAX_PIXELS_PER_PAIR` of
   each, then as many of those as `SAMPLE_PIXELS` shares out (at least `MIN_PIXELS_PER_PAIR`;
@@ -60,21 +72,28 @@ def sample_training_pairs(
   split_config.data.eval_size = None
   reads = whole_photo.WholePhotoInputs.from_model_config(config.model)
   rng = np.random.default_rng(config.seed)
-  inputs, targets, figures = [], [], []
+  inputs, targets, coords, figures, thumbnails = [], [], [], [], []
   examples = data.create_eval_iterator(split_config, data_dir=data_dir)
   for example in itertools.islice(examples, MAX_PAIRS):
     image, target = example['input'], example['target']
-    figures.append(reads.of_photo(image, coords=False)['statistics'])
+    whole = reads.of_photo(image, coords=False)
+    figures.append(whole.get('statistics'))
+    thumbnails.append(whole.get('thumbnail'))
     # A random order of the photo's pixels, no pixel twice: any prefix is a random sample.
-    kept = rng.permutation(image.shape[0] * image.shape[1])[:MAX_PIXELS_PER_PAIR]
+    height, width = image.shape[:2]
+    kept = rng.permutation(height * width)[:MAX_PIXELS_PER_PAIR]
     inputs.append(image.reshape(-1, 3)[kept])
     targets.append(target.reshape(-1, 3)[kept])
+    rows = whole_photo.photo_coords(kept // width, [0], height, width)[:, 0, 0]
+    cols = whole_photo.photo_coords([0], kept % width, height, width)[0, :, 1]
+    coords.append(np.stack([rows, cols], axis=-1))
   if not inputs:
     raise ValueError(f'config.data.train_split={config.data.train_split!r} holds no pairs.')
   share = max(MIN_PIXELS_PER_PAIR, SAMPLE_PIXELS // len(inputs))
   per_pair = min(share, *(len(kept) for kept in inputs))
-  sampled = [np.stack([kept[:per_pair] for kept in arrays]) for arrays in (inputs, targets)]
-  return sampled[0], sampled[1], np.stack(figures)
+  sampled = [np.stack([kept[:per_pair] for kept in arrays]) for arrays in (inputs, targets, coords)]
+  whole = [None if items[0] is None else np.stack(items) for items in (figures, thumbnails)]
+  return PixelSample(*sampled, *whole)
 
 
 def fit_auto_levels(
@@ -131,9 +150,10 @@ def prefit(config: ml_collections.ConfigDict, data_dir: str | None, levels: dict
   """The auto levels' weights, from `levels`, fitted alone to the training pairs (numpy
   float32); logs the fit."""
   start = time.perf_counter()
-  inputs, targets, figures = sample_training_pairs(config, data_dir)
+  sample = sample_training_pairs(config, data_dir)
+  inputs = sample.inputs
   offset = bool(config.model.get('auto_levels_offset', False))
-  fitted, before, after = fit_auto_levels(levels, offset, inputs, targets, figures)
+  fitted, before, after = fit_auto_levels(levels, offset, inputs, sample.targets, sample.figures)
   logging.info(
     'Auto levels fitted alone to %d training pairs (%d pixels each) in %.1f s: RMSE %.2f -> %.2f '
     '8-bit steps.',

@@ -19,6 +19,7 @@ from unet_jax.models import create_model
 from unet_jax.training import (
   checkpoint,
   finetune,
+  grid_prefit,
   guards,
   levels_prefit,
   run_record,
@@ -47,6 +48,14 @@ from unet_jax.validation import validate_config
 def _check_finite(step_metrics: dict[str, Any], step: int) -> None:
   if not bool(step_metrics['finite']):
     raise TrainingStopped(guards.nonfinite_step_message(step_metrics, step))
+
+
+def _with_grid_bias(params: dict, bias: np.ndarray, sharding: jax.sharding.Sharding) -> dict:
+  """`params` with the local grid's last bias set to `bias` (`grid_prefit`), a copy of its own:
+  the train step donates params and EMA both, and no buffer may be donated twice."""
+  grid = params['local_affine']
+  last = {**grid['coefficients'], 'bias': jax.device_put(np.copy(bias), sharding)}
+  return {**params, 'local_affine': {**grid, 'coefficients': last}}
 
 
 def _log_schedule_change(config: ml_collections.ConfigDict, run: run_record.Run, step: int):
@@ -155,6 +164,12 @@ def _setup(config, workdir, checkpointer, *, init_from) -> _Session:
       params, ema = (
         {**tree, 'auto_levels': jax.device_put(jax.tree.map(np.copy, fitted), replicated)}
         for tree in (state.params, state.ema_params)
+      )
+      state = state.replace(params=params, ema_params=ema)
+    if not source and config.optimizer.get('local_grid_prefit', False):
+      bias = grid_prefit.prefit(config, data_dir)
+      params, ema = (
+        _with_grid_bias(tree, bias, replicated) for tree in (state.params, state.ema_params)
       )
       state = state.replace(params=params, ema_params=ema)
   state_sharding = jax.tree.map(lambda _: replicated, state)

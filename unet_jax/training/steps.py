@@ -53,7 +53,8 @@ def _whole_photo_grade_l1(model: UNet, variables: Any, batch: dict[str, jax.Arra
   thumbnail (`loss.whole_photo_grade`; the data pipeline adds both). A crop covers a few cells
   of a local grid and little of the frame; the thumbnail covers all of them."""
   inputs = {**model_inputs(batch), 'coords': batch['thumbnail_coords']}
-  graded = model.apply(variables, batch['thumbnail'], **inputs, lut_only=True)
+  colours = batch['thumbnail'][..., :3]  # a thumbnail with extremes carries them after
+  graded = model.apply(variables, colours, **inputs, lut_only=True)
   return losses.l1(graded, batch['target_thumbnail'])
 
 
