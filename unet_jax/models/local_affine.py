@@ -126,13 +126,22 @@ def local_extremes(extremes: jax.Array) -> jax.Array:
   brightest = jnp.concatenate([brightest, brightest.max(axis=-1, keepdims=True)], axis=-1)
   size, outputs = extremes.shape[1], []
   for fraction in STATISTICS_RADII:
-    side = 2 * max(1, round(fraction * size)) + 1
-    window, ones = (1, side, side, 1), (1, 1, 1, 1)
-    low = jax.lax.reduce_window(darkest, jnp.inf, jax.lax.min, window, ones, 'SAME')
-    high = jax.lax.reduce_window(brightest, -jnp.inf, jax.lax.max, window, ones, 'SAME')
+    low, high = _window_extremes(darkest, brightest, max(1, round(fraction * size)))
     inverse = SPREAD_FLOOR / (high - low + SPREAD_FLOOR)
     outputs += [low, high, inverse, low * inverse]
   return jnp.concatenate(outputs, axis=-1)
+
+
+def _window_extremes(
+  darkest: jax.Array, brightest: jax.Array, radius: int
+) -> tuple[jax.Array, jax.Array]:
+  """The least of `darkest` and the greatest of `brightest` (`[B, T, T, C]`) over the
+  `(2 radius + 1)^2` window around each pixel, cut at the frame's edges."""
+  side = 2 * radius + 1
+  window, ones = (1, side, side, 1), (1, 1, 1, 1)
+  low = jax.lax.reduce_window(darkest, jnp.inf, jax.lax.min, window, ones, 'SAME')
+  high = jax.lax.reduce_window(brightest, -jnp.inf, jax.lax.max, window, ones, 'SAME')
+  return low, high
 
 
 def _box_mean(x: jax.Array, radius: int) -> jax.Array:
@@ -172,12 +181,9 @@ def guide_fields(thumbnail: jax.Array, extremes: bool) -> jax.Array:
     radius = max(1, round(fraction * size))
     fields.append(_box_mean(colours, radius))
     if extremes:
-      side = 2 * radius + 1
-      window, ones = (1, side, side, 1), (1, 1, 1, 1)
       darkest = thumbnail[..., 3:6].min(axis=-1, keepdims=True).astype(jnp.float32)
       brightest = thumbnail[..., 6:9].max(axis=-1, keepdims=True).astype(jnp.float32)
-      low = jax.lax.reduce_window(darkest, jnp.inf, jax.lax.min, window, ones, 'SAME')
-      high = jax.lax.reduce_window(brightest, -jnp.inf, jax.lax.max, window, ones, 'SAME')
+      low, high = _window_extremes(darkest, brightest, radius)
       low, high = _box_mean(low, radius), _box_mean(high, radius)
       fields += [low, 1.0 / (high - low + SPREAD_FLOOR)]
   return jnp.concatenate(fields, axis=-1)

@@ -50,12 +50,19 @@ def _check_finite(step_metrics: dict[str, Any], step: int) -> None:
     raise TrainingStopped(guards.nonfinite_step_message(step_metrics, step))
 
 
-def _with_grid_bias(params: dict, bias: np.ndarray, sharding: jax.sharding.Sharding) -> dict:
-  """`params` with the local grid's last bias set to `bias` (`grid_prefit`), a copy of its own:
-  the train step donates params and EMA both, and no buffer may be donated twice."""
-  grid = params['local_affine']
-  last = {**grid['coefficients'], 'bias': jax.device_put(np.copy(bias), sharding)}
-  return {**params, 'local_affine': {**grid, 'coefficients': last}}
+def _with_fitted(
+  state: TrainState, path: tuple[str, ...], fitted: Any, sharding: jax.sharding.Sharding
+) -> TrainState:
+  """`state` with the weights fitted before training (`levels_prefit`, `grid_prefit`) at `path`
+  of its params and its EMA, a copy in each: the train step donates both trees, and no buffer
+  may be donated twice."""
+
+  def place(tree: dict, keys: tuple[str, ...]) -> Any:
+    if not keys:
+      return jax.device_put(jax.tree.map(np.copy, fitted), sharding)
+    return {**tree, keys[0]: place(tree[keys[0]], keys[1:])}
+
+  return state.replace(params=place(state.params, path), ema_params=place(state.ema_params, path))
 
 
 def _log_schedule_change(config: ml_collections.ConfigDict, run: run_record.Run, step: int):
@@ -160,18 +167,10 @@ def _setup(config, workdir, checkpointer, *, init_from) -> _Session:
       run.set_origin(origin)
     elif config.optimizer.get('auto_levels_prefit', False):
       fitted = levels_prefit.prefit(config, data_dir, state.params['auto_levels'])
-      # A copy in each tree: the train step donates both, and no buffer may be donated twice.
-      params, ema = (
-        {**tree, 'auto_levels': jax.device_put(jax.tree.map(np.copy, fitted), replicated)}
-        for tree in (state.params, state.ema_params)
-      )
-      state = state.replace(params=params, ema_params=ema)
-    if not source and config.optimizer.get('local_grid_prefit', False):
-      bias = grid_prefit.prefit(config, data_dir)
-      params, ema = (
-        _with_grid_bias(tree, bias, replicated) for tree in (state.params, state.ema_params)
-      )
-      state = state.replace(params=params, ema_params=ema)
+      state = _with_fitted(state, ('auto_levels',), fitted, replicated)
+    elif config.optimizer.get('local_grid_prefit', False):
+      fitted = grid_prefit.prefit(config, data_dir)
+      state = _with_fitted(state, ('local_affine', 'coefficients', 'bias'), fitted, replicated)
   state_sharding = jax.tree.map(lambda _: replicated, state)
   log_parameter_overview(state.params, workdir)
   _log_schedule_change(config, run, int(state.step))
